@@ -1,0 +1,25 @@
+"""memaudit: audit generative models for memorization of their training data.
+
+The probe layer works on arrays ``(n_items, n_features)`` with ids; adapters turn images and
+series into such arrays; the audit runner writes a JSON and HTML report.
+"""
+
+__version__ = "0.1.0"
+
+from .neighbors import NeighborIndex, Neighbors, knn  # noqa: E402
+from .probes import NNRatioProbe, NNRatioResult, nn_ratio  # noqa: E402
+from .results import Rate  # noqa: E402
+from .sources import Dataset, load_dataset  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "knn",
+    "NeighborIndex",
+    "Neighbors",
+    "nn_ratio",
+    "NNRatioProbe",
+    "NNRatioResult",
+    "Rate",
+    "Dataset",
+    "load_dataset",
+]

@@ -1,0 +1,184 @@
+"""The audit runner: load inputs, run the probes, assemble a report.
+
+Only the runner knows about files; probes see arrays and ids. Defaults live once, in
+:class:`AuditConfig`, and the command line reads them from there.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field, fields
+from importlib import metadata
+
+import numpy as np
+
+from ._validation import check_fraction, check_same_dim
+from .probes.nn_ratio import DEFAULT_THRESHOLD, NNRatioProbe, NNRatioResult
+from .report import Report
+from .sources import Dataset, load_dataset
+
+__all__ = ["AuditConfig", "run_audit", "package_versions", "GATES"]
+
+GATES = ("rate", "excess")
+
+
+@dataclass
+class AuditConfig:
+    """Everything an audit needs; the resolved config is written into the report.
+
+    Parameters
+    ----------
+    train, samples : str, path, array-like or Dataset
+        Training items and generated samples (``.npy``, ``.npz[:key]``, an image folder, an array).
+    holdout : optional
+        Held-out real items never trained on: the control.
+    threshold : float, default=1/3
+        k in d1/d2 < k (Bonnaire et al. 2025, Eq. 6).
+    metric, backend, index : str
+        Neighbour search: "l2" or "cosine"; "faiss", "numpy" or "torch"; "exact", "ivf", "hnsw".
+    carlini_alpha : float or None, default=0.5
+        Carlini et al. 2023's relative criterion; None turns it off.
+    carlini_n : int, default=50
+    n_bootstrap : int, default=1000
+    confidence : float, default=0.95
+    seed : int, default=0
+    resize : int or (int, int), optional
+        Resize image folders.
+    mode : {"L", "RGB"}, optional
+        Read image folders as grayscale or colour.
+    gallery : int, default=16
+        Closest generated/training pairs shown as images in the HTML report.
+    fail_above : float, optional
+        Gate: the audit fails when the gated rate is above this value.
+    gate : {"rate", "excess"}, default="rate"
+        Which figure the gate reads: the samples' memorized fraction, or its excess over the
+        held-out control (needs ``holdout``).
+    notes : list of str
+        Free text shown at the top of the report (the demo uses it to say its samples are a
+        stand-in).
+    progress : bool or None
+        Progress bars on stderr (None: when stderr is a terminal).
+    """
+
+    train: object = None
+    samples: object = None
+    holdout: object = None
+    threshold: float = DEFAULT_THRESHOLD
+    metric: str = "l2"
+    backend: str = "faiss"
+    index: str = "exact"
+    carlini_alpha: float | None = 0.5
+    carlini_n: int = 50
+    n_bootstrap: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    resize: object = None
+    mode: str | None = None
+    gallery: int = 16
+    fail_above: float | None = None
+    gate: str = "rate"
+    notes: list = field(default_factory=list)
+    progress: bool | None = None
+
+    def resolved(self) -> dict:
+        """A JSON-safe copy; arrays are described by their shape, paths kept as given."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Dataset):
+                v = v.source
+            elif v is not None and not isinstance(v, (str, int, float, bool, list, tuple)):
+                v = f"<{type(v).__name__} of shape {tuple(np.shape(v))}>"
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+
+def package_versions() -> dict:
+    """Versions of Python and of the packages that shape the numbers."""
+    out = {"python": platform.python_version()}
+    for pkg in ("memaudit", "numpy", "scipy", "scikit-learn", "faiss-cpu", "Pillow", "torch"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _load(value, name, config) -> Dataset | None:
+    if value is None:
+        return None
+    if isinstance(value, Dataset):
+        return value
+    return load_dataset(value, name, resize=config.resize, mode=config.mode)
+
+
+def run_audit(config: AuditConfig) -> Report:
+    """Run the nearest-neighbour-ratio audit described by ``config``.
+
+    Returns
+    -------
+    Report
+        Call ``report.write(out_dir)`` for report.json and report.html.
+    """
+    if config.train is None or config.samples is None:
+        raise ValueError("an audit needs both train and samples")
+    if config.gate not in GATES:
+        raise ValueError(f"gate must be one of {GATES}, got {config.gate!r}")
+    if config.fail_above is not None:
+        check_fraction(config.fail_above, "fail_above", low_open=False, high_open=False)
+        if config.gate == "excess" and config.holdout is None:
+            raise ValueError("gate='excess' needs a holdout set (the control)")
+    t0 = time.perf_counter()
+    train = _load(config.train, "train", config)
+    samples = _load(config.samples, "samples", config)
+    holdout = _load(config.holdout, "holdout", config)
+    check_same_dim(samples.x, train.x, "samples", "train")
+    if holdout is not None:
+        check_same_dim(holdout.x, train.x, "holdout", "train")
+    probe = NNRatioProbe(
+        threshold=config.threshold,
+        metric=config.metric,
+        backend=config.backend,
+        index=config.index,
+        carlini_alpha=config.carlini_alpha,
+        carlini_n=config.carlini_n,
+        n_bootstrap=config.n_bootstrap,
+        confidence=config.confidence,
+        seed=config.seed,
+        progress=config.progress,
+    ).fit(train.x, ids=train.ids)
+    result: NNRatioResult = probe.score(
+        samples.x,
+        ids=samples.ids,
+        holdout=None if holdout is None else holdout.x,
+        holdout_ids=None if holdout is None else holdout.ids,
+    )
+    gate = None
+    if config.fail_above is not None:
+        value = result.rate.value if config.gate == "rate" else result.excess.value
+        gate = {
+            "figure": "nn_ratio.rate" if config.gate == "rate" else "nn_ratio.excess_over_control",
+            "value": value,
+            "fail_above": config.fail_above,
+            "passed": bool(value <= config.fail_above),
+        }
+    return Report(
+        config=config.resolved(),
+        versions=package_versions(),
+        inputs={
+            "train": train.describe(),
+            "samples": samples.describe(),
+            "holdout": None if holdout is None else holdout.describe(),
+        },
+        nn_ratio=result,
+        gate=gate,
+        notes=list(config.notes),
+        elapsed=time.perf_counter() - t0,
+        datasets={"train": train, "samples": samples, "holdout": holdout},
+    )
+
+
+def config_defaults() -> dict:
+    """Default values of every AuditConfig field (the CLI reads its defaults from here)."""
+    return asdict(AuditConfig())

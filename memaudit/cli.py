@@ -1,0 +1,256 @@
+"""The ``memaudit`` command: thin over the library; results to stdout, progress to stderr.
+
+Exit codes: 0 success (and gate passed); 1 bad input or a failed run (a one-line message names
+the problem); 2 bad command-line usage; 3 the audit ran but the gated rate is above --fail-above.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from fractions import Fraction
+
+from . import __version__
+from .audit import GATES, AuditConfig, config_defaults, run_audit
+from .neighbors import BACKENDS, INDEXES, METRICS
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 3
+_D = config_defaults()
+
+
+def _fraction(text: str) -> float:
+    """Parse '1/3' or '0.333' into a float."""
+    try:
+        return float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError) as exc:
+        raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r}") from exc
+
+
+def _optional_fraction(text: str):
+    return None if text.strip().lower() in ("off", "none") else _fraction(text)
+
+
+def _size(text: str):
+    try:
+        parts = [int(p) for p in text.lower().replace("x", ",").split(",") if p]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HxW, got {text!r}") from exc
+    if len(parts) == 1:
+        return (parts[0], parts[0])
+    if len(parts) == 2:
+        return tuple(parts)
+    raise argparse.ArgumentTypeError(f"expected SIZE or HxW, got {text!r}")
+
+
+def _add_audit_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+    io = p.add_argument_group("inputs (a .npy file, a .npz file or FILE.npz:KEY, or a folder of images)")
+    io.add_argument("--train", required=required, metavar="PATH", help="training items")
+    io.add_argument("--samples", required=required, metavar="PATH", help="generated samples")
+    io.add_argument("--holdout", metavar="PATH",
+                    help="held-out real items never trained on: the control (recommended)")
+    io.add_argument("--resize", type=_size, metavar="HxW",
+                    help="image folders: resize every image (e.g. 32 or 32x32)")
+    io.add_argument("--mode", choices=["L", "RGB"],
+                    help="image folders: read as grayscale (L) or colour (RGB); default: L when "
+                    "every image is grayscale")
+    pr = p.add_argument_group("probe")
+    pr.add_argument("--threshold", type=_fraction, default=_D["threshold"], metavar="K",
+                    help="flag d1/d2 < K; in (0, 1), '1/3' or a decimal (default 1/3, "
+                    "Bonnaire et al. 2025 Eq. 6)")
+    pr.add_argument("--metric", choices=METRICS, default=_D["metric"],
+                    help=f"distance (default {_D['metric']}: plain L2, as in the paper)")
+    pr.add_argument("--carlini-alpha", type=_optional_fraction, default=_D["carlini_alpha"],
+                    metavar="ALPHA", help="Carlini et al. 2023 relative criterion: d1 over the mean "
+                    f"distance to the N nearest below ALPHA (default {_D['carlini_alpha']}; 'off' "
+                    "to skip)")
+    pr.add_argument("--carlini-n", type=int, default=_D["carlini_n"], metavar="N",
+                    help=f"nearest training items averaged by that criterion (default {_D['carlini_n']})")
+    st = p.add_argument_group("statistics")
+    st.add_argument("--n-bootstrap", type=int, default=_D["n_bootstrap"], metavar="B",
+                    help=f"bootstrap resamples for intervals (default {_D['n_bootstrap']})")
+    st.add_argument("--confidence", type=_fraction, default=_D["confidence"],
+                    help=f"interval level (default {_D['confidence']})")
+    st.add_argument("--seed", type=int, default=_D["seed"],
+                    help=f"seed of every random choice (default {_D['seed']})")
+    se = p.add_argument_group("search")
+    se.add_argument("--backend", choices=BACKENDS, default=_D["backend"],
+                    help=f"exact search backend (default {_D['backend']})")
+    se.add_argument("--index", choices=INDEXES, default=_D["index"],
+                    help="exact search, or an approximate FAISS index whose measured recall is "
+                    f"reported (default {_D['index']})")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", required=required, metavar="DIR",
+                     help="folder for report.json and report.html")
+    out.add_argument("--gallery", type=int, default=_D["gallery"], metavar="N",
+                     help=f"closest pairs shown as images in the HTML report (default {_D['gallery']})")
+    out.add_argument("--fail-above", type=_fraction, metavar="RATE",
+                     help=f"exit with code {EXIT_GATE} when the gated rate is above RATE "
+                     "(a fraction: 0.01 = 1%%)")
+    out.add_argument("--gate", choices=GATES, default=_D["gate"],
+                     help="figure read by --fail-above: the memorized fraction (rate) or its excess "
+                     f"over the held-out control (excess, needs --holdout); default {_D['gate']}")
+    out.add_argument("--json", action="store_true",
+                     help="print the summary as JSON on stdout instead of text")
+    out.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+
+
+def _config_from(args, **extra) -> AuditConfig:
+    return AuditConfig(
+        train=args.train,
+        samples=args.samples,
+        holdout=args.holdout,
+        threshold=args.threshold,
+        metric=args.metric,
+        backend=args.backend,
+        index=args.index,
+        carlini_alpha=args.carlini_alpha,
+        carlini_n=args.carlini_n,
+        n_bootstrap=args.n_bootstrap,
+        confidence=args.confidence,
+        seed=args.seed,
+        resize=args.resize,
+        mode=args.mode,
+        gallery=args.gallery,
+        fail_above=args.fail_above,
+        gate=args.gate,
+        progress=False if args.no_progress else None,
+        **extra,
+    )
+
+
+def _summary(report, paths) -> dict:
+    d = report.to_dict()
+    nr = d["nn_ratio"]
+    return {
+        "rate": nr["rate"],
+        "control_rate": None if nr["control"] is None else nr["control"]["rate"],
+        "excess_over_control": nr["excess_over_control"],
+        "closer_to_train_than_holdout": nr["closer_to_train_than_holdout"],
+        "carlini_rate": None if nr["carlini"] is None else nr["carlini"]["rate"],
+        "n_samples": nr["n_samples"],
+        "n_memorized": nr["n_memorized"],
+        "gate": d["gate"],
+        "report_json": str(paths["json"]),
+        "report_html": str(paths["html"]),
+    }
+
+
+def _finish(report, paths, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(_summary(report, paths), indent=2))
+    else:
+        print(report.nn_ratio.summary())
+        if report.gate is not None:
+            g = report.gate
+            verdict = "PASS" if g["passed"] else "FAIL"
+            print(f"gate: {verdict} ({g['figure']} = {100 * g['value']:.2f}%, "
+                  f"fail above {100 * g['fail_above']:.2f}%)")
+        print(f"report: {paths['json']}\n        {paths['html']}")
+    return EXIT_OK if report.passed else EXIT_GATE
+
+
+def cmd_audit(args) -> int:
+    report = run_audit(_config_from(args))
+    paths = report.write(args.out)
+    return _finish(report, paths, args.json)
+
+
+def cmd_demo(args) -> int:
+    from pathlib import Path
+
+    from .demo import make_demo_data, planted_recovery
+
+    out = Path(args.out)
+    data = make_demo_data(seed=args.seed)
+    paths = data.save(out / "data")
+    args.train, args.samples, args.holdout = (str(paths[k]) for k in ("train", "samples", "holdout"))
+    print(f"demo: scikit-learn digits, {len(data.train)} training, {len(data.holdout)} held-out, "
+          f"{len(data.samples)} stand-in samples ({data.planted_positions.size} planted copies); "
+          f"inputs written to {out / 'data'}", file=sys.stderr)
+    report = run_audit(_config_from(args, notes=[data.note]))
+    rec = planted_recovery(data, report.nn_ratio)
+    report.notes.append(
+        f"Planted copies flagged with the right training id: {rec['planted_flagged_with_right_source']}"
+        f" of {rec['planted']}; held-out digits flagged: {rec['fresh_flagged']} of {rec['fresh']}."
+    )
+    report_paths = report.write(out)
+    code = _finish(report, report_paths, args.json)
+    if not args.json:
+        print(f"planted copies flagged with the right training id: "
+              f"{rec['planted_flagged_with_right_source']}/{rec['planted']}; "
+              f"held-out digits flagged: {rec['fresh_flagged']}/{rec['fresh']}")
+        print(f"the same audit by hand: memaudit audit --train {args.train} --samples "
+              f"{args.samples} --holdout {args.holdout} --out {out}")
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memaudit",
+        description="Audit generative models for memorization of their training data.",
+        epilog=f"Exit codes: {EXIT_OK} ok, {EXIT_ERROR} bad input or failed run, {EXIT_USAGE} usage "
+        f"error, {EXIT_GATE} gate failed (--fail-above).",
+    )
+    parser.add_argument("--version", action="version", version=f"memaudit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    audit = sub.add_parser(
+        "audit",
+        help="nearest-neighbour-ratio audit of generated samples against a training set",
+        description=(
+            "Flag generated samples that copy a training item: a sample is memorized when its "
+            "nearest training item is closer than K times the second nearest (d1/d2 < K, K = 1/3; "
+            "Bonnaire et al. 2025 Eq. 6). Reports the memorized fraction with a bootstrap interval, "
+            "the same probe on held-out real data as the control and the excess over it, the share "
+            "of samples closer to the training set than to the held-out set, and Carlini et al. "
+            "2023's relative criterion. Writes DIR/report.json and a self-contained DIR/report.html."
+        ),
+        epilog=f"Exit codes: {EXIT_OK} ok (gate passed), {EXIT_ERROR} bad input, {EXIT_USAGE} usage "
+        f"error, {EXIT_GATE} gated rate above --fail-above. Example: memaudit audit --train "
+        "train/ --samples generated/ --holdout test/ --out audit --fail-above 0.01",
+    )
+    _add_audit_options(audit)
+    audit.set_defaults(func=cmd_audit)
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole audit on a bundled real default (scikit-learn digits)",
+        description=(
+            "Audit a labelled stand-in on scikit-learn's bundled 8x8 digits: held-out digits plus "
+            "copies of training digits planted at known positions. Writes the inputs to DIR/data "
+            "and the report to DIR; prints how many planted copies were found."
+        ),
+    )
+    demo.add_argument("--out", default="memaudit-demo", metavar="DIR",
+                      help="output folder (default memaudit-demo)")
+    demo.add_argument("--seed", type=int, default=_D["seed"], help="seed of the split and copies")
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.add_argument("--fail-above", type=_fraction, metavar="RATE", help="gate, as for audit")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+_DEMO_FIXED = dict(threshold=_D["threshold"], metric=_D["metric"], backend=_D["backend"],
+                   index=_D["index"], carlini_alpha=_D["carlini_alpha"], carlini_n=_D["carlini_n"],
+                   n_bootstrap=_D["n_bootstrap"], confidence=_D["confidence"], resize=None,
+                   mode=None, gallery=_D["gallery"], gate=_D["gate"], no_progress=True)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.command == "demo":
+        for key, value in _DEMO_FIXED.items():
+            setattr(args, key, value)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, KeyError, FileNotFoundError, ImportError, RuntimeError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"memaudit: error: {msg}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""report.json (versioned schema) and a self-contained report.html, written atomically."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .adapters.pixels import image_layout, png_data_uri, to_display
+from .results import jsonable
+
+__all__ = ["Report", "SCHEMA_VERSION", "atomic_write_text"]
+
+SCHEMA = "memaudit.report"
+SCHEMA_VERSION = "1.0"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class Report:
+    """An audit's results, ready to be written as JSON and HTML."""
+
+    config: dict
+    versions: dict
+    inputs: dict
+    nn_ratio: object
+    gate: dict | None = None
+    notes: list = field(default_factory=list)
+    elapsed: float = 0.0
+    datasets: dict = field(default_factory=dict, repr=False)
+    created: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
+
+    @property
+    def passed(self) -> bool:
+        """False only when a gate was set and the gated rate is above it."""
+        return self.gate is None or self.gate["passed"]
+
+    def gallery(self) -> list[dict]:
+        """The ``config['gallery']`` samples with the smallest ratio and their nearest items."""
+        res = self.nn_ratio
+        out = []
+        for i in res.closest_pairs(int(self.config.get("gallery", 16))):
+            out.append(
+                {
+                    "sample_index": int(i),
+                    "sample_id": jsonable(res.sample_ids[i]),
+                    "nn_index": int(res.nn_index[i]),
+                    "nn_id": jsonable(res.nn_id[i]),
+                    "nn2_index": int(res.nn2_index[i]),
+                    "d1": float(res.d1[i]),
+                    "d2": float(res.d2[i]),
+                    "ratio": float(res.ratio[i]),
+                    "memorized": bool(res.memorized[i]),
+                }
+            )
+        return out
+
+    def to_dict(self) -> dict:
+        return jsonable(
+            {
+                "schema": SCHEMA,
+                "schema_version": SCHEMA_VERSION,
+                "created": self.created,
+                "seed": self.config.get("seed"),
+                "config": self.config,
+                "versions": self.versions,
+                "inputs": self.inputs,
+                "notes": self.notes,
+                "gate": self.gate,
+                "elapsed_seconds": round(self.elapsed, 3),
+                "nn_ratio": self.nn_ratio.to_dict(per_sample=True),
+                "gallery": self.gallery(),
+            }
+        )
+
+    def write(self, out_dir) -> dict:
+        """Write report.json and report.html into ``out_dir`` (created if needed)."""
+        out = Path(out_dir)
+        data = self.to_dict()
+        paths = {"json": out / "report.json", "html": out / "report.html"}
+        atomic_write_text(paths["json"], json.dumps(data, indent=2, allow_nan=False) + "\n")
+        atomic_write_text(paths["html"], render_html(self, data))
+        return paths
+
+
+# ----------------------------------------------------------------------------- HTML
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;
+color:#222;padding:0 1em}h1{font-size:1.6em}h2{font-size:1.2em;margin-top:1.8em;
+border-bottom:1px solid #ddd}table{border-collapse:collapse;margin:.5em 0}td,th{padding:.25em .7em;
+border-bottom:1px solid #eee;text-align:left;vertical-align:top}th{background:#f6f6f6}
+.num{text-align:right;font-variant-numeric:tabular-nums}.note{background:#fff7d6;border:1px solid
+#e8d48a;padding:.6em 1em;border-radius:4px}.pass{color:#17692c;font-weight:bold}.fail{color:#a31515;
+font-weight:bold}.pairs{display:flex;flex-wrap:wrap;gap:12px}.pair{border:1px solid #ddd;
+border-radius:4px;padding:6px;font-size:.8em;width:170px}.pair.flag{border-color:#a31515;
+background:#fff2f2}.pair img{image-rendering:pixelated;width:80px;height:80px}code{font-size:.9em}
+details{margin:.5em 0}small{color:#666}
+"""
+
+
+def _fmt_rate(d: dict | None) -> str:
+    if not d:
+        return "&ndash;"
+    pct = int(round(100 * d["confidence"]))
+    head = f"{100 * d['value']:.2f}%"
+    if d.get("count") is not None:
+        head += f" ({d['count']}/{d['n']})"
+    return f"{head} <small>{pct}% CI [{100 * d['low']:.2f}%, {100 * d['high']:.2f}%]</small>"
+
+
+def _histogram_svg(ratio: np.ndarray, control: np.ndarray | None, threshold: float) -> str:
+    """An inline SVG histogram of log10(d1/d2), as fractions of each set, with the threshold."""
+    floor = 1e-3
+    bins = 40
+    edges = np.linspace(np.log10(floor), 0.0, bins + 1)
+    series = [("samples", ratio, "#3b6fb6")]
+    if control is not None:
+        series.append(("held-out control", control, "#e08a2c"))
+    hists = []
+    for label, r, colour in series:
+        h, _ = np.histogram(np.log10(np.clip(r, floor, 1.0)), bins=edges)
+        hists.append((label, h / max(1, r.size), colour))
+    top = max(float(h.max()) for _, h, _ in hists) or 1.0
+    w, hgt, left, bottom = 640, 240, 48, 36
+    pw, ph = w - left - 10, hgt - bottom - 10
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{hgt}" '
+             f'font-size="11" font-family="sans-serif">']
+    bw = pw / bins
+    for s, (label, h, colour) in enumerate(hists):
+        for b, v in enumerate(h):
+            if v <= 0:
+                continue
+            bh = ph * v / top
+            x = left + b * bw + (bw / 2 if s else 0) * (len(hists) > 1)
+            width = bw / len(hists)
+            parts.append(f'<rect x="{x:.1f}" y="{10 + ph - bh:.1f}" width="{width:.1f}" '
+                         f'height="{bh:.1f}" fill="{colour}" opacity="0.85"/>')
+    parts.append(f'<line x1="{left}" y1="{10 + ph}" x2="{left + pw}" y2="{10 + ph}" stroke="#444"/>')
+    parts.append(f'<line x1="{left}" y1="10" x2="{left}" y2="{10 + ph}" stroke="#444"/>')
+    for tick in range(int(np.log10(floor)), 1):
+        x = left + (tick - np.log10(floor)) / -np.log10(floor) * pw
+        parts.append(f'<text x="{x:.1f}" y="{hgt - 20}" text-anchor="middle">1e{tick}</text>')
+    parts.append(f'<text x="{left + pw / 2}" y="{hgt - 4}" text-anchor="middle">d1 / d2 '
+                 f'(log scale; values below 1e-3 in the first bin)</text>')
+    parts.append(f'<text x="4" y="16">{100 * top:.0f}%</text>')
+    tx = left + (np.log10(threshold) - np.log10(floor)) / -np.log10(floor) * pw
+    parts.append(f'<line x1="{tx:.1f}" y1="10" x2="{tx:.1f}" y2="{10 + ph}" stroke="#a31515" '
+                 f'stroke-dasharray="5,3"/>')
+    parts.append(f'<text x="{tx + 4:.1f}" y="22" fill="#a31515">k = {threshold:.3g}</text>')
+    for s, (label, _, colour) in enumerate(hists):
+        y = 22 + 14 * (s + 1)
+        parts.append(f'<rect x="{left + 10}" y="{y - 9}" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text x="{left + 24}" y="{y}">{html.escape(label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _gallery_html(report: Report, gallery: list[dict]) -> str:
+    train = report.datasets.get("train")
+    samples = report.datasets.get("samples")
+    if train is None or samples is None:
+        return ""
+    if image_layout(samples.item_shape) is None or image_layout(train.item_shape) is None:
+        return "<p><small>Items are not images; no gallery.</small></p>"
+    s_rows = np.asarray(samples.x[[g["sample_index"] for g in gallery]], dtype=np.float64)
+    t_rows = np.asarray(train.x[[g["nn_index"] for g in gallery]], dtype=np.float64)
+    both = np.concatenate([s_rows, t_rows])
+    lo, hi = float(np.percentile(both, 0.5)), float(np.percentile(both, 99.5))
+    s_img = to_display(s_rows, samples.item_shape, lo, hi)
+    t_img = to_display(t_rows, train.item_shape, lo, hi)
+    cells = []
+    for g, a, b in zip(gallery, s_img, t_img):
+        flag = " flag" if g["memorized"] else ""
+        cells.append(
+            f'<div class="pair{flag}"><img src="{png_data_uri(a)}" alt="sample"> '
+            f'<img src="{png_data_uri(b)}" alt="nearest training item"><br>'
+            f'sample <code>{html.escape(str(g["sample_id"]))}</code><br>'
+            f'train <code>{html.escape(str(g["nn_id"]))}</code><br>'
+            f'd1/d2 = {g["ratio"]:.3f}{" &mdash; <b>memorized</b>" if g["memorized"] else ""}</div>'
+        )
+    return (
+        "<p>Left: generated sample; right: its nearest training item (same intensity scale). "
+        "Red frames are flagged as memorized.</p>"
+        f'<div class="pairs">{"".join(cells)}</div>'
+    )
+
+
+def render_html(report: Report, data: dict) -> str:
+    nr = data["nn_ratio"]
+    res = report.nn_ratio
+    esc = html.escape
+    rows = [("Memorized fraction f<sub>mem</sub> (d1/d2 &lt; k)", _fmt_rate(nr["rate"]))]
+    if nr["control"] is not None:
+        rows.append(("Held-out control, same probe", _fmt_rate(nr["control"]["rate"])))
+        rows.append(("<b>Excess over control</b>", _fmt_rate(nr["excess_over_control"])))
+    if nr["closer_to_train_than_holdout"] is not None:
+        c = nr["closer_to_train_than_holdout"]
+        rows.append(
+            ("Samples closer to train than to held-out (expected 50%)",
+             _fmt_rate(c) + f" <small>on {c['n_train_compared']} vs {c['n_holdout_compared']} items</small>")
+        )
+    if nr["carlini"] is not None:
+        c = nr["carlini"]
+        rows.append((f"Carlini et al. relative criterion (&alpha; = {c['alpha']:g}, "
+                     f"{c['n_nearest']} nearest)", _fmt_rate(c["rate"])))
+        if nr["control"] is not None and nr["control"]["carlini"] is not None:
+            rows.append(("&nbsp;&nbsp;same criterion on the held-out control",
+                         _fmt_rate(nr["control"]["carlini"]["rate"])))
+    rows.append(("Exact copies (d1 = 0)", str(nr["n_exact_copies"])))
+    gate_html = ""
+    if data["gate"] is not None:
+        g = data["gate"]
+        verdict = '<span class="pass">PASS</span>' if g["passed"] else '<span class="fail">FAIL</span>'
+        gate_html = (f"<p>Gate: {verdict} &mdash; {esc(g['figure'])} = {100 * g['value']:.2f}% "
+                     f"{'&le;' if g['passed'] else '&gt;'} fail-above {100 * g['fail_above']:.2f}%</p>")
+    notes = "".join(f'<p class="note">{esc(n)}</p>' for n in data["notes"])
+    inputs = "".join(
+        f"<tr><td>{k}</td><td>{esc(str(v['source']))}</td><td class='num'>{v['n_items']}</td>"
+        f"<td>{esc(str(tuple(v['item_shape'])))}</td><td>{v['dtype']}</td></tr>"
+        for k, v in data["inputs"].items() if v is not None
+    )
+    flagged = res.flagged()[:100]
+    flag_rows = "".join(
+        f"<tr><td class='num'>{i}</td><td><code>{esc(str(res.sample_ids[i]))}</code></td>"
+        f"<td><code>{esc(str(res.nn_id[i]))}</code></td><td class='num'>{res.d1[i]:.4g}</td>"
+        f"<td class='num'>{res.d2[i]:.4g}</td><td class='num'>{res.ratio[i]:.4f}</td></tr>"
+        for i in flagged
+    )
+    flag_table = (
+        "<table><tr><th>#</th><th>sample id</th><th>nearest training id</th><th>d1</th><th>d2</th>"
+        f"<th>d1/d2</th></tr>{flag_rows}</table>"
+        + (f"<p><small>First 100 of {int(res.memorized.sum())}; all are in report.json.</small></p>"
+           if res.memorized.sum() > 100 else "")
+        if flag_rows else "<p>No sample is flagged.</p>"
+    )
+    config_rows = "".join(
+        f"<tr><td>{esc(k)}</td><td><code>{esc(json.dumps(v))}</code></td></tr>"
+        for k, v in data["config"].items() if k != "notes"
+    )
+    version_rows = "".join(
+        f"<tr><td>{esc(k)}</td><td>{esc(str(v))}</td></tr>" for k, v in data["versions"].items()
+    )
+    control_ratio = None if res.control is None else res.control.ratio
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>memaudit report</title>
+<style>{_CSS}</style></head><body>
+<h1>memaudit: memorization audit</h1>
+<p><small>{esc(data['created'])} &middot; memaudit {esc(str(data['versions'].get('memaudit')))}
+&middot; schema {data['schema_version']} &middot; seed {data['seed']}
+&middot; {data['elapsed_seconds']:.1f} s</small></p>
+{notes}
+<h2>Headline</h2>
+<table>{''.join(f'<tr><td>{a}</td><td>{b}</td></tr>' for a, b in rows)}</table>
+{gate_html}
+<p><small>A sample is memorized when its nearest training item is closer than k = {nr['threshold']:.4g}
+times its second-nearest (d1/d2 &lt; k, {esc(nr['metric'])} distance; {esc(nr['threshold_source'])}).
+The control is real held-out data through the same probe: its rate is the floor that
+near-duplicates in the data distribution alone produce. Intervals: {esc(nr['rate']['method'])}.</small></p>
+<h2>Distribution of d1/d2</h2>
+{_histogram_svg(res.ratio, control_ratio, res.threshold)}
+<h2>Closest generated / training pairs</h2>
+{_gallery_html(report, data['gallery'])}
+<h2>Flagged samples</h2>
+{flag_table}
+<h2>Inputs</h2>
+<table><tr><th>set</th><th>source</th><th>items</th><th>item shape</th><th>dtype</th></tr>{inputs}</table>
+<details><summary>Resolved configuration</summary><table>{config_rows}</table></details>
+<details><summary>Package versions</summary><table>{version_rows}</table></details>
+</body></html>
+"""

@@ -1,0 +1,81 @@
+"""Brute-force references (double loops in float64) that every fast path is tested against."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _flat(x):
+    x = np.asarray(x, dtype=np.float64)
+    return x.reshape(x.shape[0], -1)
+
+
+def naive_distance_matrix(queries, reference, metric: str = "l2") -> np.ndarray:
+    """All pairwise distances, one pair at a time."""
+    q, r = _flat(queries), _flat(reference)
+    out = np.empty((q.shape[0], r.shape[0]))
+    for i in range(q.shape[0]):
+        for j in range(r.shape[0]):
+            if metric == "l2":
+                out[i, j] = np.sqrt(np.sum((q[i] - r[j]) ** 2))
+            else:
+                cos = np.dot(q[i], r[j]) / (np.linalg.norm(q[i]) * np.linalg.norm(r[j]))
+                out[i, j] = 1.0 - cos
+    return out
+
+
+def naive_knn(queries, reference, k, metric="l2", exclude_self=False):
+    """Sorted (distance, index) of the k nearest, ties broken by the lower index."""
+    dmat = naive_distance_matrix(queries, reference, metric)
+    if exclude_self:
+        np.fill_diagonal(dmat, np.inf)
+    idx = np.empty((dmat.shape[0], k), dtype=np.int64)
+    dist = np.empty((dmat.shape[0], k))
+    for i, row in enumerate(dmat):
+        order = sorted(range(row.size), key=lambda j: (row[j], j))[:k]
+        idx[i] = order
+        dist[i] = row[order]
+    return dist, idx, dmat
+
+
+def naive_nn_ratio(samples, train, threshold=1 / 3, carlini_n=50, carlini_alpha=0.5):
+    """d1, d2, ratio, flags, nearest index and Carlini score by brute force."""
+    dmat = naive_distance_matrix(samples, train)
+    d1, d2, nn, carlini = [], [], [], []
+    m = min(carlini_n, dmat.shape[1])
+    for row in dmat:
+        s = np.sort(row)
+        d1.append(s[0])
+        d2.append(s[1])
+        nn.append(int(np.argmin(row)))
+        carlini.append(0.0 if s[:m].mean() == 0 else s[0] / s[:m].mean())
+    d1, d2 = np.array(d1), np.array(d2)
+    ratio = np.array([0.0 if b == 0 else a / b for a, b in zip(d1, d2)])
+    carlini = np.array(carlini)
+    return {
+        "d1": d1,
+        "d2": d2,
+        "ratio": ratio,
+        "memorized": ratio < threshold,
+        "nn_index": np.array(nn),
+        "carlini_score": carlini,
+        "carlini_memorized": carlini < carlini_alpha,
+    }
+
+
+def assert_neighbors_match(distances, indices, queries, reference, k, metric="l2",
+                           exclude_self=False, atol=1e-5):
+    """Distances equal the brute-force ones; each index really is at its reported distance.
+
+    Tied neighbours may be returned in any valid choice, so indices are checked through their
+    distances, not compared position by position.
+    """
+    want_d, want_i, dmat = naive_knn(queries, reference, k, metric, exclude_self)
+    np.testing.assert_allclose(distances, want_d, atol=atol, rtol=1e-5)
+    rows = np.arange(dmat.shape[0])[:, None]
+    np.testing.assert_allclose(dmat[rows, indices], distances, atol=atol, rtol=1e-5)
+    for row in indices:
+        assert len(set(row.tolist())) == k, "a neighbour is returned twice"
+    if exclude_self:
+        assert not (indices == np.arange(indices.shape[0])[:, None]).any()
+    return want_d, want_i
