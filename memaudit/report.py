@@ -223,8 +223,9 @@ def render_html(report: Report, data: dict) -> str:
     if nr["closer_to_train_than_holdout"] is not None:
         c = nr["closer_to_train_than_holdout"]
         rows.append(
-            ("Samples closer to train than to held-out (expected 50%)",
-             _fmt_rate(c) + f" <small>on {c['n_train_compared']} vs {c['n_holdout_compared']} items</small>")
+            (f"Samples closer to train than to held-out (expected {100 * c['expected']:.1f}% "
+             "without memorization)",
+             _fmt_rate(c) + f" <small>{c['n_train']} training vs {c['n_holdout']} held-out items</small>")
         )
     if nr["carlini"] is not None:
         c = nr["carlini"]

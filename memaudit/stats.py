@@ -29,7 +29,9 @@ def wilson_interval(count: int, n: int, confidence: float = 0.95) -> tuple[float
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    lo = 0.0 if count == 0 else max(0.0, centre - half)  # exact bounds at the edges
+    hi = 1.0 if count == n else min(1.0, centre + half)
+    return float(lo), float(hi)
 
 
 def _percentiles(draws: np.ndarray, confidence: float) -> tuple[float, float]:

@@ -64,10 +64,11 @@ def test_fresh_samples_from_the_training_distribution_give_rate_zero(rng):
     res = nn_ratio(rng.normal(size=(500, 64)), train, holdout=rng.normal(size=(500, 64)))
     assert res.rate.count == 0 and res.control.rate.count == 0
     assert res.ratio.min() > 0.7
-    # the closer-to-train share is 0.5 in expectation; the interval must cover it
+    # without copying, the nearest of 1000 train + 500 held-out items is a training item with
+    # probability 1000 / 1500; the interval must cover it
     share = res.closer_to_train
-    assert share.low <= 0.5 <= share.high
-    assert res.closer_sizes == {"n_train_compared": 500, "n_holdout_compared": 500}
+    assert res.closer_sizes == {"n_train": 1000, "n_holdout": 500, "expected": 2 / 3}
+    assert share.low <= 2 / 3 <= share.high
 
 
 def test_control_excess_and_closer_share_with_copies(rng):
@@ -78,7 +79,7 @@ def test_control_excess_and_closer_share_with_copies(rng):
     assert res.control.rate.value == 0.0
     assert res.excess.value == pytest.approx(res.rate.value - res.control.rate.value)
     assert res.excess.low > 0.2
-    # copies are always closer to train; fresh ones half the time: 0.3 + 0.7 * 0.5 = 0.65
+    # copies are always closer to train; fresh ones half the time (equal sizes): 0.3 + 0.7 * 0.5
     assert res.closer_to_train.low <= 0.65 <= res.closer_to_train.high
     d = res.to_dict()
     assert d["control"]["rate"]["count"] == 0 and "per_sample" not in d["control"]

@@ -13,8 +13,8 @@ training items, below alpha = 0.5.
 When held-out real data (never trained on) are given, they go through the same probe as the
 control: real non-members that sit that close to one training item set the false-positive floor,
 and the headline is the excess of the samples' rate over the control's. The share of samples that
-are closer to the training set than to an equally large held-out set is reported too (the view of
-SDMetrics' DCR overfitting metric: 0.5 when the model does not favour its training data).
+are closer to the training set than to the held-out set is reported too (the view of SDMetrics'
+DCR overfitting metric), beside its value without memorization, n_train / (n_train + n_holdout).
 """
 
 from __future__ import annotations
@@ -69,10 +69,10 @@ class NNRatioResult:
     excess : Rate or None
         ``rate - control.rate`` with a bootstrap interval: the headline when a control exists.
     closer_to_train : Rate or None
-        Share of samples nearer to an equal-size training subset than to the held-out set
-        (expected 0.5 without memorization).
+        Share of samples nearer to the training set than to the held-out set.
     closer_sizes : dict or None
-        Sizes of the two sets that ``closer_to_train`` compared.
+        The two sets' sizes and the share expected without memorization,
+        ``n_train / (n_train + n_holdout)`` (0.5 for equal sizes).
     metric : str
     neighbors : dict
         How the search was done (backend, index, recall of an approximate index).
@@ -143,7 +143,7 @@ class NNRatioResult:
             "excess_over_control": None if self.excess is None else self.excess.to_dict(),
             "closer_to_train_than_holdout": None
             if self.closer_to_train is None
-            else {**self.closer_to_train.to_dict(), **self.closer_sizes, "expected": 0.5},
+            else {**self.closer_to_train.to_dict(), **self.closer_sizes},
         }
         if per_sample:
             records = {
@@ -191,7 +191,9 @@ class NNRatioResult:
             lines.append(f"held-out control:              {self.control.rate}")
             lines.append(f"excess over control:           {self.excess}")
         if self.closer_to_train is not None:
-            lines.append(f"closer to train than held-out: {self.closer_to_train} (expected 50%)")
+            expected = 100 * self.closer_sizes["expected"]
+            lines.append(f"closer to train than held-out: {self.closer_to_train} "
+                         f"(expected {expected:.1f}% without memorization)")
         if self.carlini_rate is not None:
             lines.append(
                 f"Carlini relative criterion (alpha {self.carlini_alpha:g}, "
@@ -236,7 +238,7 @@ class NNRatioProbe:
     n_bootstrap : int, default=1000
     confidence : float, default=0.95
     seed : int, default=0
-        Seeds the bootstrap and the equal-size subsample of the closer-to-train share.
+        Seeds the bootstrap.
     progress : bool or None, default=None
         Progress bar on stderr for long searches.
     search_options : dict, optional
@@ -378,26 +380,22 @@ class NNRatioProbe:
         control = self._score_one(holdout, holdout_ids, "holdout")
         excess = rate_difference(result.rate, control.rate, n_bootstrap=self.n_bootstrap,
                                  confidence=self.confidence, seed=self.seed)
-        closer, sizes = self._closer_to_train(samples, holdout)
+        closer, sizes = self._closer_to_train(samples, holdout, result.d1)
         return replace(result, control=control, excess=excess, closer_to_train=closer,
                         closer_sizes=sizes)
 
-    def _closer_to_train(self, samples, holdout):
-        """Share of samples nearer to train than to held-out, on two sets of equal size."""
-        samples = as_2d_array(samples, "samples", check_values=False)
-        holdout = as_2d_array(holdout, "holdout", check_values=False)
-        n_train, n_hold = self.train_.shape[0], holdout.shape[0]
-        m = min(n_train, n_hold)
-        rng = np.random.default_rng(self.seed)
-        train_rows = np.sort(rng.choice(n_train, size=m, replace=False)) if n_train > m else None
-        hold_rows = np.sort(rng.choice(n_hold, size=m, replace=False)) if n_hold > m else None
-        train_sub = self.train_ if train_rows is None else self.train_[train_rows]
-        hold_sub = holdout if hold_rows is None else holdout[hold_rows]
-        d_train = self._search().fit(train_sub, name="train").search(samples, k=1).distances[:, 0]
-        d_hold = self._search().fit(hold_sub, name="holdout").search(samples, k=1).distances[:, 0]
+    def _closer_to_train(self, samples, holdout, d_train):
+        """Share of samples nearer to the training set than to the held-out set.
+
+        For a sample drawn independently of both sets, its nearest neighbour in the union of n_t
+        training and n_h held-out items (all exchangeable) is a training item with probability
+        n_t / (n_t + n_h): that is the expected share without memorization (0.5 for equal sizes).
+        """
+        d_hold = self._search().fit(holdout, name="holdout").search(samples, k=1).distances[:, 0]
         share = rate(d_train < d_hold, n_bootstrap=self.n_bootstrap, confidence=self.confidence,
                      seed=self.seed)
-        return share, {"n_train_compared": int(m), "n_holdout_compared": int(m)}
+        n_t, n_h = self.train_.shape[0], as_2d_array(holdout, "holdout", check_values=False).shape[0]
+        return share, {"n_train": int(n_t), "n_holdout": int(n_h), "expected": n_t / (n_t + n_h)}
 
 
 def nn_ratio(samples, train, *, holdout=None, train_ids=None, sample_ids=None,

@@ -1,0 +1,185 @@
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from memaudit.audit import AuditConfig
+from memaudit.cli import EXIT_ERROR, EXIT_GATE, EXIT_OK, EXIT_USAGE, build_parser, main
+from memaudit.report import SCHEMA_VERSION, atomic_write_text
+
+
+@pytest.fixture
+def sets(tmp_path, rng):
+    train = rng.normal(size=(200, 6, 6)).astype(np.float32)
+    samples = rng.normal(size=(50, 6, 6)).astype(np.float32)
+    samples[[4, 17, 33]] = train[[10, 20, 30]]
+    holdout = rng.normal(size=(80, 6, 6)).astype(np.float32)
+    paths = {}
+    for name, x in (("train", train), ("samples", samples), ("holdout", holdout)):
+        paths[name] = tmp_path / f"{name}.npy"
+        np.save(paths[name], x)
+    return paths
+
+
+def _audit(paths, out, *extra):
+    return main(["audit", "--train", str(paths["train"]), "--samples", str(paths["samples"]),
+                 "--out", str(out), "--no-progress", *extra])
+
+
+def test_audit_writes_a_versioned_report(sets, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = _audit(sets, out, "--holdout", str(sets["holdout"]), "--seed", "3")
+    assert code == EXIT_OK
+    text = capsys.readouterr().out
+    assert "memorized (d1/d2 < 0.3333): 6.00% (3/50)" in text
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema"] == "memaudit.report" and report["schema_version"] == SCHEMA_VERSION
+    assert report["seed"] == 3 and report["config"]["seed"] == 3
+    assert report["config"]["threshold"] == pytest.approx(1 / 3)
+    for pkg in ("python", "memaudit", "numpy", "faiss-cpu", "scikit-learn"):
+        assert report["versions"][pkg]
+    nr = report["nn_ratio"]
+    assert nr["n_memorized"] == 3 and nr["control"]["rate"]["count"] == 0
+    flagged = [i for i, m in enumerate(nr["per_sample"]["memorized"]) if m]
+    assert flagged == [4, 17, 33]
+    assert [nr["per_sample"]["nn_id"][i] for i in flagged] == [10, 20, 30]
+    assert report["inputs"]["train"]["item_shape"] == [6, 6]
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and html.count("data:image/png;base64,") == 2 * 16
+    assert "Excess over control" in html
+    assert not list(out.glob(".*tmp"))  # atomic writes leave no temporaries
+
+
+def test_fail_above_gates_with_a_distinct_exit_code(sets, tmp_path, capsys):
+    assert _audit(sets, tmp_path / "a", "--fail-above", "0.05") == EXIT_GATE  # 6% > 5%
+    assert "gate: FAIL" in capsys.readouterr().out
+    assert _audit(sets, tmp_path / "b", "--fail-above", "0.1") == EXIT_OK
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["gate"] == {"figure": "nn_ratio.rate", "value": 0.06, "fail_above": 0.05,
+                              "passed": False}
+    assert _audit(sets, tmp_path / "c", "--holdout", str(sets["holdout"]), "--gate", "excess",
+                  "--fail-above", "0.07") == EXIT_OK
+
+
+def test_json_output(sets, tmp_path, capsys):
+    assert _audit(sets, tmp_path / "j", "--json", "--threshold", "1/2") == EXIT_OK
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_memorized"] == 3 and summary["rate"]["value"] == 0.06
+    assert summary["report_json"].endswith("report.json")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--threshold", "1.5"], "threshold must lie in (0, 1)"),
+        (["--threshold", "0"], "threshold must lie in (0, 1)"),
+        (["--gate", "excess", "--fail-above", "0.1"], "needs a holdout"),
+        (["--fail-above", "2"], "fail_above must lie in [0, 1]"),
+    ],
+)
+def test_bad_settings_exit_1_with_a_message(sets, tmp_path, capsys, extra, message):
+    assert _audit(sets, tmp_path / "x", *extra) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("memaudit: error:") and message in err
+    assert not (tmp_path / "x" / "report.json").exists()
+
+
+def test_bad_inputs_exit_1(sets, tmp_path, capsys, rng):
+    missing = dict(sets, train=tmp_path / "nope.npy")
+    assert _audit(missing, tmp_path / "x") == EXIT_ERROR
+    assert "nope.npy does not exist" in capsys.readouterr().err
+    np.save(tmp_path / "wide.npy", rng.normal(size=(5, 7)))
+    assert _audit(dict(sets, samples=tmp_path / "wide.npy"), tmp_path / "x") == EXIT_ERROR
+    assert "samples has 7 features per item but train has 36" in capsys.readouterr().err
+    np.save(tmp_path / "one.npy", rng.normal(size=(1, 6, 6)))
+    assert _audit(dict(sets, train=tmp_path / "one.npy"), tmp_path / "x") == EXIT_ERROR
+    assert "at least 2 training items" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["audit", "--train", "x.npy"])
+    assert exc.value.code == EXIT_USAGE
+    with pytest.raises(SystemExit) as exc:
+        main(["audit", "--train", "a", "--samples", "b", "--out", "c", "--threshold", "abc"])
+    assert exc.value.code == EXIT_USAGE
+    assert main([]) == EXIT_USAGE
+
+
+def test_help_is_complete(capsys):
+    parser = build_parser()
+    audit = parser._subparsers._group_actions[0].choices["audit"]
+    text = audit.format_help()
+    exposed = {"train", "samples", "holdout", "threshold", "metric", "backend", "index",
+               "carlini_alpha", "carlini_n", "n_bootstrap", "confidence", "seed", "resize", "mode",
+               "gallery", "fail_above", "gate"}
+    for name in exposed:
+        assert "--" + name.replace("_", "-") in text
+    # every AuditConfig field is on the command line, except the two that the CLI sets itself
+    fields = set(AuditConfig.__dataclass_fields__) - {"notes", "progress"}
+    assert fields == exposed
+    assert "Exit codes" in text and "Bonnaire" in text and "--no-progress" in text
+    assert "--json" in text and "--out" in text
+
+
+def test_image_folders_end_to_end(tmp_path, rng):
+    def write(folder, arrays):
+        folder.mkdir()
+        for i, a in enumerate(arrays):
+            Image.fromarray(a).save(folder / f"{folder.name}_{i:03d}.png")
+
+    train = [rng.integers(0, 256, (12, 12, 3), dtype=np.uint8) for _ in range(40)]
+    fresh = [rng.integers(0, 256, (12, 12, 3), dtype=np.uint8) for _ in range(10)]
+    write(tmp_path / "train", train)
+    write(tmp_path / "gen", fresh + [train[7], train[31]])
+    out = tmp_path / "out"
+    code = main(["audit", "--train", str(tmp_path / "train"), "--samples", str(tmp_path / "gen"),
+                 "--out", str(out), "--no-progress", "--gallery", "4"])
+    assert code == EXIT_OK
+    report = json.loads((out / "report.json").read_text())
+    ps = report["nn_ratio"]["per_sample"]
+    flagged = {ps["sample_id"][i]: ps["nn_id"][i] for i, m in enumerate(ps["memorized"]) if m}
+    assert flagged == {"gen_010.png": "train_007.png", "gen_011.png": "train_031.png"}
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 8 and "train_031.png" in html
+
+
+def test_mixed_size_images_exit_1(tmp_path, capsys):
+    (tmp_path / "t").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "t" / "a.png")
+    Image.fromarray(np.zeros((9, 8), np.uint8)).save(tmp_path / "t" / "b.png")
+    code = main(["audit", "--train", str(tmp_path / "t"), "--samples", str(tmp_path / "t"),
+                 "--out", str(tmp_path / "o")])
+    assert code == EXIT_ERROR and "different sizes" in capsys.readouterr().err
+    code = main(["audit", "--train", str(tmp_path / "t"), "--samples", str(tmp_path / "t"),
+                 "--out", str(tmp_path / "o"), "--resize", "8x8", "--no-progress"])
+    assert code == EXIT_OK
+
+
+def test_demo_finds_every_planted_copy(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert re.search(r"planted copies flagged with the right training id: 50/50; "
+                     r"held-out digits flagged: 0/250", out)
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["notes"][0].startswith("Demo stand-in")
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert "Demo stand-in" in html and "50 of 50" in html
+    for name in ("train", "samples", "holdout"):
+        assert (tmp_path / "demo" / "data" / f"{name}.npz").exists()
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    target = tmp_path / "report.json"
+    target.write_text("old")
+
+    def boom(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
