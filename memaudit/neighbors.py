@@ -83,20 +83,29 @@ def _reference_blocks(ref: np.ndarray, rows: int, name: str):
     n = ref.shape[0]
     contiguous_f32 = ref.dtype == np.float32 and ref.flags.c_contiguous
     mm = getattr(ref, "_mmap", None) if isinstance(ref, np.memmap) else None
+    buf = np.empty((min(rows, n), ref.shape[1]), dtype=np.float32) if mm is not None else None
     for start in range(0, n, rows):
         raw = ref[start : start + rows]
         if mm is not None:
-            block = np.array(raw, dtype=np.float32, order="C")  # one copy, then drop the pages
+            block = buf[: raw.shape[0]]  # one reused buffer: the consumer never keeps a block
+            step = max(1, (32 << 20) // (4 * ref.shape[1]))
+            for s in range(0, raw.shape[0], step):  # copy 32 MiB at a time, then release the pages
+                np.copyto(block[s : s + step], raw[s : s + step], casting="unsafe")
+                _release(mm)
             check_finite(block, name, offset=start)
-            try:  # keep the resident set bounded: pages stay in the OS cache, not in this process
-                mm.madvise(mmap.MADV_DONTNEED)
-            except (AttributeError, OSError, ValueError):  # pragma: no cover - non-Linux
-                pass
         elif contiguous_f32:
             block = raw  # a view, no copy
         else:
             block = np.ascontiguousarray(raw, dtype=np.float32)
         yield start, block
+
+
+def _release(mm) -> None:
+    """Drop a memory map's pages from this process (they stay in the OS page cache)."""
+    try:
+        mm.madvise(mmap.MADV_DONTNEED)
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - no madvise on this OS
+        pass
 
 
 def _normalize_rows(x: np.ndarray, name: str, offset: int = 0) -> np.ndarray:
@@ -463,10 +472,7 @@ class NeighborIndex:
                 order = np.argsort(flat, kind="stable")  # sorted reads are kinder to the disk
                 rows = np.empty((flat.size, self.n_features_), dtype=ref.dtype)
                 rows[order] = ref[flat[order]]
-                try:
-                    mm.madvise(mmap.MADV_DONTNEED)
-                except (AttributeError, OSError, ValueError):  # pragma: no cover
-                    pass
+                _release(mm)
             dist[sl] = _exact_distances(
                 np.asarray(q[sl]), rows.reshape(idx[sl].shape + (self.n_features_,)), self.metric
             )

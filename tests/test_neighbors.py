@@ -184,3 +184,36 @@ def test_naive_reference_itself():
     d, i, _ = naive_knn(np.array([[3.2]]), ref, 3)
     np.testing.assert_array_equal(i, [[3, 4, 2]])
     np.testing.assert_allclose(d, [[0.2, 0.8, 1.2]])
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_memmap_search_keeps_resident_memory_bounded(tmp_path):
+    # a 256 MiB reference streamed in 16 MiB blocks: the process's peak resident memory grows by
+    # far less than the file (its pages are released after each block)
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "ref.npy"  # written here, read in a fresh process that measures itself
+    ref = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(65536, 1024))
+    for s in range(0, 65536, 4096):
+        ref[s:s + 4096] = np.random.default_rng(s).standard_normal((4096, 1024), dtype=np.float32)
+    ref.flush()
+    del ref
+    code = textwrap.dedent(f"""
+        import numpy as np
+        from memaudit.neighbors import knn
+        def hwm():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        mm = np.load({str(path)!r}, mmap_mode="r")
+        q = np.asarray(mm[:50]) + 0.0
+        before = hwm()
+        nb = knn(q, mm, 2, block_bytes=16 << 20, progress=False)
+        assert (nb.indices[:, 0] == np.arange(50)).all()
+        print(hwm() - before)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    growth = int(out.stdout.strip())
+    assert growth < 96 << 20, f"peak resident memory grew by {growth / 2**20:.0f} MiB"
