@@ -47,6 +47,13 @@ class AuditConfig:
         Resize image folders.
     mode : {"L", "RGB"}, optional
         Read image folders as grayscale or colour.
+    skip_unreadable : bool, default=False
+        Image folders: skip undecodable files (listed in the report) instead of failing.
+    duplicates : {"exact", "phash", "dhash", "embedding"} or None
+        Also run the duplicates probe with this method: duplicate groups inside the training set
+        and samples that copy training items (a section of the report).
+    duplicates_threshold : float, optional
+        Its threshold (default: the method's, see ``memaudit.probes.duplicates.DEFAULTS``).
     gallery : int, default=16
         Closest generated/training pairs shown as images in the HTML report.
     fail_above : float, optional
@@ -75,6 +82,9 @@ class AuditConfig:
     seed: int = 0
     resize: object = None
     mode: str | None = None
+    skip_unreadable: bool = False
+    duplicates: str | None = None
+    duplicates_threshold: float | None = None
     gallery: int = 16
     fail_above: float | None = None
     gate: str = "rate"
@@ -110,7 +120,8 @@ def _load(value, name, config) -> Dataset | None:
         return None
     if isinstance(value, Dataset):
         return value
-    return load_dataset(value, name, resize=config.resize, mode=config.mode)
+    return load_dataset(value, name, resize=config.resize, mode=config.mode,
+                        skip_unreadable=config.skip_unreadable)
 
 
 def run_audit(config: AuditConfig) -> Report:
@@ -154,6 +165,20 @@ def run_audit(config: AuditConfig) -> Report:
         holdout=None if holdout is None else holdout.x,
         holdout_ids=None if holdout is None else holdout.ids,
     )
+    duplicates = None
+    if config.duplicates is not None:
+        from .probes.duplicates import find_copies, find_duplicates
+
+        shape = train.item_shape
+        duplicates = {
+            "train": find_duplicates(train.x, config.duplicates, ids=train.ids, item_shape=shape,
+                                     threshold=config.duplicates_threshold, seed=config.seed,
+                                     progress=config.progress),
+            "samples_vs_train": find_copies(samples.x, train.x, config.duplicates,
+                                            sample_ids=samples.ids, reference_ids=train.ids,
+                                            item_shape=shape, threshold=config.duplicates_threshold,
+                                            seed=config.seed, progress=config.progress),
+        }
     gate = None
     if config.fail_above is not None:
         value = result.rate.value if config.gate == "rate" else result.excess.value
@@ -172,6 +197,7 @@ def run_audit(config: AuditConfig) -> Report:
             "holdout": None if holdout is None else holdout.describe(),
         },
         nn_ratio=result,
+        duplicates=duplicates,
         gate=gate,
         notes=list(config.notes),
         elapsed=time.perf_counter() - t0,

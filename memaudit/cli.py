@@ -54,6 +54,9 @@ def _add_audit_options(p: argparse.ArgumentParser, required: bool = True) -> Non
     io.add_argument("--mode", choices=["L", "RGB"],
                     help="image folders: read as grayscale (L) or colour (RGB); default: L when "
                     "every image is grayscale")
+    io.add_argument("--skip-unreadable", action="store_true",
+                    help="image folders: skip files that cannot be decoded (listed in the report) "
+                    "instead of failing")
     pr = p.add_argument_group("probe")
     pr.add_argument("--threshold", type=_fraction, default=_D["threshold"], metavar="K",
                     help="flag d1/d2 < K; in (0, 1), '1/3' or a decimal (default 1/3, "
@@ -66,6 +69,11 @@ def _add_audit_options(p: argparse.ArgumentParser, required: bool = True) -> Non
                     "to skip)")
     pr.add_argument("--carlini-n", type=int, default=_D["carlini_n"], metavar="N",
                     help=f"nearest training items averaged by that criterion (default {_D['carlini_n']})")
+    pr.add_argument("--duplicates", choices=["exact", "phash", "dhash", "embedding"],
+                    help="also report duplicate groups in the training set and samples that copy "
+                    "training items, with this method")
+    pr.add_argument("--duplicates-threshold", type=float, metavar="T",
+                    help="threshold of --duplicates (default per method: see memaudit duplicates -h)")
     st = p.add_argument_group("statistics")
     st.add_argument("--n-bootstrap", type=int, default=_D["n_bootstrap"], metavar="B",
                     help=f"bootstrap resamples for intervals (default {_D['n_bootstrap']})")
@@ -111,6 +119,9 @@ def _config_from(args, **extra) -> AuditConfig:
         seed=args.seed,
         resize=args.resize,
         mode=args.mode,
+        skip_unreadable=args.skip_unreadable,
+        duplicates=args.duplicates,
+        duplicates_threshold=args.duplicates_threshold,
         gallery=args.gallery,
         fail_above=args.fail_above,
         gate=args.gate,
@@ -185,6 +196,43 @@ def cmd_demo(args) -> int:
     return code
 
 
+def cmd_duplicates(args) -> int:
+    import time
+
+    from .audit import package_versions
+    from .probes.duplicates import find_copies, find_duplicates
+    from .report import write_duplicates_report
+    from .sources import load_dataset
+
+    t0 = time.perf_counter()
+    progress = False if args.no_progress else None
+    opts = dict(resize=args.resize, mode=args.mode, skip_unreadable=args.skip_unreadable)
+    train = load_dataset(args.train, "train", **opts)
+    samples = load_dataset(args.samples, "samples", **opts) if args.samples else None
+    common = dict(threshold=args.threshold, index=args.index, seed=args.seed, progress=progress,
+                  item_shape=train.item_shape)
+    results = {"train": find_duplicates(train.x, args.method, ids=train.ids, **common)}
+    if samples is not None:
+        results["samples_vs_train"] = find_copies(samples.x, train.x, args.method,
+                                                  sample_ids=samples.ids, reference_ids=train.ids,
+                                                  **common)
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
+              if k not in ("func", "command")}
+    paths = write_duplicates_report(args.out, results, {"train": train, "samples": samples},
+                                    config, package_versions(), time.perf_counter() - t0)
+    if args.json:
+        print(json.dumps({k: {kk: vv for kk, vv in v.to_dict().items() if kk != "groups"}
+                          for k, v in results.items()}, indent=2))
+    else:
+        for key, res in results.items():
+            print(f"{key}: {res.summary()}")
+        for name, ds in (("train", train), ("samples", samples)):
+            if ds is not None and ds.skipped:
+                print(f"{name}: skipped {len(ds.skipped)} unreadable file(s), listed in the report")
+        print(f"report: {paths['json']}\n        {paths['html']}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memaudit",
@@ -211,6 +259,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_audit_options(audit)
     audit.set_defaults(func=cmd_audit)
+    dup = sub.add_parser(
+        "duplicates",
+        help="duplicate groups in a training set, and samples that copy training items",
+        description=(
+            "Find duplicates inside the training set (exact pixel copies, perceptual-hash "
+            "near-copies, or embedding near-duplicates by cosine similarity) and, with --samples, "
+            "the generated samples that copy training items. Matches form a graph whose connected "
+            "components are the duplicate groups. Writes DIR/duplicates.json and DIR/duplicates.html."
+        ),
+        epilog="Thresholds: exact = identical 8-bit pixels; phash/dhash = Hamming distance <= 10 "
+        "of 64 bits (imagededup's default); embedding = cosine similarity >= 0.95.",
+    )
+    dup.add_argument("--train", required=True, metavar="PATH", help="training items")
+    dup.add_argument("--samples", metavar="PATH", help="generated samples to match against train")
+    dup.add_argument("--method", choices=["exact", "phash", "dhash", "embedding"], default="phash",
+                     help="what counts as a duplicate (default phash)")
+    dup.add_argument("--threshold", type=float, metavar="T",
+                     help="Hamming distance at most T (phash, dhash) or cosine similarity at "
+                     "least T (embedding); default per method, see below")
+    dup.add_argument("--index", choices=["exact", "ivf"], default="exact",
+                     help="embedding: exact range search, or IVF with measured recall")
+    dup.add_argument("--resize", type=_size, metavar="HxW", help="image folders: resize every image")
+    dup.add_argument("--mode", choices=["L", "RGB"], help="image folders: grayscale or colour")
+    dup.add_argument("--skip-unreadable", action="store_true",
+                     help="skip image files that cannot be decoded (they are listed in the report)")
+    dup.add_argument("--seed", type=int, default=_D["seed"], help="seed (IVF training, recall sample)")
+    dup.add_argument("--out", required=True, metavar="DIR", help="folder for the report")
+    dup.add_argument("--json", action="store_true", help="print the summary as JSON")
+    dup.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    dup.set_defaults(func=cmd_duplicates)
     demo = sub.add_parser(
         "demo",
         help="run the whole audit on a bundled real default (scikit-learn digits)",
@@ -232,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
 _DEMO_FIXED = dict(threshold=_D["threshold"], metric=_D["metric"], backend=_D["backend"],
                    index=_D["index"], carlini_alpha=_D["carlini_alpha"], carlini_n=_D["carlini_n"],
                    n_bootstrap=_D["n_bootstrap"], confidence=_D["confidence"], resize=None,
-                   mode=None, gallery=_D["gallery"], gate=_D["gate"], no_progress=True)
+                   mode=None, gallery=_D["gallery"], gate=_D["gate"], no_progress=True,
+                   skip_unreadable=False, duplicates="exact", duplicates_threshold=None)
 
 
 def main(argv=None) -> int:

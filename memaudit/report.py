@@ -49,6 +49,7 @@ class Report:
     versions: dict
     inputs: dict
     nn_ratio: object
+    duplicates: dict | None = None
     gate: dict | None = None
     notes: list = field(default_factory=list)
     elapsed: float = 0.0
@@ -96,6 +97,8 @@ class Report:
                 "gate": self.gate,
                 "elapsed_seconds": round(self.elapsed, 3),
                 "nn_ratio": self.nn_ratio.to_dict(per_sample=True),
+                "duplicates": None if self.duplicates is None
+                else {k: v.to_dict() for k, v in self.duplicates.items()},
                 "gallery": self.gallery(),
             }
         )
@@ -121,8 +124,19 @@ border-bottom:1px solid #eee;text-align:left;vertical-align:top}th{background:#f
 font-weight:bold}.pairs{display:flex;flex-wrap:wrap;gap:12px}.pair{border:1px solid #ddd;
 border-radius:4px;padding:6px;font-size:.8em;width:170px}.pair.flag{border-color:#a31515;
 background:#fff2f2}.pair img{image-rendering:pixelated;width:80px;height:80px}code{font-size:.9em}
-details{margin:.5em 0}small{color:#666}
+details{margin:.5em 0}small{color:#666}.group{border:1px solid #ddd;border-radius:4px;
+padding:6px;margin:6px 0}.thumb{display:inline-block;text-align:center;margin:3px;font-size:.7em}
+.thumb img{image-rendering:pixelated;width:48px;height:48px}
 """
+
+
+def _skipped_html(desc: dict) -> str:
+    skipped = desc.get("skipped") or []
+    if not skipped:
+        return "none"
+    items = "".join(f"<li><code>{html.escape(x['file'])}</code>: {html.escape(x['reason'])}</li>"
+                    for x in skipped)
+    return f"<b>{len(skipped)}</b><ul>{items}</ul>"
 
 
 def _fmt_rate(d: dict | None) -> str:
@@ -212,6 +226,57 @@ def _gallery_html(report: Report, gallery: list[dict]) -> str:
     )
 
 
+def _thumbs(ds, positions, lo, hi) -> str:
+    if ds is None or image_layout(ds.item_shape) is None:
+        return ", ".join(f"<code>{html.escape(str(ds.ids[i]))}</code>" for i in positions)
+    rows = np.asarray(ds.x[np.asarray(positions)], dtype=np.float64)
+    imgs = to_display(rows, ds.item_shape, lo, hi)
+    return "".join(
+        f'<span class="thumb"><img src="{png_data_uri(im, 48)}" alt=""><br>'
+        f'<code>{html.escape(str(ds.ids[i]))}</code></span>' for i, im in zip(positions, imgs)
+    )
+
+
+def duplicates_html(res, queries, reference=None, max_groups: int = 8, max_members: int = 8) -> str:
+    """HTML of a duplicates result: the summary, its threshold and the largest groups as galleries."""
+    esc = html.escape
+    parts = [f"<p>{esc(res.summary())}</p>"]
+    sets = [ds for ds in (queries, reference) if ds is not None]
+    vals = np.concatenate([np.asarray(ds.x[: min(len(ds), 2000)], dtype=np.float64).ravel()
+                           for ds in sets]) if sets else np.zeros(1)
+    lo, hi = float(np.percentile(vals, 0.5)), float(np.percentile(vals, 99.5))
+    if not res.groups:
+        parts.append("<p>No group found.</p>")
+    for k, g in enumerate(res.groups[:max_groups]):
+        if res.cross:
+            q, r = list(g["queries"][:max_members]), list(g["reference"][:max_members])
+            parts.append(f'<div class="group"><b>group {k + 1}</b>: {len(g["queries"])} sample(s) '
+                         f'&harr; {len(g["reference"])} training item(s)<br>samples: '
+                         f'{_thumbs(queries, q, lo, hi)}<br>training: {_thumbs(reference, r, lo, hi)}</div>')
+        else:
+            m = list(g["members"][:max_members])
+            more = f" (first {max_members} shown)" if len(g["members"]) > max_members else ""
+            parts.append(f'<div class="group"><b>group {k + 1}</b>: {len(g["members"])} items{more}<br>'
+                         f'{_thumbs(queries, m, lo, hi)}</div>')
+    if len(res.groups) > max_groups:
+        parts.append(f"<p><small>{len(res.groups) - max_groups} more groups in the JSON report.</small></p>")
+    return "".join(parts)
+
+
+def _duplicates_sections(report: Report) -> str:
+    if not report.duplicates:
+        return ""
+    train, samples = report.datasets.get("train"), report.datasets.get("samples")
+    out = ["<h2>Duplicates</h2>"]
+    if "train" in report.duplicates:
+        out.append("<h3>Inside the training set</h3>")
+        out.append(duplicates_html(report.duplicates["train"], train))
+    if "samples_vs_train" in report.duplicates:
+        out.append("<h3>Samples that copy training items</h3>")
+        out.append(duplicates_html(report.duplicates["samples_vs_train"], samples, train))
+    return "".join(out)
+
+
 def render_html(report: Report, data: dict) -> str:
     nr = data["nn_ratio"]
     res = report.nn_ratio
@@ -244,7 +309,8 @@ def render_html(report: Report, data: dict) -> str:
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in data["notes"])
     inputs = "".join(
         f"<tr><td>{k}</td><td>{esc(str(v['source']))}</td><td class='num'>{v['n_items']}</td>"
-        f"<td>{esc(str(tuple(v['item_shape'])))}</td><td>{v['dtype']}</td></tr>"
+        f"<td>{esc(str(tuple(v['item_shape'])))}</td><td>{v['dtype']}</td>"
+        f"<td>{_skipped_html(v)}</td></tr>"
         for k, v in data["inputs"].items() if v is not None
     )
     flagged = res.flagged()[:100]
@@ -290,9 +356,58 @@ near-duplicates in the data distribution alone produce. Intervals: {esc(nr['rate
 {_gallery_html(report, data['gallery'])}
 <h2>Flagged samples</h2>
 {flag_table}
+{_duplicates_sections(report)}
 <h2>Inputs</h2>
-<table><tr><th>set</th><th>source</th><th>items</th><th>item shape</th><th>dtype</th></tr>{inputs}</table>
+<table><tr><th>set</th><th>source</th><th>items</th><th>item shape</th><th>dtype</th><th>skipped files</th></tr>{inputs}</table>
 <details><summary>Resolved configuration</summary><table>{config_rows}</table></details>
 <details><summary>Package versions</summary><table>{version_rows}</table></details>
 </body></html>
 """
+
+
+def write_duplicates_report(out_dir, results: dict, datasets: dict, config: dict,
+                            versions: dict, elapsed: float = 0.0) -> dict:
+    """Write duplicates.json and duplicates.html for ``memaudit duplicates`` (atomically)."""
+    out = Path(out_dir)
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    data = jsonable({
+        "schema": "memaudit.duplicates",
+        "schema_version": SCHEMA_VERSION,
+        "created": created,
+        "seed": config.get("seed"),
+        "config": config,
+        "versions": versions,
+        "inputs": {k: v.describe() for k, v in datasets.items() if v is not None},
+        "elapsed_seconds": round(elapsed, 3),
+        "results": {k: v.to_dict() for k, v in results.items()},
+    })
+    esc = html.escape
+    sections = []
+    titles = {"train": "Inside the training set", "samples": "Inside the samples",
+              "samples_vs_train": "Samples that copy training items"}
+    for key, res in results.items():
+        if key == "samples_vs_train":
+            body = duplicates_html(res, datasets.get("samples"), datasets.get("train"))
+        else:
+            body = duplicates_html(res, datasets.get(key))
+        sections.append(f"<h2>{titles.get(key, esc(key))}</h2>{body}")
+    inputs = "".join(
+        f"<tr><td>{k}</td><td>{esc(str(v['source']))}</td><td class='num'>{v['n_items']}</td>"
+        f"<td>{_skipped_html(v)}</td></tr>" for k, v in data["inputs"].items()
+    )
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>memaudit duplicates</title>
+<style>{_CSS}</style></head><body>
+<h1>memaudit: duplicates and copies</h1>
+<p><small>{esc(created)} &middot; memaudit {esc(str(versions.get('memaudit')))} &middot;
+seed {config.get('seed')} &middot; {elapsed:.1f} s</small></p>
+{''.join(sections)}
+<h2>Inputs</h2>
+<table><tr><th>set</th><th>source</th><th>items</th><th>skipped files</th></tr>{inputs}</table>
+<details><summary>Resolved configuration</summary><pre>{esc(json.dumps(config, indent=2))}</pre></details>
+</body></html>
+"""
+    paths = {"json": out / "duplicates.json", "html": out / "duplicates.html"}
+    atomic_write_text(paths["json"], json.dumps(data, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(paths["html"], page)
+    return paths

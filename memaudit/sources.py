@@ -45,6 +45,7 @@ class Dataset:
     item_shape: tuple
     source: str
     kind: str
+    skipped: tuple = ()  # (path, reason) of unreadable files skipped on request
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -64,6 +65,7 @@ class Dataset:
             "item_shape": list(self.item_shape),
             "n_features": int(self.x.shape[1]),
             "dtype": str(self.x.dtype),
+            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
         }
 
 
@@ -74,7 +76,8 @@ def _check_ids(ids, n: int, name: str) -> np.ndarray:
     return ids
 
 
-def load_dataset(source, name: str = "data", *, ids=None, resize=None, mode=None) -> Dataset:
+def load_dataset(source, name: str = "data", *, ids=None, resize=None, mode=None,
+                 skip_unreadable: bool = False) -> Dataset:
     """Load and validate a set of items from an array, a file or an image folder.
 
     Parameters
@@ -91,6 +94,9 @@ def load_dataset(source, name: str = "data", *, ids=None, resize=None, mode=None
     mode : {"L", "RGB"}, optional
         Image folders only: grayscale or colour. Default: "L" when every image is grayscale,
         else "RGB".
+    skip_unreadable : bool, default=False
+        Image folders only: skip files that cannot be decoded instead of failing; they are listed
+        in ``Dataset.skipped`` (and in reports), never dropped silently.
 
     Returns
     -------
@@ -113,7 +119,8 @@ def load_dataset(source, name: str = "data", *, ids=None, resize=None, mode=None
     if path.is_dir():
         if ids is not None:
             raise ValueError(f"{name}: ids come from the file names of an image folder")
-        return load_image_folder(path, name, resize=resize, mode=mode)
+        return load_image_folder(path, name, resize=resize, mode=mode,
+                                 skip_unreadable=skip_unreadable)
     if resize is not None or mode is not None:
         raise ValueError(f"{name}: resize and mode apply to image folders only, not to {path.name}")
     suffix = path.suffix.lower()
@@ -168,10 +175,13 @@ def _parse_size(resize):
     return size
 
 
-def load_image_folder(folder, name: str = "images", *, resize=None, mode=None) -> Dataset:
+def load_image_folder(folder, name: str = "images", *, resize=None, mode=None,
+                      skip_unreadable: bool = False) -> Dataset:
     """Read every image under ``folder`` (recursively, sorted by path) into a Dataset.
 
     Pixels are scaled to [0, 1]. Images of different sizes are refused unless ``resize`` is given.
+    Unreadable files are an error, or with ``skip_unreadable`` are skipped and listed in
+    ``Dataset.skipped``.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -182,14 +192,21 @@ def load_image_folder(folder, name: str = "images", *, resize=None, mode=None) -
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"{name}: no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
-    images = []
+    images, readable, skipped = [], [], []
     for p in files:
         try:
             with Image.open(p) as im:
                 im.load()
                 images.append(im.copy())
+                readable.append(p)
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise ValueError(f"{name}: cannot read image {p} ({exc})") from exc
+            if not skip_unreadable:
+                raise ValueError(f"{name}: cannot read image {p} ({exc}); pass skip_unreadable "
+                                 "(--skip-unreadable) to skip such files and list them") from exc
+            skipped.append((p.relative_to(folder).as_posix(), str(exc)))
+    if not images:
+        raise ValueError(f"{name}: none of the {len(files)} image files under {folder} could be read")
+    files = readable
     if mode is None:
         mode = "L" if all(im.mode in ("1", "L", "I", "I;16", "F") for im in images) else "RGB"
     arrays = []
@@ -210,4 +227,4 @@ def load_image_folder(folder, name: str = "images", *, resize=None, mode=None) -
     stack = np.stack(arrays)
     ids = np.array([p.relative_to(folder).as_posix() for p in files])
     x = stack.reshape(stack.shape[0], -1)
-    return Dataset(x, ids, tuple(stack.shape[1:]), str(folder), "images")
+    return Dataset(x, ids, tuple(stack.shape[1:]), str(folder), "images", tuple(skipped))

@@ -79,3 +79,46 @@ def assert_neighbors_match(distances, indices, queries, reference, k, metric="l2
     if exclude_self:
         assert not (indices == np.arange(indices.shape[0])[:, None]).any()
     return want_d, want_i
+
+
+def naive_dct2(block):
+    """Orthonormal 2-D DCT-II by its definition (double sum), for a square block."""
+    n = block.shape[0]
+    out = np.zeros((n, n))
+    for u in range(n):
+        for v in range(n):
+            s = 0.0
+            for x in range(n):
+                for y in range(n):
+                    s += block[x, y] * np.cos(np.pi * (2 * x + 1) * u / (2 * n)) * np.cos(
+                        np.pi * (2 * y + 1) * v / (2 * n))
+            cu = np.sqrt(1 / n) if u == 0 else np.sqrt(2 / n)
+            cv = np.sqrt(1 / n) if v == 0 else np.sqrt(2 / n)
+            out[u, v] = cu * cv * s
+    return out
+
+
+def naive_phash_bits(small32):
+    """64 pHash bits of an already-resized 32x32 image: low 8x8 DCT block above its median."""
+    coeffs = naive_dct2(small32)[:8, :8].ravel()
+    med = np.median(coeffs)
+    return [int(c > med) for c in coeffs]
+
+
+def naive_dhash_bits(small9x8):
+    """64 dHash bits of an already-resized 8-row, 9-column image: left brighter than right."""
+    return [int(small9x8[r, c] > small9x8[r, c + 1]) for r in range(8) for c in range(8)]
+
+
+def naive_hamming_pairs(bits, max_distance, other=None):
+    """All (i, j) with Hamming distance <= max_distance, by double loop over bit lists."""
+    pairs = []
+    ref = bits if other is None else other
+    for i in range(len(bits)):
+        for j in range(len(ref)):
+            if other is None and j <= i:
+                continue
+            dist = sum(a != b for a, b in zip(bits[i], ref[j]))
+            if dist <= max_distance:
+                pairs.append((i, j, dist))
+    return pairs

@@ -114,7 +114,8 @@ def test_help_is_complete(capsys):
     text = audit.format_help()
     exposed = {"train", "samples", "holdout", "threshold", "metric", "backend", "index",
                "carlini_alpha", "carlini_n", "n_bootstrap", "confidence", "seed", "resize", "mode",
-               "gallery", "fail_above", "gate"}
+               "gallery", "fail_above", "gate", "skip_unreadable", "duplicates",
+               "duplicates_threshold"}
     for name in exposed:
         assert "--" + name.replace("_", "-") in text
     # every AuditConfig field is on the command line, except the two that the CLI sets itself

@@ -1,0 +1,379 @@
+"""Duplicates inside a set, and copies across two sets: exact, perceptual and embedding matches.
+
+Duplicated training items are the ones diffusion models copy first (Carlini et al. 2023; Somepalli
+et al. 2023). This probe answers two questions with the same machinery:
+
+- within one set (training-set hygiene): which items are duplicates of each other;
+- across two sets (samples vs training set): which generated samples copy which training items.
+
+Methods:
+
+- ``"exact"``: equal content hashes of the decoded pixels (:func:`memaudit.hashing.content_hashes`);
+- ``"phash"`` / ``"dhash"``: 64-bit perceptual hashes within a Hamming distance (default 10 bits,
+  the default of imagededup), searched exactly with a FAISS binary index;
+- ``"embedding"``: cosine similarity at or above a threshold (default 0.95) on any feature vectors
+  (pixels, CLIP embeddings), by FAISS range search: exact by default, IVF as an option whose recall
+  against exact search is measured on a sample and reported.
+
+Matches are edges of a graph; duplicate groups are its connected components
+(scipy.sparse.csgraph), so a chain of near-copies ends up in one group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .._progress import Progress
+from .._validation import as_2d_array, check_fraction, check_positive_int, check_same_dim
+from ..hashing import HASH_BITS, content_hashes, dhash, phash, to_grayscale_images
+from ..results import jsonable
+
+__all__ = ["DuplicateResult", "find_duplicates", "find_copies", "METHODS", "DEFAULTS"]
+
+METHODS = ("exact", "phash", "dhash", "embedding")
+# threshold and where it comes from, per method
+DEFAULTS = {
+    "exact": (0, "identical decoded pixels (8-bit), content hash"),
+    "phash": (10, "Hamming distance <= 10 of 64 bits: imagededup's default max_distance_threshold"),
+    "dhash": (10, "Hamming distance <= 10 of 64 bits: imagededup's default max_distance_threshold"),
+    "embedding": (0.95, "cosine similarity >= 0.95: memaudit's default for near-identical items "
+                        "(imagededup uses 0.9 for CNN features)"),
+}
+
+
+@dataclass(frozen=True)
+class DuplicateResult:
+    """Matched pairs and duplicate groups.
+
+    Attributes
+    ----------
+    method : str
+    threshold : float
+        Hamming distance (hashes, at most), cosine similarity (embedding, at least), or 0 (exact).
+    threshold_source : str
+    cross : bool
+        True for copies across two sets (queries vs reference), False within one set.
+    pairs : ndarray of shape (m, 2)
+        Matched (i, j): within a set, positions with i < j; across sets, (query position, reference
+        position).
+    scores : ndarray of shape (m,)
+        Hamming distance or cosine similarity of each pair (0 for exact matches).
+    groups : list of dict
+        Connected components with at least two members, largest first: ``{"queries": positions,
+        "reference": positions}`` across sets, ``{"members": positions}`` within a set.
+    ids, reference_ids : ndarray
+        Ids of the (query) items and, across sets, of the reference items.
+    n_items, n_reference : int
+    recall : float or None
+        For an approximate index: recall of the matched pairs against exact search on a sample.
+    recall_sample : int or None
+    """
+
+    method: str
+    threshold: float
+    threshold_source: str
+    cross: bool
+    pairs: np.ndarray
+    scores: np.ndarray
+    groups: list
+    ids: np.ndarray
+    reference_ids: np.ndarray | None
+    n_items: int
+    n_reference: int
+    index: str = "exact"
+    recall: float | None = None
+    recall_sample: int | None = None
+    notes: list = field(default_factory=list)
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.pairs.shape[0])
+
+    @property
+    def n_duplicated(self) -> int:
+        """Items in some group (within a set), or queries matched to a reference item (across)."""
+        if self.cross:
+            return int(np.unique(self.pairs[:, 0]).size)
+        return int(sum(len(g["members"]) for g in self.groups))
+
+    def matches(self, i: int) -> np.ndarray:
+        """Reference positions matched to query ``i`` (across sets), best first."""
+        sel = self.pairs[:, 0] == i
+        order = np.argsort(self.scores[sel] if self.method == "embedding" else -self.scores[sel])
+        cand = self.pairs[sel, 1]
+        return cand[order[::-1]] if self.method == "embedding" else cand[order][::-1]
+
+    def to_dict(self, max_groups: int = 50) -> dict:
+        def named(g):
+            if self.cross:
+                return {"queries": jsonable(self.ids[g["queries"]]),
+                        "reference": jsonable(self.reference_ids[g["reference"]]),
+                        "size": len(g["queries"]) + len(g["reference"])}
+            return {"members": jsonable(self.ids[g["members"]]), "size": len(g["members"])}
+
+        return jsonable({
+            "probe": "duplicates",
+            "method": self.method,
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "cross": self.cross,
+            "n_items": self.n_items,
+            "n_reference": self.n_reference,
+            "n_pairs": self.n_pairs,
+            "n_groups": len(self.groups),
+            "n_duplicated": self.n_duplicated,
+            "index": self.index,
+            "recall": self.recall,
+            "recall_sample": self.recall_sample,
+            "groups": [named(g) for g in self.groups[:max_groups]],
+            "notes": self.notes,
+        })
+
+    def summary(self) -> str:
+        what = "queries matching a reference item" if self.cross else "items in duplicate groups"
+        line = (f"{self.method}: {self.n_pairs} matched pairs, {len(self.groups)} groups, "
+                f"{self.n_duplicated} {what} (threshold {self.threshold:g}: {self.threshold_source})")
+        if self.recall is not None:
+            line += f"; {self.index} recall {self.recall:.4f} on {self.recall_sample} queries"
+        return line
+
+
+# ----------------------------------------------------------------------------- pair finders
+def _exact_pairs(h_q, h_r, cross):
+    table: dict = {}
+    for j, h in enumerate(h_r):
+        table.setdefault(h, []).append(j)
+    pairs = []
+    for i, h in enumerate(h_q):
+        for j in table.get(h, ()):
+            if cross or i < j:
+                pairs.append((i, j))
+    pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    return pairs, np.zeros(len(pairs))
+
+
+def _binary_pairs(codes_q, codes_r, max_distance, cross, progress):
+    import faiss
+
+    index = faiss.IndexBinaryFlat(HASH_BITS)
+    index.add(codes_r)
+    out_i, out_j, out_d = [], [], []
+    step = 65536
+    with Progress(codes_q.shape[0], "hamming range search", progress) as bar:
+        for s in range(0, codes_q.shape[0], step):
+            # FAISS keeps distances strictly below the radius
+            lims, dist, idx = index.range_search(codes_q[s : s + step], int(max_distance) + 1)
+            rows = np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64))) + s
+            out_i.append(rows)
+            out_j.append(idx)
+            out_d.append(dist)
+            bar.update(min(step, codes_q.shape[0] - s))
+    i, j, dd = (np.concatenate(v) for v in (out_i, out_j, out_d))
+    keep = np.ones(i.size, bool) if cross else i < j
+    return np.stack([i[keep], j[keep]], axis=1).astype(np.int64), dd[keep].astype(float)
+
+
+def _normalized(x, name):
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"{name}: item {int(np.flatnonzero(norms[:, 0] == 0)[0])} has zero norm; "
+                         "cosine similarity is undefined for it")
+    return x / norms
+
+
+def _range_index(xr, index, nlist, nprobe, seed):
+    import faiss
+
+    d = xr.shape[1]
+    if index == "exact":
+        idx = faiss.IndexFlatIP(d)
+    else:
+        nlist = nlist or max(1, int(4 * np.sqrt(xr.shape[0])))
+        nlist = min(nlist, xr.shape[0])
+        idx = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        idx.cp.seed = int(seed)
+        rng = np.random.default_rng(seed)
+        train = xr if xr.shape[0] <= 256 * nlist else xr[rng.choice(xr.shape[0], 256 * nlist,
+                                                                   replace=False)]
+        idx.train(train)
+        idx.nprobe = min(nprobe, nlist)
+    idx.add(xr)
+    return idx
+
+
+def _range_pairs(idx, xq, min_sim, cross, progress, desc="cosine range search", offset=0):
+    out_i, out_j, out_s = [], [], []
+    step = 16384
+    with Progress(xq.shape[0], desc, progress) as bar:
+        for s in range(0, xq.shape[0], step):
+            # FAISS keeps inner products strictly above the threshold: lower it by one ulp
+            lims, sim, j = idx.range_search(xq[s : s + step], np.nextafter(np.float32(min_sim), -1))
+            rows = np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64))) + s + offset
+            out_i.append(rows)
+            out_j.append(j)
+            out_s.append(sim)
+            bar.update(min(step, xq.shape[0] - s))
+    i, j, sim = (np.concatenate(v) for v in (out_i, out_j, out_s))
+    keep = (sim >= min_sim) & (np.ones(i.size, bool) if cross else i < j)
+    return np.stack([i[keep], j[keep]], axis=1).astype(np.int64), sim[keep].astype(float)
+
+
+def _groups(pairs, n_q, n_r, cross):
+    if cross:
+        n = n_q + n_r
+        a, b = pairs[:, 0], pairs[:, 1] + n_q
+    else:
+        n = n_q
+        a, b = pairs[:, 0], pairs[:, 1]
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    sizes = np.bincount(labels, minlength=labels.max() + 1 if n else 0)
+    groups = []
+    for lab in np.flatnonzero(sizes >= 2):
+        members = np.flatnonzero(labels == lab)
+        if cross:
+            groups.append({"queries": members[members < n_q],
+                           "reference": members[members >= n_q] - n_q})
+        else:
+            groups.append({"members": members})
+    groups.sort(key=lambda g: (-sum(len(v) for v in g.values()), int(next(iter(g.values()))[0])))
+    return groups
+
+
+# ----------------------------------------------------------------------------- public API
+def _threshold(method, threshold):
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    default, source = DEFAULTS[method]
+    if threshold is None:
+        return default, source
+    if method == "embedding":
+        return check_fraction(threshold, "threshold (cosine similarity)", low_open=True,
+                              high_open=False), "user"
+    if method in ("phash", "dhash"):
+        t = check_positive_int(threshold, "threshold (Hamming distance)", minimum=0)
+        if t > HASH_BITS:
+            raise ValueError(f"threshold (Hamming distance) must be at most {HASH_BITS}, got {t}")
+        return t, "user"
+    return 0, source
+
+
+def _features(x, method, item_shape, name):
+    if method == "exact":
+        return content_hashes(x, item_shape)
+    if method in ("phash", "dhash"):
+        imgs = to_grayscale_images(x, item_shape)
+        return phash(imgs) if method == "phash" else dhash(imgs)
+    return _normalized(x, name)
+
+
+def _run(xq, xr, method, threshold, cross, item_shape, ids, ref_ids, index, nlist, nprobe,
+         recall_sample, seed, progress):
+    thr, source = _threshold(method, threshold)
+    if index not in ("exact", "ivf"):
+        raise ValueError(f"index must be 'exact' or 'ivf', got {index!r}")
+    if index != "exact" and method != "embedding":
+        raise ValueError("an approximate index applies to method='embedding' only")
+    fq = _features(xq, method, item_shape, "queries" if cross else "items")
+    fr = _features(xr, method, item_shape, "reference") if cross else fq
+    recall = sample = None
+    if method == "exact":
+        pairs, scores = _exact_pairs(fq, fr, cross)
+    elif method in ("phash", "dhash"):
+        pairs, scores = _binary_pairs(fq, fr, thr, cross, progress)
+    else:
+        idx = _range_index(fr, index, nlist, nprobe, seed)
+        pairs, scores = _range_pairs(idx, fq, thr, cross, progress)
+        if index != "exact":
+            recall, sample = _measure_recall(idx, fq, fr, thr, cross, recall_sample, seed)
+    groups = _groups(pairs, fq.shape[0] if method != "exact" else len(fq),
+                     (fr.shape[0] if method != "exact" else len(fr)) if cross else 0, cross)
+    return DuplicateResult(
+        method=method, threshold=thr, threshold_source=source, cross=cross, pairs=pairs,
+        scores=scores, groups=groups, ids=ids, reference_ids=ref_ids if cross else None,
+        n_items=len(ids), n_reference=len(ref_ids) if cross else 0, index=index, recall=recall,
+        recall_sample=sample,
+    )
+
+
+def _measure_recall(idx, fq, fr, thr, cross, m, seed):
+    """Share of the exact pairs of a seeded query sample that the approximate index also found."""
+    rng = np.random.default_rng(seed)
+    m = min(int(m), fq.shape[0])
+    rows = np.sort(rng.choice(fq.shape[0], size=m, replace=False))
+    exact = _range_index(fr, "exact", None, 1, seed)
+    e_pairs, _ = _range_pairs(exact, fq[rows], thr, True, False)
+    a_pairs, _ = _range_pairs(idx, fq[rows], thr, True, False)
+    if not cross:  # within a set: the query matching itself is not a duplicate pair
+        e_pairs = e_pairs[rows[e_pairs[:, 0]] != e_pairs[:, 1]]
+        a_pairs = a_pairs[rows[a_pairs[:, 0]] != a_pairs[:, 1]]
+    if len(e_pairs) == 0:
+        return 1.0, m
+    found = {tuple(p) for p in a_pairs.tolist()}
+    return float(np.mean([tuple(p) in found for p in e_pairs.tolist()])), m
+
+
+def _ids(ids, n, name):
+    if ids is None:
+        return np.arange(n)
+    ids = np.asarray(ids)
+    if ids.shape != (n,):
+        raise ValueError(f"{name}: expected {n} ids (one per item), got shape {ids.shape}")
+    return ids
+
+
+def find_duplicates(x, method: str = "embedding", *, ids=None, item_shape=None, threshold=None,
+                    index: str = "exact", nlist: int | None = None, nprobe: int = 16,
+                    recall_sample: int = 1000, seed: int = 0, progress=None) -> DuplicateResult:
+    """Duplicate groups within one set (training-set hygiene).
+
+    Parameters
+    ----------
+    x : array-like of shape (n_items, ...)
+        Images (for exact and perceptual hashes) or feature vectors (for embedding).
+    method : {"exact", "phash", "dhash", "embedding"}, default="embedding"
+    ids : array-like, optional
+        Item names (file names, original indices).
+    item_shape : tuple, optional
+        Shape of one image ((H, W), (H, W, C), (C, H, W)) when ``x`` is flat; taken from ``x``
+        when it is not.
+    threshold : float, optional
+        Hamming distance at most (hashes; default 10) or cosine similarity at least (embedding;
+        default 0.95).
+    index : {"exact", "ivf"}, default="exact"
+        Embedding only: exact range search, or an IVF index with measured recall.
+
+    Returns
+    -------
+    DuplicateResult
+    """
+    raw_shape = tuple(np.shape(x))[1:] if not hasattr(x, "x") else ()
+    arr = as_2d_array(x, "items", min_rows=1)
+    item_shape = tuple(item_shape) if item_shape is not None else raw_shape
+    ids = _ids(ids, arr.shape[0], "ids")
+    return _run(arr, arr, method, threshold, False, item_shape, ids, None, index, nlist, nprobe,
+                recall_sample, seed, progress)
+
+
+def find_copies(samples, reference, method: str = "embedding", *, sample_ids=None,
+                reference_ids=None, item_shape=None, threshold=None, index: str = "exact",
+                nlist: int | None = None, nprobe: int = 16, recall_sample: int = 1000,
+                seed: int = 0, progress=None) -> DuplicateResult:
+    """Which samples copy which reference (training) items; same options as :func:`find_duplicates`.
+
+    ``pairs[:, 0]`` are sample positions and ``pairs[:, 1]`` reference positions; groups join the
+    samples and training items connected by matches.
+    """
+    raw_shape = tuple(np.shape(samples))[1:]
+    q = as_2d_array(samples, "samples")
+    r = as_2d_array(reference, "reference")
+    check_same_dim(q, r, "samples", "reference")
+    item_shape = tuple(item_shape) if item_shape is not None else raw_shape
+    return _run(q, r, method, threshold, True, item_shape, _ids(sample_ids, q.shape[0], "sample_ids"),
+                _ids(reference_ids, r.shape[0], "reference_ids"), index, nlist, nprobe,
+                recall_sample, seed, progress)

@@ -1,0 +1,298 @@
+"""Write the random-features study: spectrum, losses, collapse, E_score minimum and the tau_mem table.
+
+    python -m reference_models.random_features --out rf-study            # a few minutes, d = 50
+    python -m reference_models.random_features --out rf-study --d 100    # slower, closer to the paper
+
+Everything is computed here, from the Gaussian-equivalent matrices (closed-form gradient flow) and,
+as a check, from gradient descent with sampled tanh features and fresh noise at every step.
+Measured tau_mem is defined, without a tuned threshold, as the time at which the generalization loss
+L_gen = L_test - L_train reaches half of its value at tau = infinity (the closed form gives that
+limit exactly); the onset time at which L_gen first exceeds 10% of that limit is reported beside it,
+and so is the tau_mem implied by the empirical spectrum's smallest rho_1 eigenvalue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .constants import rf_constants
+from .dynamics import ClosedForm, gaussian_equivalent, simulate_sampled
+from .spectrum import empirical_rho1, theory_density
+
+PAPER_ESCORE_EXPONENT = 0.59  # Bonnaire et al. 2025, Fig. 13 (psi_p = 32, t = 0.01)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def crossing_time(taus, values, level) -> float:
+    """First tau where ``values`` reaches ``level`` (log-linear interpolation); NaN if never."""
+    idx = np.flatnonzero(values >= level)
+    if idx.size == 0:
+        return float("nan")
+    j = idx[0]
+    if j == 0:
+        return float(taus[0])
+    t0, t1, v0, v1 = np.log(taus[j - 1]), np.log(taus[j]), values[j - 1], values[j]
+    return float(np.exp(t0 + (level - v0) / (v1 - v0) * (t1 - t0)))
+
+
+def fit_exponent(x, y) -> float:
+    """Slope of log y against log x (least squares)."""
+    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
+
+
+def spectrum_part(out: Path, d: int, psi_p: float, psi_n: float, t: float, seed: int, plt):
+    m = gaussian_equivalent(d, psi_p, psi_n, t, seed=seed)
+    ev = np.linalg.eigvalsh(m.U)
+    lo, hi = empirical_rho1(ev, m.c, m.d)
+    pred_lo, pred_hi = m.c.rho1_edges(psi_p, psi_n)
+    grid = np.linspace(0.5 * pred_lo, 1.3 * pred_hi, 300)
+    dens = theory_density(grid, m.c, psi_p, psi_n)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    edges = np.linspace(grid[0], grid[-1], 61)
+    bulk = ev[(ev >= edges[0]) & (ev <= edges[-1])]
+    # weights 1 / (p * bin width): the histogram is the spectral density, like Im q / pi
+    ax.hist(bulk, bins=edges, weights=np.full(bulk.size, 1 / (m.p * (edges[1] - edges[0]))),
+            alpha=0.6, label=f"eigenvalues of U (d = {d}, one draw)")
+    ax.plot(grid, dens, "k-", lw=1.5, label="Theorem 3.1 density")
+    for e in (pred_lo, pred_hi):
+        ax.axvline(e, color="C3", ls="--", lw=1)
+    ax.axvline(np.nan, color="C3", ls="--", lw=1, label=r"$\rho_1$ edges $s_t^2+v_t^2(1\pm\sqrt{\psi_p/\psi_n})^2$")
+    ax.set_xlabel(r"eigenvalue $\lambda$")
+    ax.set_ylabel(r"density $\rho(\lambda)$")
+    ax.set_title(rf"Spectrum of U: $\psi_p$={psi_p:g}, $\psi_n$={psi_n:g}, t={t:g} (memorization bulk $\rho_1$)",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "spectrum.png", dpi=110)
+    plt.close(fig)
+    mass = float(np.nansum(dens) * (grid[1] - grid[0]))
+    return {"d": d, "psi_p": psi_p, "psi_n": psi_n, "t": t,
+            "empirical_edges": [lo, hi], "predicted_edges": [float(pred_lo), float(pred_hi)],
+            "relative_error": [abs(lo / pred_lo - 1), abs(hi / pred_hi - 1)],
+            "theory_rho1_mass": mass, "expected_rho1_mass": psi_n / psi_p,
+            "delta_peak_fraction": float(np.mean(np.isclose(ev, m.c.s2, rtol=1e-6, atol=1e-12)))}
+
+
+def losses_part(out: Path, d: int, psi_p: float, psi_ns, t: float, seeds, taus, plt):
+    c = rf_constants(t)
+    rows, curves = [], {}
+    for psi_n in psi_ns:
+        per_seed = []
+        for seed in seeds:
+            t0 = time.perf_counter()
+            m = gaussian_equivalent(d, psi_p, psi_n, t, seed=seed)
+            cf = ClosedForm(m)
+            cur = cf.curves(taus)
+            inf = cf.curves([np.inf])
+            lo_emp, _ = empirical_rho1(cf.lam, m.c, m.d)
+            gen_inf = float(inf["gen"][0])
+            per_seed.append({
+                "curves": cur,
+                "gen_inf": gen_inf,
+                "tau_half": crossing_time(taus, cur["gen"], 0.5 * gen_inf),
+                "tau_onset": crossing_time(taus, cur["gen"], 0.1 * gen_inf),
+                "tau_spectrum": psi_p / (c.delta * lo_emp),
+                "score_min": float(np.min(cur["score"])),
+                "tau_score_min": float(taus[int(np.argmin(cur["score"]))]),
+            })
+            _log(f"  psi_n = {psi_n:g}, seed {seed}: p = {m.p}, n = {m.n}, "
+                 f"{time.perf_counter() - t0:.1f} s")
+        curves[psi_n] = {k: np.mean([s["curves"][k] for s in per_seed], axis=0)
+                         for k in per_seed[0]["curves"]}
+        mean = {k: float(np.mean([s[k] for s in per_seed])) for k in per_seed[0] if k != "curves"}
+        std = {k: float(np.std([s[k] for s in per_seed])) for k in per_seed[0] if k != "curves"}
+        rows.append({"psi_n": psi_n, "tau_mem_predicted": c.tau_mem(psi_p, psi_n), **mean,
+                     "std": std})
+    return rows, curves
+
+
+def plot_losses(out, taus, curves, rows, psi_p, t, plt):
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for i, (psi_n, cur) in enumerate(curves.items()):
+        col = f"C{i}"
+        axes[0].plot(taus, cur["train"], "-", color=col, label=rf"$\psi_n$={psi_n:g} train")
+        axes[0].plot(taus, cur["test"], "--", color=col, label="test")
+        axes[1].plot(taus, cur["gen"], color=col, label=rf"$\psi_n$={psi_n:g}")
+        tau_mem = rows[i]["tau_mem_predicted"]
+        axes[2].plot(taus / tau_mem, cur["gen"] / rows[i]["gen_inf"], color=col,
+                     label=rf"$\psi_n$={psi_n:g}")
+    axes[0].set_ylabel("loss")
+    axes[1].set_ylabel(r"$L_{gen} = L_{test} - L_{train}$")
+    axes[2].set_ylabel(r"$L_{gen} / L_{gen}(\infty)$")
+    axes[2].set_xlabel(r"$\tau / \tau_{mem}$, $\tau_{mem} = \psi_p / (\Delta_t \lambda_{min})$")
+    for ax in axes[:2]:
+        ax.set_xlabel(r"training time $\tau = k\eta/d^2$")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.legend(fontsize=7)
+    axes[0].legend(fontsize=6, ncol=2)
+    fig.suptitle(rf"Random-features dynamics (closed form, Gaussian equivalent), $\psi_p$={psi_p:g}, t={t:g}",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "losses.png", dpi=110)
+    plt.close(fig)
+
+
+def plot_score(out, taus, curves, rows, score_rows, plt):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, (psi_n, cur) in enumerate(curves.items()):
+        axes[0].plot(taus, cur["score"], color=f"C{i}", label=rf"$\psi_n$={psi_n:g}")
+        axes[0].plot(rows[i]["tau_score_min"], rows[i]["score_min"], "o", color=f"C{i}")
+    axes[0].set_xscale("log")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel(r"$\tau$")
+    axes[0].set_ylabel(r"$E_{score}$")
+    axes[0].legend(fontsize=7)
+    for label, rs, mk in score_rows:
+        x = [r["psi_n"] for r in rs]
+        y = [r["score_min"] for r in rs]
+        slope = fit_exponent(x, y)
+        axes[1].loglog(x, y, mk + "-", label=f"{label}: slope {slope:.2f}")
+    axes[1].set_xlabel(r"$\psi_n$")
+    axes[1].set_ylabel(r"min over $\tau$ of $E_{score}$")
+    axes[1].set_title(f"paper (psi_p=32, t=0.01): slope -{PAPER_ESCORE_EXPONENT}", fontsize=9)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "escore.png", dpi=110)
+    plt.close(fig)
+
+
+def sampled_part(out, d, psi_p, psi_ns, t, taus, dtau, seed, plt):
+    """Gradient descent with sampled tanh features and fresh noise, beside the closed form."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    res = []
+    for i, psi_n in enumerate(psi_ns):
+        t0 = time.perf_counter()
+        sim = simulate_sampled(d, psi_p, psi_n, t, taus, dtau=dtau, seed=seed)
+        cf = ClosedForm(gaussian_equivalent(d, psi_p, psi_n, t, seed=seed)).curves(taus)
+        ax.plot(taus, sim["gen"], "o", ms=3, color=f"C{i}", label=rf"sampled, $\psi_n$={psi_n:g}")
+        ax.plot(taus, cf["gen"], "-", color=f"C{i}", label="Gaussian equivalent, closed form")
+        _log(f"  sampled features psi_n = {psi_n:g}: {time.perf_counter() - t0:.1f} s")
+        res.append({"psi_n": psi_n,
+                    "max_abs_diff_train": float(np.max(np.abs(sim["train"] - cf["train"]))),
+                    "max_abs_diff_test": float(np.max(np.abs(sim["test"] - cf["test"]))),
+                    "gen_final_sampled": float(sim["gen"][-1]),
+                    "gen_final_closed_form": float(cf["gen"][-1])})
+    ax.set_xscale("log")
+    ax.set_xlabel(r"$\tau$")
+    ax.set_ylabel(r"$L_{gen}$")
+    ax.set_title(f"Sampled tanh features, fresh noise each step (d = {d}) vs closed form", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "sampled.png", dpi=110)
+    plt.close(fig)
+    return res
+
+
+def write_table(out: Path, rows, psi_p, t, d, seeds) -> str:
+    lines = [
+        f"Predicted vs measured tau_mem, psi_p = {psi_p:g}, t = {t:g}, d = {d}, "
+        f"{len(seeds)} draw(s) per psi_n (mean)",
+        "",
+        "| psi_n | predicted psi_p/(Delta_t lambda_min) | from the empirical spectrum | "
+        "L_gen at half its limit | L_gen onset (10% of limit) | L_gen(inf) | min E_score (at tau) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['psi_n']:g} | {r['tau_mem_predicted']:,.0f} | {r['tau_spectrum']:,.0f} | "
+            f"{r['tau_half']:,.0f} | {r['tau_onset']:,.0f} | {r['gen_inf']:.3f} | "
+            f"{r['score_min']:.4f} ({r['tau_score_min']:.0f}) |"
+        )
+    x = [r["psi_n"] for r in rows]
+    lines += [
+        "",
+        f"Fitted exponents against psi_n: tau_mem predicted {fit_exponent(x, [r['tau_mem_predicted'] for r in rows]):.2f}, "
+        f"L_gen half-rise {fit_exponent(x, [r['tau_half'] for r in rows]):.2f}, "
+        f"L_gen onset {fit_exponent(x, [r['tau_onset'] for r in rows]):.2f}, "
+        f"E_score minimum {fit_exponent(x, [r['score_min'] for r in rows]):.2f}.",
+    ]
+    text = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(text)
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m reference_models.random_features",
+        description="Random-features theory of memorization (Bonnaire et al. 2025, Sec. 3): "
+        "spectrum, loss curves, collapse, E_score minimum and a predicted-vs-measured tau_mem table.")
+    p.add_argument("--out", default="rf-study", help="output folder (figures, table.md, results.json)")
+    p.add_argument("--d", type=int, default=50, help="input dimension for the loss study (50-100)")
+    p.add_argument("--spectrum-d", type=int, default=100, help="dimension of the spectrum figure")
+    p.add_argument("--psi-p", type=float, default=64.0)
+    p.add_argument("--psi-n", type=float, nargs="+", default=[4, 8, 16, 32])
+    p.add_argument("--t", type=float, default=0.1, help="diffusion time of the loss study")
+    p.add_argument("--seeds", type=int, default=2, help="draws per psi_n (results are averaged)")
+    p.add_argument("--sampled-d", type=int, default=30,
+                   help="dimension of the sampled-features check (0 to skip)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    a = p.parse_args(argv)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        p.error("the study's figures need matplotlib: pip install 'memaudit[plot]'")
+    if a.quick:
+        a.d, a.spectrum_d, a.seeds, a.sampled_d, a.psi_n = 12, 16, 1, 8, [2, 4]
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    results = {"config": vars(a).copy()}
+
+    _log(f"spectrum: d = {a.spectrum_d}, psi_p = {a.psi_p:g}, psi_n = 8, t = 0.01 (Fig. 4)")
+    results["spectrum"] = spectrum_part(out, a.spectrum_d, a.psi_p, 8.0 if not a.quick else 2.0,
+                                        0.01, 0, plt)
+
+    taus = np.logspace(-1, 6, 141)
+    _log(f"losses: d = {a.d}, psi_p = {a.psi_p:g}, t = {a.t:g}, psi_n = {a.psi_n}")
+    rows, curves = losses_part(out, a.d, a.psi_p, a.psi_n, a.t, range(a.seeds), taus, plt)
+    results["tau_mem"] = rows
+    plot_losses(out, taus, curves, rows, a.psi_p, a.t, plt)
+
+    # E_score minimum at the paper's Fig. 13 setting (psi_p = 32, t = 0.01)
+    psi_p13 = 32.0 if not a.quick else 8.0
+    psi_n13 = [2, 4, 8, 16] if not a.quick else [1, 2]
+    _log(f"E_score minimum: psi_p = {psi_p13:g}, t = 0.01, psi_n = {psi_n13} (Fig. 13 setting)")
+    rows13, _ = losses_part(out, a.d, psi_p13, psi_n13, 0.01, range(a.seeds), taus, plt)
+    results["escore_fig13"] = rows13
+    plot_score(out, taus, curves, rows, [
+        (f"psi_p={a.psi_p:g}, t={a.t:g}", rows, "o"),
+        (f"psi_p={psi_p13:g}, t=0.01", rows13, "s"),
+    ], plt)
+    results["escore_exponent"] = {
+        "loss_study": fit_exponent([r["psi_n"] for r in rows], [r["score_min"] for r in rows]),
+        "fig13_setting": fit_exponent([r["psi_n"] for r in rows13], [r["score_min"] for r in rows13]),
+        "paper": -PAPER_ESCORE_EXPONENT,
+    }
+
+    if a.sampled_d > 0:
+        _log(f"sampled features: d = {a.sampled_d}, psi_p = {a.psi_p:g}, t = {a.t:g}")
+        s_taus = np.logspace(0, 4.3, 25)
+        results["sampled"] = sampled_part(out, a.sampled_d, a.psi_p, a.psi_n[:2], a.t, s_taus,
+                                          dtau=2.0, seed=0, plt=plt)
+
+    table = write_table(out, rows, a.psi_p, a.t, a.d, range(a.seeds))
+    results["elapsed_seconds"] = time.perf_counter() - t_start
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print(table)
+    print(f"spectrum: empirical rho_1 edges {results['spectrum']['empirical_edges']} vs predicted "
+          f"{results['spectrum']['predicted_edges']}")
+    print(f"E_score minimum exponent: {results['escore_exponent']}")
+    print(f"wrote {out}/ in {results['elapsed_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
