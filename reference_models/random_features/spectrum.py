@@ -127,21 +127,18 @@ def _sweep(lams, c, psi_p, psi_n, rho_sigma, eps_min, eps_steps):
 
 
 def empirical_rho1(eigenvalues: np.ndarray, c: RFConstants, d: int) -> tuple[float, float]:
-    """Edges of the memorization bulk rho_1 among the eigenvalues of one draw of U.
+    """Edges of the memorization bulk rho_1 among the eigenvalues of one draw of U (regime I).
 
-    U = G G^T / n + b^2 W W^T / d + s^2 I has eigenvalues exactly at s^2 (the delta peak of regime I,
-    eigenvectors with W^T v = 0) and, above them, the n + d others: the top d form rho_2 (scale
-    psi_p); of the remaining n, a group of about d sits well below rho_1 at finite size (their weight
-    d/n vanishes as psi_n grows). rho_1 is the cluster above the largest gap, in log scale, among
-    those n eigenvalues.
+    U = G G^T / n + b^2 W W^T / d + s^2 I has p - n - d eigenvalues exactly at s^2 (the delta peak,
+    eigenvectors with W^T v = 0) and n + d above it. Sorted, those are: d eigenvalues just above the
+    peak (the data part of G, coupled to the span of W, is pushed down), the n - d of rho_1, and the
+    d of rho_2 on the scale psi_p. The Theorem 3.1 density agrees: the mass of its rho_1 bulk is
+    (psi_n - 1) / psi_p. In the limit psi_n >> 1 of Theorem 3.2 the first group is negligible.
     """
     ev = np.sort(np.asarray(eigenvalues, float))
     above = ev[ev > c.s2 * (1 + 1e-6) + 1e-12]
-    if above.size <= d + 1:
-        raise ValueError("too few eigenvalues above the s_t^2 peak to find rho_1")
-    low = above[: above.size - d]  # drop rho_2
-    gaps = np.diff(np.log(low))
-    j = int(np.argmax(gaps)) if gaps.size else -1
-    if j >= 0 and gaps[j] > np.log(2.0):
-        low = low[j + 1 :]
-    return float(low[0]), float(low[-1])
+    if above.size < 3 * d:
+        raise ValueError(f"expected at least n + d = {3 * d}+ eigenvalues above the s_t^2 peak, "
+                         f"found {above.size}; is psi_n > 2?")
+    rho1 = above[d : above.size - d]
+    return float(rho1[0]), float(rho1[-1])
