@@ -264,7 +264,7 @@ def main(argv=None) -> int:
 
     # E_score minimum at the paper's Fig. 13 setting (psi_p = 32, t = 0.01)
     psi_p13 = 32.0 if not a.quick else 8.0
-    psi_n13 = [2, 4, 8, 16] if not a.quick else [1, 2]
+    psi_n13 = [2, 4, 8, 16] if not a.quick else [2, 4]
     _log(f"E_score minimum: psi_p = {psi_p13:g}, t = 0.01, psi_n = {psi_n13} (Fig. 13 setting)")
     rows13, _ = losses_part(out, a.d, psi_p13, psi_n13, 0.01, range(a.seeds), taus, plt)
     results["escore_fig13"] = rows13
