@@ -96,7 +96,7 @@ def worker(method: str, data: Path, n_sub: int | None, threshold: float, nlist, 
     t0, c0 = time.perf_counter(), time.process_time()
     extra = {}
     if method == "memaudit-ivf":
-        res = find_duplicates(x, "embedding", threshold=threshold, index="ivf", nlist=nlist,
+        res = find_duplicates(x, "embedding", threshold=threshold, index="ivf", nlist=nlist or None,
                               nprobe=nprobe, recall_sample=1000, progress=False)
         found = res.pairs
         extra = {"self_reported_recall": res.recall, "groups": len(res.groups)}
@@ -106,8 +106,9 @@ def worker(method: str, data: Path, n_sub: int | None, threshold: float, nlist, 
         extra = {"groups": len(res.groups)}
     elif method == "dense":
         sim = cosine_similarity(x)  # the imagededup approach: the full n x n matrix
-        i, j = np.nonzero(np.triu(sim >= threshold, k=1))
-        found = np.stack([i, j], axis=1)
+        i, j = np.nonzero(sim >= threshold)
+        keep = i < j
+        found = np.stack([i[keep], j[keep]], axis=1)
         del sim
     else:
         raise ValueError(method)
@@ -123,7 +124,8 @@ def run(method, data, n_sub, a) -> dict:
         cmd += ["--n-sub", str(n_sub)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"{method} failed:\n{proc.stderr[-3000:]}")
+        why = f"killed by signal {-proc.returncode} (out of memory?)" if proc.returncode < 0 else ""
+        raise RuntimeError(f"{method} failed {why}:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -136,6 +138,10 @@ def show(r: dict) -> None:
           f"{r['planted_pairs']:,} planted pairs, precision {r['precision']:.4f}{extra}", flush=True)
 
 
+def _size(b: float) -> str:
+    return f"{b / 2**40:.1f} TiB" if b >= 2**40 else f"{b / 2**30:.1f} GiB"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1_000_000)
@@ -143,9 +149,9 @@ def main(argv=None) -> int:
     p.add_argument("--groups", type=int, default=5000, help="planted near-duplicate groups")
     p.add_argument("--noise", type=float, default=0.01, help="per-coordinate noise inside a group")
     p.add_argument("--threshold", type=float, default=0.9, help="cosine similarity at least")
-    p.add_argument("--nlist", type=int, default=1024)
-    p.add_argument("--nprobe", type=int, default=4)
-    p.add_argument("--dense-gib", type=float, default=6.0,
+    p.add_argument("--nlist", type=int, default=0, help="cells (0: sqrt(n), the default)")
+    p.add_argument("--nprobe", type=int, default=8)
+    p.add_argument("--dense-gib", type=float, default=4.0,
                    help="memory for the dense baseline's n x n float32 matrix")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--tmp", default=None)
@@ -158,7 +164,7 @@ def main(argv=None) -> int:
         print(json.dumps(worker(a.worker, Path(a.data), a.n_sub, a.threshold, a.nlist, a.nprobe)))
         return 0
     if a.quick:
-        a.n, a.groups, a.nlist, a.dense_gib = 20_000, 300, 64, 0.5
+        a.n, a.groups, a.dense_gib = 20_000, 300, 0.5
     import faiss
 
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, faiss {faiss.__version__}, "
@@ -170,12 +176,12 @@ def main(argv=None) -> int:
         print(f"data: {a.n:,} x {a.d} float32 unit vectors ({a.n * a.d * 4 / 2**30:.2f} GiB), "
               f"{a.groups:,} planted groups of 2-5, noise {a.noise}; written in "
               f"{time.perf_counter() - t0:.0f} s. Threshold: cosine >= {a.threshold}.", flush=True)
-        print(f"\n== memaudit at full size (IVF, nlist {a.nlist}, nprobe {a.nprobe}) ==")
+        print(f"\n== memaudit at full size (IVF cells: nlist {a.nlist or 'sqrt(n)'}, nprobe {a.nprobe}) ==")
         show(run("memaudit-ivf", tmp, None, a))
         n_dense = min(a.n, int(np.sqrt(a.dense_gib * 2**30 / 4)))
         print(f"\n== dense n x n matrix (imagededup's approach) at the largest n within "
               f"{a.dense_gib:g} GiB: n = {n_dense:,} ({n_dense**2 * 4 / 2**30:.1f} GiB matrix); "
-              f"at n = {a.n:,} it would need {a.n**2 * 4 / 2**40:.1f} TiB ==")
+              f"at n = {a.n:,} it would need {_size(a.n**2 * 4)} ==")
         dense = run("dense", tmp, n_dense, a)
         show(dense)
         ex = run("memaudit-exact", tmp, n_dense, a)

@@ -152,6 +152,8 @@ def _finish(report, paths, as_json: bool) -> int:
         print(json.dumps(_summary(report, paths), indent=2))
     else:
         print(report.nn_ratio.summary())
+        for key, res in (report.duplicates or {}).items():
+            print(f"duplicates ({key.replace('_', ' ')}): {res.summary()}")
         if report.gate is not None:
             g = report.gate
             verdict = "PASS" if g["passed"] else "FAIL"

@@ -124,8 +124,8 @@ border-bottom:1px solid #eee;text-align:left;vertical-align:top}th{background:#f
 font-weight:bold}.pairs{display:flex;flex-wrap:wrap;gap:12px}.pair{border:1px solid #ddd;
 border-radius:4px;padding:6px;font-size:.8em;width:170px}.pair.flag{border-color:#a31515;
 background:#fff2f2}.pair img{image-rendering:pixelated;width:80px;height:80px}code{font-size:.9em}
-details{margin:.5em 0}small{color:#666}.group{border:1px solid #ddd;border-radius:4px;
-padding:6px;margin:6px 0}.thumb{display:inline-block;text-align:center;margin:3px;font-size:.7em}
+details{margin:.5em 0}small{color:#666}.group{display:inline-block;vertical-align:top;border:1px solid #ddd;border-radius:4px;
+padding:6px;margin:6px 0}.thumb{display:inline-block;text-align:center;margin:3px;font-size:.7em;vertical-align:top}
 .thumb img{image-rendering:pixelated;width:48px;height:48px}
 """
 

@@ -184,3 +184,40 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
         atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_duplicates_command(tmp_path, rng, capsys):
+    def write(folder, arrays, names=None):
+        folder.mkdir()
+        for i, a in enumerate(arrays):
+            Image.fromarray(a).save(folder / (names[i] if names else f"{folder.name}_{i:03d}.png"))
+
+    imgs = [rng.integers(0, 256, (16, 16), dtype=np.uint8) for _ in range(12)]
+    write(tmp_path / "train", imgs + [imgs[2], imgs[5]])  # two duplicates inside the training set
+    write(tmp_path / "gen", [rng.integers(0, 256, (16, 16), dtype=np.uint8), imgs[7]])
+    (tmp_path / "train" / "corrupt.png").write_bytes(b"not an image")
+    args = ["duplicates", "--train", str(tmp_path / "train"), "--samples", str(tmp_path / "gen"),
+            "--method", "exact", "--out", str(tmp_path / "dup"), "--no-progress"]
+    assert main(args) == EXIT_ERROR  # a corrupt file stops the run, naming the file
+    assert "corrupt.png" in capsys.readouterr().err
+    assert main(args + ["--skip-unreadable"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "skipped 1 unreadable file" in out
+    report = json.loads((tmp_path / "dup" / "duplicates.json").read_text())
+    groups = report["results"]["train"]["groups"]
+    assert sorted(sorted(g["members"]) for g in groups) == [["train_002.png", "train_012.png"],
+                                                           ["train_005.png", "train_013.png"]]
+    copies = report["results"]["samples_vs_train"]["groups"]
+    assert copies == [{"queries": ["gen_001.png"], "reference": ["train_007.png"], "size": 2}]
+    assert report["inputs"]["train"]["skipped"][0]["file"] == "corrupt.png"
+    html = (tmp_path / "dup" / "duplicates.html").read_text()
+    assert "corrupt.png" in html and html.count("data:image/png;base64,") == 2 * 2 + 2
+
+
+def test_audit_with_a_duplicates_section(sets, tmp_path):
+    out = tmp_path / "d"
+    assert _audit(sets, out, "--duplicates", "embedding", "--duplicates-threshold", "0.99") == EXIT_OK
+    report = json.loads((out / "report.json").read_text())
+    dup = report["duplicates"]["samples_vs_train"]
+    assert dup["n_pairs"] == 3 and dup["threshold"] == 0.99 and dup["threshold_source"] == "user"
+    assert "Samples that copy training items" in (out / "report.html").read_text()
