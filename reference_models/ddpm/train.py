@@ -1,0 +1,291 @@
+"""Training the reference DDPM: the paper's recipe, checkpoints that resume exactly.
+
+    python -m reference_models.ddpm.train --data digits --n-train 64 --steps 2000 --out runs/d64
+
+A run directory holds config.json (the resolved config), stats.jsonl (one line per checkpoint:
+step, mean training loss since the last line, train and held-out denoising loss at the fixed DDPM
+index ``eval_index``, 40 ~ t = 0.01 as in the paper) and checkpoints/step_XXXXXXXX.safetensors on a
+log-spaced grid of steps. A checkpoint holds the model, the optimizer state (SGD momentum buffers or
+Adam moments: the paper's code loses them on resume) and every random state, with the config in its
+metadata; it loads without executing pickles. Rerunning the same command resumes from the last
+checkpoint and ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import load_celeba_folder, load_digits, load_mnist, split
+from .diffusion import Schedule, denoising_loss, training_loss
+from .unet import UNet
+
+__all__ = ["TrainConfig", "train", "load_checkpoint", "checkpoint_steps", "build_model", "prepare_data"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on (written to config.json and into every checkpoint)."""
+
+    data: str = "digits"  # digits | mnist | celeba
+    data_dir: str | None = None  # CelebA folder
+    image_size: int = 8
+    n_train: int = 64
+    n_holdout: int = 256
+    width: int = 16
+    mults: tuple = (1, 2)
+    attention: tuple = (False, True)
+    n_res: int = 2
+    dropout: float = 0.1
+    n_steps_diffusion: int = 1000
+    optimizer: str = "adam"  # sgd (momentum, the paper's default) | adam
+    lr: float = 1e-3
+    momentum: float = 0.95
+    batch_size: int = 128  # the batch is min(n_train, batch_size)
+    steps: int = 2000
+    n_checkpoints: int = 20
+    eval_index: int = 40
+    eval_draws: int = 5
+    seed: int = 0
+    device: str = "cpu"
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def paper(cls, **overrides) -> "TrainConfig":
+        """The paper's CelebA configuration (SM A.1): W = 32, 32x32, SGD 0.01 momentum 0.95, B = 512."""
+        base = dict(data="celeba", image_size=32, width=32, mults=(1, 2, 4),
+                    attention=(False, True, True), optimizer="sgd", lr=0.01, momentum=0.95,
+                    batch_size=512, steps=2_000_000, n_checkpoints=40, n_holdout=2048)
+        base.update(overrides)
+        return cls(**base)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["mults"], d["attention"] = list(self.mults), list(self.attention)
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        d = json.loads(text)
+        d["mults"], d["attention"] = tuple(d["mults"]), tuple(d["attention"])
+        return cls(**d)
+
+
+def checkpoint_steps(total: int, n: int) -> list[int]:
+    """About ``n`` log-spaced steps from 1 to ``total`` (both included)."""
+    return sorted(set(int(s) for s in np.round(np.logspace(0, np.log10(total), n))) | {total})
+
+
+def build_model(cfg: TrainConfig) -> UNet:
+    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only
+    return UNet(cfg.width, cfg.mults, cfg.attention, cfg.n_res, 1, cfg.dropout, cfg.n_steps_diffusion)
+
+
+def prepare_data(cfg: TrainConfig):
+    """Training and held-out tensors (n, 1, S, S), centred by the training-subset mean (a scalar)."""
+    if cfg.data == "digits":
+        full = load_digits(cfg.image_size)
+    elif cfg.data == "mnist":
+        full = load_mnist(cfg.image_size)
+    elif cfg.data == "celeba":
+        if not cfg.data_dir:
+            raise ValueError("data='celeba' needs data_dir, a local folder of CelebA images")
+        full = load_celeba_folder(cfg.data_dir, cfg.image_size)
+    else:
+        raise ValueError(f"unknown data {cfg.data!r}: digits, mnist or celeba")
+    tr, ho = split(full, cfg.n_train, cfg.n_holdout, seed=cfg.seed)
+    mean = float(tr.images.mean())
+    return (torch.from_numpy(tr.images - mean), torch.from_numpy(ho.images - mean), mean,
+            tr.indices, ho.indices)
+
+
+def _make_optimizer(cfg: TrainConfig, model):
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _save_checkpoint(path: Path, cfg, step, model, opt, gen, rng, mean):
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    scalars = {}
+    for pid, st in opt_state["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{pid}.{k}"] = v.contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    tensors["rng.generator"] = gen.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"config": cfg.to_json(), "step": str(step), "data_mean": repr(mean),
+            "optim_param_groups": json.dumps(opt_state["param_groups"]),
+            "optim_scalars": json.dumps(scalars), "numpy_rng": json.dumps(rng.bit_generator.state)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)  # atomic: a killed run never leaves a half-written checkpoint
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint (safetensors: no pickle is executed): model weights, config, step, states."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    cfg = TrainConfig.from_json(meta["config"])
+    return {
+        "config": cfg,
+        "step": int(meta["step"]),
+        "data_mean": float(meta["data_mean"]),
+        "model": {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
+        "tensors": tensors,
+        "meta": meta,
+    }
+
+
+def _restore(ck, model, opt, gen, rng):
+    model.load_state_dict(ck["model"])
+    state = {}
+    for k, v in ck["tensors"].items():
+        if k.startswith("optim."):
+            _, pid, key = k.split(".", 2)
+            state.setdefault(int(pid), {})[key] = v
+    for k, v in json.loads(ck["meta"]["optim_scalars"]).items():
+        pid, key = k.split(".", 1)
+        state.setdefault(int(pid), {})[key] = v
+    opt.load_state_dict({"state": state,
+                         "param_groups": json.loads(ck["meta"]["optim_param_groups"])})
+    gen.set_state(ck["tensors"]["rng.generator"])
+    torch.set_rng_state(ck["tensors"]["rng.torch"])
+    rng.bit_generator.state = json.loads(ck["meta"]["numpy_rng"])
+
+
+def _latest(run: Path) -> Path | None:
+    files = sorted((run / "checkpoints").glob("step_*.safetensors"))
+    return files[-1] if files else None
+
+
+# ----------------------------------------------------------------------------- training
+def train(cfg: TrainConfig, run_dir, *, resume: bool = True, stop_after: int | None = None,
+          log=print) -> Path:
+    """Train (or resume) a run in ``run_dir``; returns the run directory.
+
+    ``stop_after`` ends the run early after that step (as a kill would); calling ``train`` again
+    resumes from the last checkpoint.
+    """
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    x_train, x_hold, mean, tr_idx, ho_idx = prepare_data(cfg)
+    model = build_model(cfg).to(cfg.device)
+    opt = _make_optimizer(cfg, model)
+    schedule = Schedule.linear(cfg.n_steps_diffusion)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # timesteps and noise of the loss
+    rng = np.random.default_rng(cfg.seed + 2)  # batches
+    torch.manual_seed(cfg.seed + 3)  # dropout
+    start = 0
+    last = _latest(run) if resume else None
+    stats_path = run / "stats.jsonl"
+    if last is not None:
+        ck = load_checkpoint(last)
+        if ck["config"].to_json() != cfg.to_json():
+            raise ValueError(f"{run} holds a run with another config; use a new folder or resume=False")
+        _restore(ck, model, opt, gen, rng)
+        start = ck["step"]
+        lines = stats_path.read_text().splitlines() if stats_path.exists() else []
+        kept = [ln for ln in lines if json.loads(ln)["step"] <= start]
+        stats_path.write_text("".join(ln + "\n" for ln in kept))
+        log(f"resumed {run} at step {start}")
+    else:
+        (run / "config.json").write_text(json.dumps(json.loads(cfg.to_json()), indent=2) + "\n")
+        np.savez(run / "split.npz", train_indices=tr_idx, holdout_indices=ho_idx, data_mean=mean)
+        stats_path.write_text("")
+    x_train, x_hold = x_train.to(cfg.device), x_hold.to(cfg.device)
+    n = x_train.shape[0]
+    batch = min(n, cfg.batch_size)
+    grid = set(checkpoint_steps(cfg.steps, cfg.n_checkpoints))
+    model.train()
+    running, count, t0 = 0.0, 0, time.perf_counter()
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    for step in range(start + 1, end + 1):
+        idx = np.arange(n) if batch == n else rng.choice(n, size=batch, replace=False)
+        loss = training_loss(model, x_train[torch.from_numpy(idx)], schedule, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running += loss.item()
+        count += 1
+        if step in grid:
+            rec = {
+                "step": step,
+                "loss": running / count,
+                "train_loss_eval": denoising_loss(model, x_train, schedule, cfg.eval_index,
+                                                  draws=cfg.eval_draws, seed=cfg.seed),
+                "holdout_loss_eval": denoising_loss(model, x_hold, schedule, cfg.eval_index,
+                                                    draws=cfg.eval_draws, seed=cfg.seed),
+                "eval_index": cfg.eval_index,
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+            with open(stats_path, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            _save_checkpoint(run / "checkpoints" / f"step_{step:08d}.safetensors", cfg, step, model,
+                             opt, gen, rng, mean)
+            log(f"step {step:>8d}  loss {rec['loss']:.4f}  train@{cfg.eval_index} "
+                f"{rec['train_loss_eval']:.4f}  held-out@{cfg.eval_index} {rec['holdout_loss_eval']:.4f}")
+            running, count = 0.0, 0
+    return run
+
+
+def main(argv=None) -> int:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m reference_models.ddpm.train",
+                                description="Train the reference U-Net DDPM (resumes a run folder).")
+    p.add_argument("--out", required=True, help="run folder (resumed when it holds checkpoints)")
+    p.add_argument("--data", choices=["digits", "mnist", "celeba"], default=d.data)
+    p.add_argument("--data-dir", help="CelebA: a local folder of images")
+    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--n-train", type=int, default=d.n_train)
+    p.add_argument("--n-holdout", type=int, default=d.n_holdout)
+    p.add_argument("--width", type=int, default=d.width)
+    p.add_argument("--levels", type=int, default=len(d.mults),
+                   help="U-Net levels: multipliers (1, 2, 4)[:levels], attention on all but the first")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default=d.optimizer)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--n-checkpoints", type=int, default=d.n_checkpoints)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device)
+    a = p.parse_args(argv)
+    mults = (1, 2, 4)[: a.levels]
+    cfg = TrainConfig(data=a.data, data_dir=a.data_dir, image_size=a.image_size, n_train=a.n_train,
+                      n_holdout=a.n_holdout, width=a.width, mults=mults,
+                      attention=tuple(i > 0 for i in range(a.levels)), optimizer=a.optimizer,
+                      lr=a.lr, batch_size=a.batch_size, steps=a.steps,
+                      n_checkpoints=a.n_checkpoints, seed=a.seed, device=a.device)
+    train(cfg, a.out, log=lambda m: print(m, file=sys.stderr, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

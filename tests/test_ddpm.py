@@ -1,0 +1,157 @@
+"""The reference DDPM: U-Net shapes and sizes, the loss, samplers, exact resume, data loading."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+from reference_models.ddpm.data import load_celeba_folder, load_digits, split  # noqa: E402
+from reference_models.ddpm.diffusion import (Schedule, ddim_sample, ddpm_sample,  # noqa: E402
+                                             denoising_loss, ou_time)
+from reference_models.ddpm.train import (TrainConfig, build_model, checkpoint_steps,  # noqa: E402
+                                         load_checkpoint, train)
+from reference_models.ddpm.unet import UNet  # noqa: E402
+
+
+@pytest.mark.parametrize("width, count", [(8, 263_089), (16, 1_026_657), (32, 4_055_233),
+                                          (48, 9_085_729), (64, 16_118_145)])
+def test_parameter_counts_match_the_paper(width, count):
+    # the paper's ~4M at W = 32 (PAPER-NOTES: 0.263/1.027/4.055/9.086/16.12 M with (1, 2, 4))
+    assert UNet(width).n_parameters() == count
+    assert UNet(width).n_parameters(trainable_only=True) == count - 1000 * width  # frozen table
+
+
+@pytest.mark.parametrize("size, mults, attention", [(32, (1, 2, 4), (False, True, True)),
+                                                    (16, (1, 2, 4), (False, True, True)),
+                                                    (8, (1, 2), (False, True)), (8, (1,), (False,))])
+def test_unet_shapes(size, mults, attention):
+    m = UNet(8, mults, attention)
+    x = torch.randn(3, 1, size, size)
+    assert m(x, torch.tensor([1, 500, 999])).shape == x.shape
+
+
+def test_unet_bad_sizes():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        UNet(8)(torch.randn(1, 1, 10, 10), torch.tensor([1]))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        UNet(12)
+    with pytest.raises(ValueError, match="one flag per level"):
+        UNet(8, (1, 2), (True,))
+
+
+def test_schedule_and_ou_time():
+    s = Schedule.linear()
+    assert s.n_steps == 1000 and float(s.betas[0]) == pytest.approx(1e-4)
+    assert float(s.betas[-1]) == pytest.approx(2e-2)
+    # PAPER-NOTES: t = 0.01 is DDPM index ~40, t = 0.1 ~136, t = 1 ~442; t(999) = 5.06
+    assert ou_time(s, 40) == pytest.approx(0.01, rel=0.1)
+    assert ou_time(s, 136) == pytest.approx(0.1, rel=0.03)
+    assert ou_time(s, 442) == pytest.approx(1.0, rel=0.01)
+    assert ou_time(s, 999) == pytest.approx(5.06, rel=0.01)
+
+
+def test_samplers_are_deterministic_per_seed():
+    torch.manual_seed(0)
+    m = UNet(8, (1, 2), (False, True), dropout=0.0)
+    sched = Schedule.linear()
+    a = ddim_sample(m, (1, 8, 8), [3, 4, 5], sched, steps=10)
+    b = ddim_sample(m, (1, 8, 8), [5, 9], sched, steps=10, batch_size=1)
+    torch.testing.assert_close(a, ddim_sample(m, (1, 8, 8), [3, 4, 5], sched, steps=10),
+                               rtol=0, atol=0)  # same call, same bits
+    # sample 5 is the same in any batch (up to the float rounding of other batch shapes)
+    torch.testing.assert_close(a[2], b[0], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(a[0], a[1])
+    short = Schedule.linear(50)
+    m50 = UNet(8, (1, 2), (False, True), dropout=0.0, n_steps=50)
+    c = ddpm_sample(m50, (1, 8, 8), [1, 2], short)
+    d = ddpm_sample(m50, (1, 8, 8), [2], short)
+    torch.testing.assert_close(c[1], d[0], rtol=1e-4, atol=1e-4)
+    assert torch.isfinite(c).all()
+
+
+def test_loss_falls_on_a_handful_of_images(tmp_path):
+    cfg = TrainConfig(n_train=8, n_holdout=8, steps=120, n_checkpoints=3, lr=2e-3, width=8)
+    train(cfg, tmp_path / "run", log=lambda m: None)
+    stats = [json.loads(x) for x in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in stats] == checkpoint_steps(120, 3)
+    assert stats[-1]["train_loss_eval"] < 0.75 * stats[0]["train_loss_eval"]
+    assert stats[-1]["loss"] < 0.5 * stats[0]["loss"]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, optimizer):
+    cfg = TrainConfig(n_train=16, n_holdout=8, steps=40, n_checkpoints=5, batch_size=8, width=8,
+                      optimizer=optimizer, lr=0.01 if optimizer == "sgd" else 1e-3)
+    assert 16 in checkpoint_steps(40, 5)
+    train(cfg, tmp_path / "straight", log=lambda m: None)
+    train(cfg, tmp_path / "killed", stop_after=20, log=lambda m: None)  # dies after step 20
+    assert load_checkpoint(sorted((tmp_path / "killed" / "checkpoints").glob("*"))[-1])["step"] == 16
+    train(cfg, tmp_path / "killed", log=lambda m: None)  # rerun: resumes from step 16
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "step_00000040.safetensors")
+    b = load_checkpoint(tmp_path / "killed" / "checkpoints" / "step_00000040.safetensors")
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
+    sa = (tmp_path / "straight" / "stats.jsonl").read_text().splitlines()
+    sb = (tmp_path / "killed" / "stats.jsonl").read_text().splitlines()
+    strip = [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in sa]
+    assert strip == [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in sb]
+
+
+def test_checkpoints_are_safetensors_with_the_config(tmp_path):
+    cfg = TrainConfig(n_train=8, n_holdout=8, steps=3, n_checkpoints=2, width=8)
+    train(cfg, tmp_path / "r", log=lambda m: None)
+    path = sorted((tmp_path / "r" / "checkpoints").glob("*.safetensors"))[-1]
+    raw = path.read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])  # plain JSON header: no pickle anywhere
+    assert TrainConfig.from_json(header["__metadata__"]["config"]) == cfg
+    ck = load_checkpoint(path)
+    m = build_model(cfg)
+    m.load_state_dict(ck["model"])
+    assert ck["step"] == 3 and (tmp_path / "r" / "config.json").exists()
+    with pytest.raises(ValueError, match="another config"):
+        train(TrainConfig(n_train=8, n_holdout=8, steps=3, n_checkpoints=2, width=16),
+              tmp_path / "r", log=lambda m: None)
+
+
+def test_denoising_loss_is_reproducible():
+    torch.manual_seed(0)
+    m = UNet(8, (1, 2), (False, True))
+    x = torch.randn(6, 1, 8, 8)
+    s = Schedule.linear()
+    assert denoising_loss(m, x, s, 40, seed=1) == denoising_loss(m, x, s, 40, seed=1)
+    assert m.training  # restored after evaluation
+
+
+def test_celeba_loader_on_generated_images(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "celeba"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (w, h) in enumerate([(40, 60), (64, 48), (32, 32)]):
+        img = np.zeros((h, w, 3), np.uint8)
+        img[h // 2 - 4 : h // 2 + 4, w // 2 - 4 : w // 2 + 4] = 255  # a white centre square
+        img[:2] = rng.integers(0, 255, (2, w, 3))  # edge noise, cropped away for tall images
+        Image.fromarray(img).save(folder / f"{i:06d}.jpg", quality=95)
+    data = load_celeba_folder(folder, size=16)
+    assert data.images.shape == (3, 1, 16, 16) and data.indices.tolist() == [0, 1, 2]
+    assert data.images.min() >= 0 and data.images.max() <= 1
+    for im in data.images[:, 0]:
+        assert im[8, 8] > 0.8 and im[-1, -1] < 0.2  # centre kept, bottom corner dark
+    # the tall 40x60 image is resized to 16x24 and centre-cropped: its noisy top rows are cut
+    assert data.images[0, 0, 0].max() < 0.2 and data.images[1, 0, 0].max() > 0.2
+    with pytest.raises(FileNotFoundError):
+        load_celeba_folder(tmp_path / "missing")
+
+
+def test_split_keeps_original_indices():
+    d = load_digits()
+    tr, ho = split(d, 50, 20, seed=1)
+    assert len(set(tr.indices) & set(ho.indices)) == 0
+    np.testing.assert_array_equal(tr.images, d.images[tr.indices])
+    with pytest.raises(ValueError, match="asked for"):
+        split(d, 2000, 10)
