@@ -1,0 +1,241 @@
+"""Memorization over training: f_mem(step), quality(step), tau_gen, tau_mem and a checkpoint to keep.
+
+Model-agnostic: give generated samples for each training step (from checkpoints of any model), the
+training set and, ideally, held-out real data. Bonnaire et al. 2025 show that sample quality becomes
+good at tau_gen, independent of the training-set size n, and that memorization (f_mem, the share of
+samples with d1/d2 < 1/3) starts later, at tau_mem proportional to n. Between the two lies the
+window where a checkpoint generalizes without copying.
+
+Rules (stated, documented, and recorded in the result):
+
+- tau_mem: the first step whose memorized fraction is significantly above zero: the lower bound of
+  its bootstrap interval is > 0; with held-out data, the lower bound of the *excess over the
+  held-out control* must be > 0, so that near-duplicates in the data distribution do not count.
+  ``tau_mem_rule="level"`` uses f_mem >= ``tau_mem_level`` (1%) instead.
+- tau_gen: the first step whose quality has made 95% of its improvement: quality <= best +
+  ``tau_gen_tolerance`` (5%) x (first - best), over the steps given. Quality is the Fréchet distance
+  between samples and held-out data (pixel space by default, or features from an extractor the user
+  supplies); lower is better.
+- recommended checkpoint: the step with the best quality among steps before tau_mem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import linalg
+
+from ._validation import as_2d_array, check_fraction, check_same_dim
+from .probes.nn_ratio import DEFAULT_THRESHOLD, NNRatioProbe
+from .results import jsonable
+
+__all__ = ["TrainingCurve", "track_memorization", "frechet_distance", "estimate_tau_gen",
+           "estimate_tau_mem"]
+
+
+def frechet_distance(a, b) -> float:
+    """Fréchet distance between Gaussians fitted to two sets (the FID formula, on any features).
+
+    ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2}).
+    """
+    a = np.asarray(as_2d_array(a, "a"), dtype=np.float64)
+    b = np.asarray(as_2d_array(b, "b"), dtype=np.float64)
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError("the Fréchet distance needs at least 2 items per set")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    s_a, s_b = np.atleast_2d(s_a), np.atleast_2d(s_b)
+    covmean = linalg.sqrtm(s_a @ s_b)
+    if not np.isfinite(covmean).all():  # near-singular covariances: regularise, as pytorch-fid does
+        eps = 1e-6 * np.eye(s_a.shape[0])
+        covmean = linalg.sqrtm((s_a + eps) @ (s_b + eps))
+    covmean = covmean.real
+    return float(max(0.0, np.sum((mu_a - mu_b) ** 2) + np.trace(s_a + s_b - 2 * covmean)))
+
+
+def estimate_tau_mem(steps, lows, values, rule: str = "lower_bound", level: float = 0.01):
+    """First step whose memorization is significant (lower bound > 0) or reaches ``level``."""
+    steps = np.asarray(steps)
+    hit = np.asarray(lows) > 0 if rule == "lower_bound" else np.asarray(values) >= level
+    idx = np.flatnonzero(hit)
+    return int(steps[idx[0]]) if idx.size else None
+
+
+def estimate_tau_gen(steps, quality, tolerance: float = 0.05):
+    """First step whose quality (lower is better) has made all but ``tolerance`` of its improvement.
+
+    The threshold is best + tolerance * (first - best): relative to the improvement over training,
+    not to the best value itself, so that a small noise floor (a Fréchet distance estimated from a
+    few hundred samples fluctuates by more than 5% of itself) does not push tau_gen late.
+    """
+    q = np.asarray(quality, dtype=float)
+    if not np.isfinite(q).any():
+        return None
+    best = np.nanmin(q)
+    first = q[np.flatnonzero(np.isfinite(q))[0]]
+    idx = np.flatnonzero(q <= best + tolerance * (first - best) + 1e-12)
+    return int(np.asarray(steps)[idx[0]])
+
+
+@dataclass(frozen=True)
+class TrainingCurve:
+    """Memorization and quality over training steps."""
+
+    steps: np.ndarray
+    f_mem: np.ndarray
+    f_mem_low: np.ndarray
+    f_mem_high: np.ndarray
+    control: np.ndarray | None
+    excess_low: np.ndarray | None
+    n_samples: np.ndarray
+    quality: np.ndarray | None
+    quality_name: str | None
+    losses: dict | None
+    tau_mem: int | None
+    tau_gen: int | None
+    recommended: int | None
+    rules: dict
+    threshold: float
+    results: list = field(repr=False, default_factory=list)
+
+    def to_dict(self) -> dict:
+        return jsonable({
+            "steps": self.steps, "f_mem": self.f_mem, "f_mem_low": self.f_mem_low,
+            "f_mem_high": self.f_mem_high, "control_f_mem": self.control,
+            "excess_low": self.excess_low, "n_samples": self.n_samples,
+            "quality": self.quality, "quality_name": self.quality_name, "losses": self.losses,
+            "tau_mem": self.tau_mem, "tau_gen": self.tau_gen, "recommended": self.recommended,
+            "rules": self.rules, "threshold": self.threshold,
+        })
+
+    def summary(self) -> str:
+        lines = [f"{'step':>10s} {'f_mem':>8s} {'95% CI':>19s}" + (" quality" if self.quality is not None else "")]
+        for i, s in enumerate(self.steps):
+            q = f" {self.quality[i]:.4g}" if self.quality is not None else ""
+            lines.append(f"{int(s):>10d} {100 * self.f_mem[i]:7.2f}% "
+                         f"[{100 * self.f_mem_low[i]:6.2f}%, {100 * self.f_mem_high[i]:6.2f}%]{q}")
+        lines.append(f"tau_gen = {self.tau_gen}, tau_mem = {self.tau_mem}, "
+                     f"recommended checkpoint: {self.recommended}")
+        return "\n".join(lines)
+
+    def plot(self, axes=None):
+        """f_mem with its interval, and quality, against the step (log scale)."""
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ImportError("plotting needs matplotlib: pip install 'memaudit[plot]'") from exc
+        if axes is None:
+            _, axes = plt.subplots(1, 2 if self.quality is not None else 1, figsize=(10, 3.5))
+        axes = np.atleast_1d(axes)
+        ax = axes[0]
+        ax.plot(self.steps, self.f_mem, "o-", label="f_mem")
+        ax.fill_between(self.steps, self.f_mem_low, self.f_mem_high, alpha=0.3)
+        if self.control is not None:
+            ax.plot(self.steps, self.control, "s--", label="held-out control")
+        ax.set_xscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("memorized fraction")
+        for t, name, c in ((self.tau_gen, "tau_gen", "C2"), (self.tau_mem, "tau_mem", "C3")):
+            if t is not None:
+                for a in axes:
+                    a.axvline(t, color=c, ls=":", label=name)
+        ax.legend(fontsize=8)
+        if self.quality is not None and len(axes) > 1:
+            axes[1].plot(self.steps, self.quality, "o-")
+            axes[1].set_xscale("log")
+            axes[1].set_xlabel("training step")
+            axes[1].set_ylabel(self.quality_name)
+        return axes
+
+
+def track_memorization(samples_by_step, train, holdout=None, *, threshold: float = DEFAULT_THRESHOLD,
+                       features=None, losses=None, tau_mem_rule: str = "lower_bound",
+                       tau_mem_level: float = 0.01, tau_gen_tolerance: float = 0.05,
+                       n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0,
+                       progress=None) -> TrainingCurve:
+    """Memorization and quality at each training step, and the window between tau_gen and tau_mem.
+
+    Parameters
+    ----------
+    samples_by_step : mapping of int to array-like
+        Generated samples at each training step (same number of features as ``train``).
+    train : array-like
+        The training set.
+    holdout : array-like, optional
+        Held-out real data: the control of the probe and the reference of the quality measure.
+    threshold : float, default=1/3
+    features : callable, optional
+        Maps an array of items to feature vectors for the Fréchet distance (e.g. a CLIP or
+        Inception extractor loaded from a local file). Default: pixels.
+    losses : mapping of int to (train_loss, holdout_loss), optional
+        Denoising losses at a fixed diffusion time, recorded as they are (the gap is reported).
+    tau_mem_rule : {"lower_bound", "level"}
+    tau_mem_level : float, default=0.01
+    tau_gen_tolerance : float, default=0.05
+
+    Returns
+    -------
+    TrainingCurve
+    """
+    if not samples_by_step:
+        raise ValueError("samples_by_step is empty: give samples for at least one training step")
+    if tau_mem_rule not in ("lower_bound", "level"):
+        raise ValueError(f"tau_mem_rule must be 'lower_bound' or 'level', got {tau_mem_rule!r}")
+    check_fraction(tau_mem_level, "tau_mem_level")
+    steps = np.array(sorted(int(s) for s in samples_by_step))
+    train = as_2d_array(train, "train", min_rows=2)
+    probe = NNRatioProbe(threshold=threshold, carlini_alpha=None, n_bootstrap=n_bootstrap,
+                         confidence=confidence, seed=seed, progress=progress).fit(train)
+    ref = None
+    if holdout is not None:
+        holdout = as_2d_array(holdout, "holdout")
+        ref = holdout if features is None else np.asarray(features(holdout))
+    results, quality = [], []
+    for s in steps:
+        samples = samples_by_step[s] if s in samples_by_step else samples_by_step[str(s)]
+        samples = as_2d_array(samples, f"samples at step {s}")
+        check_same_dim(samples, train, f"samples at step {s}", "train")
+        res = probe.score(samples, holdout=holdout)
+        results.append(res)
+        if ref is not None:
+            feats = samples if features is None else np.asarray(features(samples))
+            quality.append(frechet_distance(feats, ref))
+    f_mem = np.array([r.rate.value for r in results])
+    low = np.array([r.rate.low for r in results])
+    high = np.array([r.rate.high for r in results])
+    control = excess_low = None
+    if holdout is not None:
+        control = np.array([r.control.rate.value for r in results])
+        excess_low = np.array([r.excess.low for r in results])
+    lows = excess_low if excess_low is not None else low
+    tau_mem = estimate_tau_mem(steps, lows, f_mem, tau_mem_rule, tau_mem_level)
+    quality_arr = np.array(quality) if quality else None
+    tau_gen = estimate_tau_gen(steps, quality_arr, tau_gen_tolerance) if quality else None
+    recommended = None
+    if quality_arr is not None:
+        before = steps < tau_mem if tau_mem is not None else np.ones(steps.size, bool)
+        if before.any():
+            recommended = int(steps[before][np.argmin(quality_arr[before])])
+    loss_dict = None
+    if losses:
+        loss_dict = {int(k): {"train": float(v[0]), "holdout": float(v[1]),
+                              "gap": float(v[1]) - float(v[0])} for k, v in losses.items()}
+    rules = {
+        "tau_mem": ("first step where the lower bound of the excess of f_mem over the held-out "
+                    "control is > 0" if holdout is not None else
+                    "first step where the lower bound of f_mem is > 0")
+        if tau_mem_rule == "lower_bound" else f"first step where f_mem >= {tau_mem_level:g}",
+        "tau_gen": f"first step whose quality is within {100 * tau_gen_tolerance:g}% of its total "
+                   "improvement from the best (best + tol x (first - best))",
+        "recommended": "best quality among steps before tau_mem",
+        "quality": None if ref is None else
+        ("Fréchet distance to held-out data, " + ("pixels" if features is None else "user features")),
+    }
+    return TrainingCurve(
+        steps=steps, f_mem=f_mem, f_mem_low=low, f_mem_high=high, control=control,
+        excess_low=excess_low, n_samples=np.array([r.n_samples for r in results]),
+        quality=quality_arr, quality_name=None if ref is None else "Fréchet distance (lower is better)",
+        losses=loss_dict, tau_mem=tau_mem, tau_gen=tau_gen, recommended=recommended, rules=rules,
+        threshold=probe.threshold_, results=results,
+    )
