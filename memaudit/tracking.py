@@ -12,8 +12,8 @@ Rules (stated, documented, and recorded in the result):
   its bootstrap interval is > 0; with held-out data, the lower bound of the *excess over the
   held-out control* must be > 0, so that near-duplicates in the data distribution do not count.
   ``tau_mem_rule="level"`` uses f_mem >= ``tau_mem_level`` (1%) instead.
-- tau_gen: the first step whose quality has made 95% of its improvement: quality <= best +
-  ``tau_gen_tolerance`` (5%) x (first - best), over the steps given. Quality is the Fréchet distance
+- tau_gen: the first step whose quality has made 95% of its improvement, on a log scale:
+  log q <= log q_best + ``tau_gen_tolerance`` (5%) x (log q_first - log q_best). Quality is the Fréchet distance
   between samples and held-out data (pixel space by default, or features from an extractor the user
   supplies); lower is better.
 - recommended checkpoint: the step with the best quality among steps before tau_mem.
@@ -21,6 +21,7 @@ Rules (stated, documented, and recorded in the result):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,7 +47,9 @@ def frechet_distance(a, b) -> float:
     mu_a, mu_b = a.mean(0), b.mean(0)
     s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     s_a, s_b = np.atleast_2d(s_a), np.atleast_2d(s_b)
-    covmean = linalg.sqrtm(s_a @ s_b)
+    with warnings.catch_warnings():  # singular covariances (constant pixels) are common and fine
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s_a @ s_b)
     if not np.isfinite(covmean).all():  # near-singular covariances: regularise, as pytorch-fid does
         eps = 1e-6 * np.eye(s_a.shape[0])
         covmean = linalg.sqrtm((s_a + eps) @ (s_b + eps))
@@ -65,16 +68,19 @@ def estimate_tau_mem(steps, lows, values, rule: str = "lower_bound", level: floa
 def estimate_tau_gen(steps, quality, tolerance: float = 0.05):
     """First step whose quality (lower is better) has made all but ``tolerance`` of its improvement.
 
-    The threshold is best + tolerance * (first - best): relative to the improvement over training,
-    not to the best value itself, so that a small noise floor (a Fréchet distance estimated from a
-    few hundred samples fluctuates by more than 5% of itself) does not push tau_gen late.
+    On a log scale: log q <= log q_best + tolerance * (log q_first - log q_best). Relative to the
+    improvement over training, not to the best value alone, so that the noise floor of a Fréchet
+    distance estimated from a few hundred samples does not push tau_gen late; on a log scale, so that
+    an astronomically bad first checkpoint does not pull it early.
     """
     q = np.asarray(quality, dtype=float)
-    if not np.isfinite(q).any():
+    ok = np.isfinite(q) & (q > 0)
+    if not ok.any():
         return None
-    best = np.nanmin(q)
-    first = q[np.flatnonzero(np.isfinite(q))[0]]
-    idx = np.flatnonzero(q <= best + tolerance * (first - best) + 1e-12)
+    logq = np.where(ok, np.log(np.where(ok, q, 1.0)), np.inf)
+    best = logq.min()
+    first = logq[np.flatnonzero(ok)[0]]
+    idx = np.flatnonzero(logq <= best + tolerance * (first - best) + 1e-12)
     return int(np.asarray(steps)[idx[0]])
 
 
@@ -226,8 +232,8 @@ def track_memorization(samples_by_step, train, holdout=None, *, threshold: float
                     "control is > 0" if holdout is not None else
                     "first step where the lower bound of f_mem is > 0")
         if tau_mem_rule == "lower_bound" else f"first step where f_mem >= {tau_mem_level:g}",
-        "tau_gen": f"first step whose quality is within {100 * tau_gen_tolerance:g}% of its total "
-                   "improvement from the best (best + tol x (first - best))",
+        "tau_gen": f"first step within {100 * tau_gen_tolerance:g}% of the total log-improvement "
+                   "of quality: log q <= log q_best + tol (log q_first - log q_best)",
         "recommended": "best quality among steps before tau_mem",
         "quality": None if ref is None else
         ("Fréchet distance to held-out data, " + ("pixels" if features is None else "user features")),

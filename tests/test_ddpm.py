@@ -155,3 +155,16 @@ def test_split_keeps_original_indices():
     np.testing.assert_array_equal(tr.images, d.images[tr.indices])
     with pytest.raises(ValueError, match="asked for"):
         split(d, 2000, 10)
+
+
+def test_track_a_run_over_its_checkpoints(tmp_path):
+    from reference_models.ddpm.track import track_run
+
+    cfg = TrainConfig(n_train=8, n_holdout=16, steps=6, n_checkpoints=3, width=8)
+    train(cfg, tmp_path / "r", log=lambda m: None)
+    curve = track_run(tmp_path / "r", n_samples=12, steps=5)
+    assert curve.steps.tolist() == checkpoint_steps(6, 3)
+    assert curve.n_samples.tolist() == [12] * len(curve.steps)
+    assert curve.quality is not None and set(curve.losses) == set(curve.steps.tolist())
+    saved = json.loads((tmp_path / "r" / "tracking.json").read_text())
+    assert saved["steps"] == curve.steps.tolist() and "tau_mem" in saved["rules"]

@@ -23,9 +23,11 @@ def test_rules_on_known_curves():
     assert estimate_tau_mem(steps, [0, 0, 0, 0.01, 0.1], [0, 0, 0.004, 0.03, 0.2]) == 80
     assert estimate_tau_mem(steps, [0] * 5, [0, 0, 0.004, 0.03, 0.2], "level", 0.01) == 80
     assert estimate_tau_mem(steps, [0] * 5, [0] * 5) is None
-    # threshold: best + 5% of the improvement (10 - 1) = 1.45
-    assert estimate_tau_gen(steps, [10, 3, 1.44, 1.0, 1.2]) == 40
-    assert estimate_tau_gen(steps, [10, 3, 1.46, 1.0, 1.2]) == 80
+    # threshold on a log scale: 1.0 * (10 / 1.0) ** 0.05 = 1.122
+    assert estimate_tau_gen(steps, [10, 3, 1.12, 1.0, 1.2]) == 40
+    assert estimate_tau_gen(steps, [10, 3, 1.13, 1.0, 1.2]) == 80
+    # an astronomically bad start does not pull tau_gen early
+    assert estimate_tau_gen(steps, [1e6, 6e4, 5e3, 3.1e3, 3e3]) == 80
 
 
 def _synthetic_run(rng, n_train=400, n=400, d=16):

@@ -1,0 +1,104 @@
+"""Audit a training run over its checkpoints: sample at each one, then f_mem, quality and the window.
+
+    python -m reference_models.ddpm.track --run runs/d64 --n-samples 500
+
+For every checkpoint of the run, ``n_samples`` DDIM samples (eta = 0, ``steps`` steps; sample i from
+seed i, the same seeds at every checkpoint) are compared with the run's own training subset and
+held-out set through :func:`memaudit.tracking.track_memorization`. Writes tracking.json (f_mem with
+intervals, the held-out control, the Fréchet distance to held-out data, the logged losses, tau_gen,
+tau_mem and the recommended checkpoint with the rules used) and tracking.png beside the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from memaudit.tracking import track_memorization
+
+from .diffusion import Schedule, ddim_sample
+from .train import build_model, load_checkpoint, prepare_data
+
+__all__ = ["samples_at_checkpoints", "track_run"]
+
+
+def samples_at_checkpoints(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0,
+                           every: int = 1, log=None) -> dict:
+    """DDIM samples (n, 1, S, S) in the run's centred space, for every ``every``-th checkpoint."""
+    run = Path(run)
+    files = sorted((run / "checkpoints").glob("step_*.safetensors"))[::every]
+    if not files:
+        raise FileNotFoundError(f"{run} has no checkpoints (checkpoints/step_*.safetensors)")
+    out = {}
+    seeds = list(range(seed, seed + n_samples))
+    for path in files:
+        ck = load_checkpoint(path)
+        cfg = ck["config"]
+        model = build_model(cfg)
+        model.load_state_dict(ck["model"])
+        x = ddim_sample(model, (1, cfg.image_size, cfg.image_size), seeds,
+                        Schedule.linear(cfg.n_steps_diffusion), steps=steps)
+        out[ck["step"]] = x.numpy()
+        if log:
+            log(f"sampled {n_samples} at step {ck['step']}")
+    return out
+
+
+def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, every: int = 1,
+              log=None):
+    """Sample every checkpoint of ``run`` and track memorization; writes tracking.json/.png."""
+    run = Path(run)
+    cfg = load_checkpoint(sorted((run / "checkpoints").glob("step_*.safetensors"))[-1])["config"]
+    x_train, x_hold, _, _, _ = prepare_data(cfg)
+    samples = samples_at_checkpoints(run, n_samples, steps=steps, seed=seed, every=every, log=log)
+    losses = {}
+    stats = run / "stats.jsonl"
+    if stats.exists():
+        for line in stats.read_text().splitlines():
+            rec = json.loads(line)
+            losses[rec["step"]] = (rec["train_loss_eval"], rec["holdout_loss_eval"])
+    flat = {k: v.reshape(v.shape[0], -1) for k, v in samples.items()}
+    curve = track_memorization(flat, x_train.reshape(x_train.shape[0], -1).numpy(),
+                               x_hold.reshape(x_hold.shape[0], -1).numpy(),
+                               losses={k: v for k, v in losses.items() if k in flat}, seed=seed)
+    (run / "tracking.json").write_text(json.dumps({"run": str(run), "n_samples": n_samples,
+                                                   "ddim_steps": steps, **curve.to_dict()},
+                                                  indent=2) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        axes = curve.plot()
+        axes[0].figure.suptitle(f"{run.name}: n = {cfg.n_train}, {n_samples} samples per checkpoint",
+                                fontsize=9)
+        axes[0].figure.tight_layout()
+        axes[0].figure.savefig(run / "tracking.png", dpi=110)
+        plt.close(axes[0].figure)
+    except ImportError:  # plots are optional
+        pass
+    return curve
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m reference_models.ddpm.track",
+                                description="f_mem, quality, tau_gen and tau_mem over a run's checkpoints.")
+    p.add_argument("--run", required=True, help="a run folder written by reference_models.ddpm.train")
+    p.add_argument("--n-samples", type=int, default=500)
+    p.add_argument("--ddim-steps", type=int, default=50)
+    p.add_argument("--every", type=int, default=1, help="use every k-th checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    curve = track_run(a.run, a.n_samples, steps=a.ddim_steps, seed=a.seed, every=a.every,
+                      log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(curve.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
