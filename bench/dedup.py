@@ -31,21 +31,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _util import peak_rss
 
 HERE = Path(__file__).resolve()
-
-
-def peak_rss() -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def make_data(folder: Path, n: int, d: int, n_groups: int, noise: float, seed: int):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,27 +31,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _util import peak_rss
 
 HERE = Path(__file__).resolve()
 
 
 # ----------------------------------------------------------------------------- workers
-def peak_rss() -> int:
-    """Peak resident memory of this process in bytes.
-
-    VmHWM from /proc (Linux): unlike getrusage's ru_maxrss, it is not inherited from the parent
-    process across fork + exec (the parent may have touched a multi-GB memmap while writing data).
-    """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def _load(path: Path, mmap: bool):
     return np.load(path, mmap_mode="r" if mmap else None)
 

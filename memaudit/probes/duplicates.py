@@ -157,23 +157,27 @@ def _exact_pairs(h_q, h_r, cross):
     return pairs, np.zeros(len(pairs))
 
 
+def _blocked_range_search(index, queries, radius, step, desc, progress):
+    """Range search of ``queries`` in blocks of ``step``: (query rows, matched rows, values)."""
+    out_i, out_j, out_v = [], [], []
+    with Progress(queries.shape[0], desc, progress) as bar:
+        for s in range(0, queries.shape[0], step):
+            lims, vals, idx = index.range_search(queries[s : s + step], radius)
+            out_i.append(np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64))) + s)
+            out_j.append(idx)
+            out_v.append(vals)
+            bar.update(min(step, queries.shape[0] - s))
+    return tuple(np.concatenate(v) for v in (out_i, out_j, out_v))
+
+
 def _binary_pairs(codes_q, codes_r, max_distance, cross, progress):
     import faiss
 
     index = faiss.IndexBinaryFlat(HASH_BITS)
     index.add(codes_r)
-    out_i, out_j, out_d = [], [], []
-    step = 65536
-    with Progress(codes_q.shape[0], "hamming range search", progress) as bar:
-        for s in range(0, codes_q.shape[0], step):
-            # FAISS keeps distances strictly below the radius
-            lims, dist, idx = index.range_search(codes_q[s : s + step], int(max_distance) + 1)
-            rows = np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64))) + s
-            out_i.append(rows)
-            out_j.append(idx)
-            out_d.append(dist)
-            bar.update(min(step, codes_q.shape[0] - s))
-    i, j, dd = (np.concatenate(v) for v in (out_i, out_j, out_d))
+    # FAISS keeps distances strictly below the radius
+    i, j, dd = _blocked_range_search(index, codes_q, int(max_distance) + 1, 65536,
+                                     "hamming range search", progress)
     keep = np.ones(i.size, bool) if cross else i < j
     return np.stack([i[keep], j[keep]], axis=1).astype(np.int64), dd[keep].astype(float)
 
@@ -252,19 +256,11 @@ class _IVFBuckets:
 
 
 def _range_pairs(idx, xq, min_sim, cross, progress, desc="cosine range search"):
-    out_i, out_j, out_s = [], [], []
-    # FAISS's exact search in blocks of queries; the cell-by-cell GEMMs take all queries at once
+    # FAISS's exact search in blocks of queries; the cell-by-cell GEMMs take all queries at once.
+    # FAISS keeps inner products strictly above the threshold: lower it by one ulp.
     step = xq.shape[0] if isinstance(idx, _IVFBuckets) else 16384
-    with Progress(xq.shape[0], desc, progress) as bar:
-        for s in range(0, xq.shape[0], step):
-            # FAISS keeps inner products strictly above the threshold: lower it by one ulp
-            lims, sim, j = idx.range_search(xq[s : s + step], np.nextafter(np.float32(min_sim), -1))
-            rows = np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64))) + s
-            out_i.append(rows)
-            out_j.append(j)
-            out_s.append(sim)
-            bar.update(min(step, xq.shape[0] - s))
-    i, j, sim = (np.concatenate(v) for v in (out_i, out_j, out_s))
+    i, j, sim = _blocked_range_search(idx, xq, np.nextafter(np.float32(min_sim), -1), step, desc,
+                                      progress)
     keep = sim >= min_sim
     i, j, sim = i[keep], j[keep], sim[keep]
     if not cross:  # a pair may be found from either end: orient it (low, high) and keep it once

@@ -61,6 +61,16 @@ def _sizes(d, psi_p, psi_n):
     return p, n
 
 
+def _draw(d, psi_p, psi_n, t, sigma_x, seed):
+    """Sizes, constants, and one seeded draw of the weights W (p, d) and training data X (d, n)."""
+    p, n = _sizes(d, psi_p, psi_n)
+    c = rf_constants(t, sigma_x)
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((p, d))
+    X = sigma_x * rng.standard_normal((d, n))
+    return p, n, c, rng, W, X
+
+
 def _population(W, c: RFConstants, d):
     """U~ and V~ for isotropic Gaussian data: linear part kappa1 = E[sigma'(Gamma u)] = mu1 / Gamma."""
     gamma = np.sqrt(c.gamma2)
@@ -78,11 +88,7 @@ def gaussian_equivalent(d: int, psi_p: float, psi_n: float, t: float, *, sigma_x
     U = G G^T / n + b_t^2 W W^T / d + s_t^2 I, with G = e^{-t} a_t W X / sqrt(d) + v_t Omega;
     U~ = kappa1^2 W Sigma_t W^T / d + (E[sigma^2] - kappa1^2 Gamma_t^2) I; V = V~ = kappa1 sqrt(Delta) W / sqrt(d).
     """
-    p, n = _sizes(d, psi_p, psi_n)
-    c = rf_constants(t, sigma_x)
-    rng = np.random.default_rng(seed)
-    W = rng.standard_normal((p, d))
-    X = sigma_x * rng.standard_normal((d, n))
+    p, n, c, rng, W, X = _draw(d, psi_p, psi_n, t, sigma_x, seed)
     omega = rng.standard_normal((p, n))
     G = np.exp(-t) * c.a * (W @ X) / np.sqrt(d) + np.sqrt(c.v2) * omega
     U = G @ G.T / n + c.b**2 * (W @ W.T) / d + c.s2 * np.eye(p)
@@ -97,11 +103,7 @@ def sampled_matrices(d: int, psi_p: float, psi_n: float, t: float, *, sigma_x: f
     Used to check the Gaussian equivalence, not for dynamics: a fixed set of noise draws lets a model
     fit those draws (use :func:`simulate_sampled` with fresh noise at every step for dynamics).
     """
-    p, n = _sizes(d, psi_p, psi_n)
-    c = rf_constants(t, sigma_x)
-    rng = np.random.default_rng(seed)
-    W = rng.standard_normal((p, d))
-    X = sigma_x * rng.standard_normal((d, n))
+    p, n, c, rng, W, X = _draw(d, psi_p, psi_n, t, sigma_x, seed)
     U = np.zeros((p, p))
     V = np.zeros((p, d))
     e, sd = np.exp(-t), np.sqrt(c.delta)
