@@ -153,14 +153,20 @@ class ClosedForm:
         f = -np.expm1(-self.rate * self.lam * tau) / self.lam
         return -(self.m.V.T @ self.Q * f) @ self.Q.T / np.sqrt(self.m.c.delta)
 
-    def curves(self, taus) -> dict:
-        """L_train, L_test, L_gen, E_score at each tau (arrays)."""
+    def curves(self, taus, mask=None) -> dict:
+        """L_train, L_test, L_gen, E_score at each tau (arrays).
+
+        ``mask`` (bool per eigenmode of U) keeps only some modes trained (the others stay at 0), to
+        see which part of the spectrum carries each curve.
+        """
         c, d = self.m.c, self.m.d
         sd = np.sqrt(c.delta)
         taus = np.asarray(taus, dtype=float)
         out = {k: np.empty(taus.size) for k in ("train", "test", "gen", "score")}
         for j, tau in enumerate(taus):
             f = -np.expm1(-self.rate * self.lam * tau) / self.lam
+            if mask is not None:
+                f = np.where(mask, f, 0.0)
             # with B = -Delta^{-1/2} M diag(f) Q^T:
             l_train = 1 + np.sum(self.w_train * (self.lam * f**2 - 2 * f)) / d
             quad = f @ self.K @ f / (c.delta * d)  # (1/d) Tr(B U~ B^T)
