@@ -138,3 +138,16 @@ def test_study_quick(tmp_path):
     for name in ("spectrum.png", "losses.png", "escore.png", "sampled.png", "table.md",
                  "results.json"):
         assert (tmp_path / name).exists(), name
+
+
+def test_mode_masks_split_the_curves():
+    m = gaussian_equivalent(12, 8, 2, 0.1, seed=2)
+    cf = ClosedForm(m)
+    taus = [1.0, 100.0, 1e5]
+    full = cf.curves(taus)
+    same = cf.curves(taus, mask=np.ones(m.p, bool))
+    none = cf.curves(taus, mask=np.zeros(m.p, bool))
+    for k in full:
+        np.testing.assert_allclose(same[k], full[k])
+    np.testing.assert_allclose(none["train"], 1.0)  # nothing trained: B = 0
+    np.testing.assert_allclose(none["gen"], 0.0, atol=1e-12)
