@@ -10,6 +10,7 @@ from .neighbors import NeighborIndex, Neighbors, knn  # noqa: E402
 from .probes import NNRatioProbe, NNRatioResult, nn_ratio  # noqa: E402
 from .results import Rate  # noqa: E402
 from .sources import Dataset, load_dataset  # noqa: E402
+from .tracking import TrainingCurve, track_memorization  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -22,4 +23,6 @@ __all__ = [
     "Rate",
     "Dataset",
     "load_dataset",
+    "track_memorization",
+    "TrainingCurve",
 ]

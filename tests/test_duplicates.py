@@ -180,3 +180,11 @@ def test_bad_inputs(rng):
         find_duplicates(np.full((3, 4), np.nan), "embedding")
     with pytest.raises(ValueError, match="samples has 4 features per item but reference has 5"):
         find_copies(np.ones((2, 4)), np.ones((3, 5)))
+
+
+def test_matches_are_best_first(rng):
+    train = rng.normal(size=(100, 16))
+    sample = train[3] + 0.001 * rng.normal(size=16)
+    close = train[3] + 0.05 * rng.normal(size=16)
+    res = find_copies(sample[None], np.vstack([train, close[None]]), "embedding", threshold=0.99)
+    assert res.matches(0).tolist() == [3, 100]  # the nearer copy first

@@ -104,9 +104,9 @@ class DuplicateResult:
     def matches(self, i: int) -> np.ndarray:
         """Reference positions matched to query ``i`` (across sets), best first."""
         sel = self.pairs[:, 0] == i
-        order = np.argsort(self.scores[sel] if self.method == "embedding" else -self.scores[sel])
-        cand = self.pairs[sel, 1]
-        return cand[order[::-1]] if self.method == "embedding" else cand[order][::-1]
+        # best first: highest similarity (embedding) or smallest Hamming distance (hashes)
+        key = -self.scores[sel] if self.method == "embedding" else self.scores[sel]
+        return self.pairs[sel, 1][np.argsort(key, kind="stable")]
 
     def to_dict(self, max_groups: int = 50) -> dict:
         def named(g):
@@ -403,7 +403,7 @@ def find_duplicates(x, method: str = "embedding", *, ids=None, item_shape=None, 
     -------
     DuplicateResult
     """
-    raw_shape = tuple(np.shape(x))[1:] if not hasattr(x, "x") else ()
+    raw_shape = tuple(np.shape(x))[1:]
     arr = as_2d_array(x, "items", min_rows=1)
     item_shape = tuple(item_shape) if item_shape is not None else raw_shape
     ids = _ids(ids, arr.shape[0], "ids")
