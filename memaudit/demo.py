@@ -1,8 +1,8 @@
 """The bundled demo: a full audit on scikit-learn's digits (real 8x8 images shipped in the wheel).
 
-Until the demo trains a tiny reference DDPM (next), the "generated" set is a labelled stand-in: held-out digits the
-audit must not flag, plus perturbed copies of training digits planted at known positions that it
-must flag with the right training id. The report says so, and the demo prints how many planted
+Until the demo trains a tiny reference DDPM (next), the "generated" set is a labelled stand-in:
+held-out digits the audit must not flag, plus perturbed copies of training digits planted at known
+positions that it must flag with the right training id. The report says so, and the demo prints how many planted
 copies were recovered.
 """
 
