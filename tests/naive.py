@@ -122,3 +122,14 @@ def naive_hamming_pairs(bits, max_distance, other=None):
             if dist <= max_distance:
                 pairs.append((i, j, dist))
     return pairs
+
+
+def naive_tpr_at_fpr(members, nonmembers, fpr):
+    """Max TPR over every threshold (each distinct score, and +inf) with FPR <= fpr; >= is member."""
+    best = 0.0
+    for thr in sorted(set(members) | set(nonmembers)) + [float("inf")]:
+        f = sum(x >= thr for x in nonmembers) / len(nonmembers)
+        t = sum(x >= thr for x in members) / len(members)
+        if f <= fpr:
+            best = max(best, t)
+    return best
