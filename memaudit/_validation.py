@@ -10,7 +10,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["as_2d_array", "check_finite", "check_fraction", "check_same_dim", "check_positive_int"]
+__all__ = ["as_2d_array", "check_finite", "check_fraction", "check_same_dim", "check_positive_int",
+           "check_ids"]
 
 
 def _to_numpy(x, name):
@@ -126,3 +127,13 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
     return int(value)
+
+
+def check_ids(ids, n: int, name: str) -> np.ndarray:
+    """One id per item (file names, original indices); ``None`` gives the positions 0..n-1."""
+    if ids is None:
+        return np.arange(n)
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or ids.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} ids (one per item), got shape {ids.shape}")
+    return ids

@@ -22,7 +22,7 @@ blindly.
 from __future__ import annotations
 
 import mmap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

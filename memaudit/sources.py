@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import as_2d_array
+from ._validation import as_2d_array, check_ids
 
 __all__ = ["Dataset", "load_dataset", "load_image_folder", "IMAGE_SUFFIXES"]
 
@@ -69,13 +69,6 @@ class Dataset:
         }
 
 
-def _check_ids(ids, n: int, name: str) -> np.ndarray:
-    ids = np.asarray(ids)
-    if ids.ndim != 1 or ids.shape[0] != n:
-        raise ValueError(f"{name}: expected {n} ids (one per item), got shape {ids.shape}")
-    return ids
-
-
 def load_dataset(source, name: str = "data", *, ids=None, resize=None, mode=None,
                  skip_unreadable: bool = False) -> Dataset:
     """Load and validate a set of items from an array, a file or an image folder.
@@ -105,7 +98,7 @@ def load_dataset(source, name: str = "data", *, ids=None, resize=None, mode=None
     if not isinstance(source, (str, os.PathLike)):
         arr = as_2d_array(source, name)
         raw_shape = tuple(np.shape(source))[1:]
-        ids = np.arange(arr.shape[0]) if ids is None else _check_ids(ids, arr.shape[0], name)
+        ids = check_ids(ids, arr.shape[0], name)
         return Dataset(arr, ids, raw_shape, "array", "array")
 
     text = os.fspath(source)
@@ -130,7 +123,7 @@ def load_dataset(source, name: str = "data", *, ids=None, resize=None, mode=None
         except Exception as exc:
             raise ValueError(f"{name}: could not read {path} as a .npy file ({exc})") from exc
         arr = as_2d_array(raw, f"{name} ({path.name})")
-        ids = np.arange(arr.shape[0]) if ids is None else _check_ids(ids, arr.shape[0], name)
+        ids = check_ids(ids, arr.shape[0], name)
         return Dataset(arr, ids, tuple(raw.shape[1:]), str(path), "npy")
     if suffix == ".npz":
         try:
@@ -154,7 +147,7 @@ def load_dataset(source, name: str = "data", *, ids=None, resize=None, mode=None
         arr = as_2d_array(raw, f"{name} ({path.name}:{key})")
         if ids is None:
             ids = archive["ids"] if "ids" in keys else np.arange(arr.shape[0])
-        ids = _check_ids(ids, arr.shape[0], f"{name} ids")
+        ids = check_ids(ids, arr.shape[0], f"{name} ids")
         return Dataset(arr, ids, tuple(raw.shape[1:]), f"{path}:{key}", "npz")
     if suffix in IMAGE_SUFFIXES:
         raise ValueError(f"{name}: {path} is one image; give the folder that holds the images")

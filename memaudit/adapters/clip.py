@@ -15,11 +15,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_path
 from .._progress import Progress
 
 __all__ = ["ClipEncoder"]
@@ -156,18 +156,10 @@ class ClipEncoder:
         path = self._cache_path()
         if path is None or not cache:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
         keys = np.array(list(cache.keys()))
         emb = np.stack(list(cache.values())).astype(np.float32)
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, keys=keys, emb=emb)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
 
     def encode(self, images) -> np.ndarray:
         """Unit-norm embeddings (n, dim) float32 of images with values in [0, 1]."""

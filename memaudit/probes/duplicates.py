@@ -29,7 +29,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .._progress import Progress
-from .._validation import as_2d_array, check_fraction, check_positive_int, check_same_dim
+from .._validation import (as_2d_array, check_fraction, check_ids, check_positive_int,
+                           check_same_dim)
 from ..hashing import HASH_BITS, content_hashes, dhash, phash, to_grayscale_images
 from ..results import jsonable
 
@@ -366,15 +367,6 @@ def _measure_recall(idx, fq, fr, thr, cross, m, seed):
     return float(np.mean([tuple(p) in found for p in e_pairs.tolist()])), m
 
 
-def _ids(ids, n, name):
-    if ids is None:
-        return np.arange(n)
-    ids = np.asarray(ids)
-    if ids.shape != (n,):
-        raise ValueError(f"{name}: expected {n} ids (one per item), got shape {ids.shape}")
-    return ids
-
-
 def find_duplicates(x, method: str = "embedding", *, ids=None, item_shape=None, threshold=None,
                     index: str = "exact", nlist: int | None = None, nprobe: int = 8,
                     recall_sample: int = 1000, seed: int = 0, progress=None) -> DuplicateResult:
@@ -406,7 +398,7 @@ def find_duplicates(x, method: str = "embedding", *, ids=None, item_shape=None, 
     raw_shape = tuple(np.shape(x))[1:]
     arr = as_2d_array(x, "items", min_rows=1)
     item_shape = tuple(item_shape) if item_shape is not None else raw_shape
-    ids = _ids(ids, arr.shape[0], "ids")
+    ids = check_ids(ids, arr.shape[0], "ids")
     return _run(arr, arr, method, threshold, False, item_shape, ids, None, index, nlist, nprobe,
                 recall_sample, seed, progress)
 
@@ -425,6 +417,7 @@ def find_copies(samples, reference, method: str = "embedding", *, sample_ids=Non
     r = as_2d_array(reference, "reference")
     check_same_dim(q, r, "samples", "reference")
     item_shape = tuple(item_shape) if item_shape is not None else raw_shape
-    return _run(q, r, method, threshold, True, item_shape, _ids(sample_ids, q.shape[0], "sample_ids"),
-                _ids(reference_ids, r.shape[0], "reference_ids"), index, nlist, nprobe,
+    return _run(q, r, method, threshold, True, item_shape,
+                check_ids(sample_ids, q.shape[0], "sample_ids"),
+                check_ids(reference_ids, r.shape[0], "reference_ids"), index, nlist, nprobe,
                 recall_sample, seed, progress)

@@ -23,7 +23,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .._validation import as_2d_array, check_fraction, check_positive_int, check_same_dim
+from .._validation import (as_2d_array, check_fraction, check_ids, check_positive_int,
+                           check_same_dim)
 from ..neighbors import NeighborIndex
 from ..results import Rate, jsonable
 from ..stats import rate, rate_difference
@@ -211,15 +212,6 @@ def _ratio(d1: np.ndarray, d2: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ids(ids, n: int, name: str) -> np.ndarray:
-    if ids is None:
-        return np.arange(n)
-    ids = np.asarray(ids)
-    if ids.ndim != 1 or ids.shape[0] != n:
-        raise ValueError(f"{name}: expected {n} ids (one per item), got shape {ids.shape}")
-    return ids
-
-
 class NNRatioProbe:
     """Flag generated samples whose nearest training item is much nearer than the second.
 
@@ -312,14 +304,14 @@ class NNRatioProbe:
                 "(d2 is the distance to the second nearest)"
             )
         self.train_ = train
-        self.train_ids_ = _ids(ids, train.shape[0], "train ids")
+        self.train_ids_ = check_ids(ids, train.shape[0], "train ids")
         self.index_ = self._search().fit(train, name="train")
         return self
 
     def _score_one(self, samples, ids, name: str) -> NNRatioResult:
         samples = as_2d_array(samples, name)
         check_same_dim(samples, self.train_, name, "train")
-        sample_ids = _ids(ids, samples.shape[0], f"{name} ids")
+        sample_ids = check_ids(ids, samples.shape[0], f"{name} ids")
         n_train = self.train_.shape[0]
         use_carlini = self.carlini_alpha is not None
         m = min(self.carlini_n, n_train) if use_carlini else 0

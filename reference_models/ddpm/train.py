@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from memaudit._io import atomic_path
 
 from .data import load_celeba_folder, load_digits, load_mnist, split
 from .diffusion import Schedule, denoising_loss, training_loss
@@ -134,16 +134,8 @@ def _save_checkpoint(path: Path, cfg, step, model, opt, gen, rng, mean):
     meta = {"config": cfg.to_json(), "step": str(step), "data_mean": repr(mean),
             "optim_param_groups": json.dumps(opt_state["param_groups"]),
             "optim_scalars": json.dumps(scalars), "numpy_rng": json.dumps(rng.bit_generator.state)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # a killed run never leaves a half-written checkpoint
         save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)  # atomic: a killed run never leaves a half-written checkpoint
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_checkpoint(path) -> dict:
