@@ -49,7 +49,7 @@ class AuditConfig:
         Read image folders as grayscale or colour.
     skip_unreadable : bool, default=False
         Image folders: skip undecodable files (listed in the report) instead of failing.
-    duplicates : {"exact", "phash", "dhash", "embedding"} or None
+    duplicates : {"exact", "phash", "dhash", "embedding", "tiled_l2"} or None
         Also run the duplicates probe with this method: duplicate groups inside the training set
         and samples that copy training items (a section of the report).
     duplicates_threshold : float, optional

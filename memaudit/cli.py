@@ -14,6 +14,7 @@ from fractions import Fraction
 from . import __version__
 from .audit import GATES, AuditConfig, config_defaults, run_audit
 from .neighbors import BACKENDS, INDEXES, METRICS
+from .probes.duplicates import METHODS as DUP_METHODS
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 3
 _D = config_defaults()
@@ -69,7 +70,7 @@ def _add_audit_options(p: argparse.ArgumentParser, required: bool = True) -> Non
                     "to skip)")
     pr.add_argument("--carlini-n", type=int, default=_D["carlini_n"], metavar="N",
                     help=f"nearest training items averaged by that criterion (default {_D['carlini_n']})")
-    pr.add_argument("--duplicates", choices=["exact", "phash", "dhash", "embedding"],
+    pr.add_argument("--duplicates", choices=list(DUP_METHODS),
                     help="also report duplicate groups in the training set and samples that copy "
                     "training items, with this method")
     pr.add_argument("--duplicates-threshold", type=float, metavar="T",
@@ -266,20 +267,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="duplicate groups in a training set, and samples that copy training items",
         description=(
             "Find duplicates inside the training set (exact pixel copies, perceptual-hash "
-            "near-copies, or embedding near-duplicates by cosine similarity) and, with --samples, "
+            "near-copies, embedding near-duplicates by cosine similarity, or Carlini et al.'s "
+            "tiled l2 distance) and, with --samples, "
             "the generated samples that copy training items. Matches form a graph whose connected "
             "components are the duplicate groups. Writes DIR/duplicates.json and DIR/duplicates.html."
         ),
         epilog="Thresholds: exact = identical 8-bit pixels; phash/dhash = Hamming distance <= 10 "
-        "of 64 bits (imagededup's default); embedding = cosine similarity >= 0.95.",
+        "of 64 bits (imagededup's default); embedding = cosine similarity >= 0.95; tiled_l2 = "
+        "largest RMS pixel difference over a 4x4 grid of tiles <= 0.15 (pixels in [0, 1]; "
+        "Carlini et al. 2023's extraction distance).",
     )
     dup.add_argument("--train", required=True, metavar="PATH", help="training items")
     dup.add_argument("--samples", metavar="PATH", help="generated samples to match against train")
-    dup.add_argument("--method", choices=["exact", "phash", "dhash", "embedding"], default="phash",
+    dup.add_argument("--method", choices=list(DUP_METHODS), default="phash",
                      help="what counts as a duplicate (default phash)")
     dup.add_argument("--threshold", type=float, metavar="T",
-                     help="Hamming distance at most T (phash, dhash) or cosine similarity at "
-                     "least T (embedding); default per method, see below")
+                     help="Hamming distance at most T (phash, dhash), cosine similarity at "
+                     "least T (embedding) or tiled l2 at most T (tiled_l2); default per method, "
+                     "see below")
     dup.add_argument("--index", choices=["exact", "ivf"], default="exact",
                      help="embedding: exact range search, or IVF with measured recall")
     dup.add_argument("--resize", type=_size, metavar="HxW", help="image folders: resize every image")

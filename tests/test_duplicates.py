@@ -6,7 +6,7 @@ from PIL import Image
 
 from memaudit.hashing import _resize, content_hashes, dhash, phash
 from memaudit.probes.duplicates import find_copies, find_duplicates
-from naive import naive_dhash_bits, naive_hamming_pairs, naive_phash_bits
+from naive import naive_dhash_bits, naive_hamming_pairs, naive_phash_bits, naive_tiled_l2
 
 
 def _smooth_images(rng, n, size=32):
@@ -188,3 +188,49 @@ def test_matches_are_best_first(rng):
     close = train[3] + 0.05 * rng.normal(size=16)
     res = find_copies(sample[None], np.vstack([train, close[None]]), "embedding", threshold=0.99)
     assert res.matches(0).tolist() == [3, 100]  # the nearer copy first
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (10, 13), (12, 12, 3)])
+def test_tiled_l2_pairs_equal_brute_force(rng, shape):
+    ref = rng.random((40,) + shape) * 0.2 + 0.4
+    q = rng.random((30,) + shape) * 0.2 + 0.4
+    q[:6] = np.clip(ref[[1, 5, 9, 13, 17, 21]] + 0.03 * rng.standard_normal((6,) + shape), 0, 1)
+    thr = 0.08
+    res = find_copies(q, ref, "tiled_l2", threshold=thr)
+    brute = {(i, j): naive_tiled_l2(q[i], ref[j]) for i in range(len(q)) for j in range(len(ref))}
+    want = sorted(k for k, v in brute.items() if v <= thr)
+    assert sorted(map(tuple, res.pairs.tolist())) == want
+    assert len(want) >= 6  # the planted copies, plus whatever random pairs come that close
+    for (i, j), s in zip(res.pairs.tolist(), res.scores):
+        assert s == pytest.approx(brute[(i, j)], rel=1e-5, abs=1e-6)
+
+
+def test_tiled_l2_within_a_set_and_channel_first(rng):
+    imgs = _smooth_images(rng, 30, 16)
+    chw = np.repeat(imgs[:, None], 3, axis=1)
+    chw[29] = chw[4]
+    chw[28] = np.clip(chw[11] + 0.01, 0, 1)
+    res = find_duplicates(chw, "tiled_l2")
+    assert sorted(map(tuple, res.pairs.tolist())) == [(4, 29), (11, 28)]
+    assert res.scores[res.pairs[:, 0] == 11][0] == pytest.approx(0.01, abs=1e-6)
+
+
+def test_tiled_l2_sees_a_local_change_that_the_global_distance_hides(rng):
+    imgs = _smooth_images(rng, 20, 32)
+    q = imgs[:2].copy()
+    q[1, :8, :8] = 1 - q[1, :8, :8]  # one tile of 16 replaced
+    res = find_copies(q, imgs, "tiled_l2", threshold=0.15)
+    assert res.pairs.tolist() == [[0, 0]]
+    assert np.sqrt(np.mean((q[1] - imgs[1]) ** 2)) < 0.15 < naive_tiled_l2(q[1], imgs[1])
+
+
+def test_tiled_l2_uint8_is_scaled_and_bad_input_refused(rng):
+    imgs = (rng.random((10, 8, 8)) * 255).astype(np.uint8)
+    res = find_copies(imgs[:3], imgs, "tiled_l2", threshold=0.01)
+    assert sorted(map(tuple, res.pairs.tolist())) == [(0, 0), (1, 1), (2, 2)]
+    with pytest.raises(ValueError, match=r"pixels in \[0, 1\]"):
+        find_copies(imgs[:3] * 2.0, imgs.astype(float), "tiled_l2")
+    with pytest.raises(ValueError, match="must be in"):
+        find_copies(imgs[:3], imgs, "tiled_l2", threshold=1.5)
+    with pytest.raises(ValueError, match="needs images"):
+        find_copies(rng.random((4, 7)), rng.random((5, 7)), "tiled_l2")

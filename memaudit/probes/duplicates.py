@@ -14,7 +14,13 @@ Methods:
 - ``"embedding"``: cosine similarity at or above a threshold (default 0.95) on any feature vectors
   (pixels, CLIP embeddings), by FAISS range search: exact by default; ``index="ivf"`` groups the
   vectors in k-means cells and compares each query with its nearest cells by GEMM, and its recall
-  against exact search is measured on a sample and reported.
+  against exact search is measured on a sample and reported;
+- ``"tiled_l2"``: the extraction distance of Carlini et al. 2023 on images: split both images into
+  a 4 x 4 grid of non-overlapping tiles, take the root-mean-square pixel difference (pixels in
+  [0, 1]) of each pair of tiles and keep the largest; a pair matches when it is at most the
+  threshold. Exact: the squared global RMS difference is the (size-weighted) mean of the squared
+  tile RMS differences, so it never exceeds the largest tile's; an exact L2 range search at the
+  threshold therefore returns every candidate, and the tiles are compared on those only.
 
 Matches are edges of a graph; duplicate groups are its connected components
 (scipy.sparse.csgraph), so a chain of near-copies ends up in one group.
@@ -34,9 +40,11 @@ from .._validation import (as_2d_array, check_fraction, check_ids, check_positiv
 from ..hashing import HASH_BITS, content_hashes, dhash, phash, to_grayscale_images
 from ..results import jsonable
 
-__all__ = ["DuplicateResult", "find_duplicates", "find_copies", "METHODS", "DEFAULTS"]
+__all__ = ["DuplicateResult", "find_duplicates", "find_copies", "tiled_l2_distance", "METHODS",
+           "DEFAULTS"]
 
-METHODS = ("exact", "phash", "dhash", "embedding")
+METHODS = ("exact", "phash", "dhash", "embedding", "tiled_l2")
+TILE_GRID = 4  # Carlini et al. 2023: 16 non-overlapping tiles (4 x 4), the largest tile distance
 # threshold and where it comes from, per method
 DEFAULTS = {
     "exact": (0, "identical decoded pixels (8-bit), content hash"),
@@ -44,6 +52,9 @@ DEFAULTS = {
     "dhash": (10, "Hamming distance <= 10 of 64 bits: imagededup's default max_distance_threshold"),
     "embedding": (0.95, "cosine similarity >= 0.95: memaudit's default for near-identical items "
                         "(imagededup uses 0.9 for CNN features)"),
+    "tiled_l2": (0.15, "largest RMS pixel difference over a 4 x 4 grid of tiles <= 0.15 (pixels in "
+                       "[0, 1]): the tiled l2 distance of Carlini et al. 2023 (Sec. 4), threshold "
+                       "memaudit's default; check it against a held-out control"),
 }
 
 
@@ -55,7 +66,8 @@ class DuplicateResult:
     ----------
     method : str
     threshold : float
-        Hamming distance (hashes, at most), cosine similarity (embedding, at least), or 0 (exact).
+        Hamming distance (hashes, at most), cosine similarity (embedding, at least), tiled l2
+        distance (tiled_l2, at most), or 0 (exact).
     threshold_source : str
     cross : bool
         True for copies across two sets (queries vs reference), False within one set.
@@ -272,6 +284,67 @@ def _range_pairs(idx, xq, min_sim, cross, progress, desc="cosine range search"):
     return np.stack([i, j], axis=1).astype(np.int64), sim.astype(float)
 
 
+def _tiles(x, item_shape, name):
+    """Images as (n, G*G, tile pixels) float32 in [0, 1] (integers are divided by 255)."""
+    from ..adapters.pixels import image_layout
+
+    layout = image_layout(item_shape)
+    if layout is None:
+        raise ValueError(f"tiled_l2 needs images; {name} of shape {tuple(item_shape)} are not images "
+                         "(arrays shaped (n, H, W), (n, H, W, C) or (n, C, H, W), or an image folder)")
+    x = np.asarray(x)
+    scaled = x.astype(np.float32) / 255.0 if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32)
+    lo, hi = float(scaled.min()), float(scaled.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise ValueError(f"tiled_l2 compares pixels in [0, 1]; {name} range from {lo:g} to {hi:g}: "
+                         "scale them (uint8 images are divided by 255 automatically)")
+    n = x.shape[0]
+    if layout == "flat-square":
+        side = int(np.sqrt(x.shape[1]))
+        imgs = scaled.reshape(n, side, side, 1)
+    elif layout == "HW":
+        imgs = scaled.reshape((n,) + tuple(item_shape) + (1,))
+    elif layout == "CHW":
+        imgs = np.moveaxis(scaled.reshape((n,) + tuple(item_shape)), 1, 3)
+    else:
+        imgs = scaled.reshape((n,) + tuple(item_shape))
+    h, w = imgs.shape[1:3]
+    if h < TILE_GRID or w < TILE_GRID:
+        raise ValueError(f"tiled_l2 needs images of at least {TILE_GRID} x {TILE_GRID} pixels, "
+                         f"{name} are {h} x {w}")
+    rows = np.array_split(np.arange(h), TILE_GRID)
+    cols = np.array_split(np.arange(w), TILE_GRID)
+    return [np.ascontiguousarray(imgs[:, r[0] : r[-1] + 1, c[0] : c[-1] + 1].reshape(n, -1))
+            for r in rows for c in cols], scaled.reshape(n, -1)
+
+
+def tiled_l2_distance(tiles_a, tiles_b, i, j) -> np.ndarray:
+    """Largest tile RMS difference between items ``tiles_a[:, i]`` and ``tiles_b[:, j]`` (pairs)."""
+    out = np.zeros(len(i), dtype=np.float64)
+    for ta, tb in zip(tiles_a, tiles_b):
+        d = ta[i].astype(np.float64) - tb[j]
+        out = np.maximum(out, np.sqrt(np.mean(d * d, axis=1)))
+    return out
+
+
+def _tiled_pairs(tq, fq, tr, fr, thr, cross, progress):
+    import faiss
+
+    index = faiss.IndexFlatL2(fr.shape[1])
+    index.add(fr)
+    # global RMS <= largest tile RMS, so every match lies within this L2 radius (FAISS keeps
+    # squared distances strictly below it; widen by a relative 1e-5 against float32 rounding)
+    radius = np.float32(thr**2 * fr.shape[1] * (1 + 1e-5) + 1e-6)
+    i, j, _ = _blocked_range_search(index, fq, radius, 16384, "l2 range search (tiled_l2)", progress)
+    if not cross:
+        keep = i < j
+        i, j = i[keep], j[keep]
+    dist = np.concatenate([tiled_l2_distance(tq, tr, i[s : s + 65536], j[s : s + 65536])
+                           for s in range(0, len(i), 65536)]) if len(i) else np.zeros(0)
+    keep = dist <= thr
+    return np.stack([i[keep], j[keep]], axis=1).astype(np.int64), dist[keep]
+
+
 def _groups(pairs, n_q, n_r, cross):
     if cross:
         n = n_q + n_r
@@ -304,6 +377,11 @@ def _threshold(method, threshold):
     if method == "embedding":
         return check_fraction(threshold, "threshold (cosine similarity)", low_open=True,
                               high_open=False), "user"
+    if method == "tiled_l2":
+        t = float(threshold)
+        if not np.isfinite(t) or t <= 0 or t > 1:
+            raise ValueError(f"threshold (tiled l2, pixels in [0, 1]) must be in (0, 1], got {threshold!r}")
+        return t, "user"
     if method in ("phash", "dhash"):
         t = check_positive_int(threshold, "threshold (Hamming distance)", minimum=0)
         if t > HASH_BITS:
@@ -318,6 +396,8 @@ def _features(x, method, item_shape, name):
     if method in ("phash", "dhash"):
         imgs = to_grayscale_images(x, item_shape)
         return phash(imgs) if method == "phash" else dhash(imgs)
+    if method == "tiled_l2":
+        return _tiles(x, item_shape, name)
     return _normalized(x, name)
 
 
@@ -335,6 +415,10 @@ def _run(xq, xr, method, threshold, cross, item_shape, ids, ref_ids, index, nlis
         pairs, scores = _exact_pairs(fq, fr, cross)
     elif method in ("phash", "dhash"):
         pairs, scores = _binary_pairs(fq, fr, thr, cross, progress)
+    elif method == "tiled_l2":
+        (tq, flat_q), (tr, flat_r) = fq, fr
+        pairs, scores = _tiled_pairs(tq, flat_q, tr, flat_r, thr, cross, progress)
+        fq, fr = flat_q, flat_r
     else:
         idx = _range_index(fr, index, nlist, nprobe, seed)
         pairs, scores = _range_pairs(idx, fq, thr, cross, progress)
@@ -376,15 +460,15 @@ def find_duplicates(x, method: str = "embedding", *, ids=None, item_shape=None, 
     ----------
     x : array-like of shape (n_items, ...)
         Images (for exact and perceptual hashes) or feature vectors (for embedding).
-    method : {"exact", "phash", "dhash", "embedding"}, default="embedding"
+    method : {"exact", "phash", "dhash", "embedding", "tiled_l2"}, default="embedding"
     ids : array-like, optional
         Item names (file names, original indices).
     item_shape : tuple, optional
         Shape of one image ((H, W), (H, W, C), (C, H, W)) when ``x`` is flat; taken from ``x``
         when it is not.
     threshold : float, optional
-        Hamming distance at most (hashes; default 10) or cosine similarity at least (embedding;
-        default 0.95).
+        Hamming distance at most (hashes; default 10), cosine similarity at least (embedding;
+        default 0.95) or tiled l2 distance at most (tiled_l2, pixels in [0, 1]; default 0.15).
     index : {"exact", "ivf"}, default="exact"
         Embedding only: exact range search, or k-means cells searched by one GEMM per cell
         (``nlist`` cells, default sqrt(n); each query scans its ``nprobe`` nearest cells) with
