@@ -13,9 +13,9 @@ Rules (stated, documented, and recorded in the result):
   held-out control* must be > 0, so that near-duplicates in the data distribution do not count.
   ``tau_mem_rule="level"`` uses f_mem >= ``tau_mem_level`` (1%) instead.
 - tau_gen: the first step whose quality has made 95% of its improvement, on a log scale:
-  log q <= log q_best + ``tau_gen_tolerance`` (5%) x (log q_first - log q_best). Quality is the Fréchet distance
-  between samples and held-out data (pixel space by default, or features from an extractor the user
-  supplies); lower is better.
+  log q <= log q_best + ``tau_gen_tolerance`` (5%) x (log q_first - log q_best). Quality is a distance
+  between samples and held-out data, lower is better: the Fréchet distance (default), the energy
+  distance or a callable, on raw values or on features from an extractor the user supplies.
 - recommended checkpoint: the step with the best quality among steps before tau_mem.
 """
 
@@ -31,8 +31,8 @@ from ._validation import as_2d_array, check_fraction, check_same_dim
 from .probes.nn_ratio import DEFAULT_THRESHOLD, NNRatioProbe
 from .results import jsonable
 
-__all__ = ["TrainingCurve", "track_memorization", "frechet_distance", "estimate_tau_gen",
-           "estimate_tau_mem"]
+__all__ = ["TrainingCurve", "track_memorization", "frechet_distance", "energy_distance",
+           "estimate_tau_gen", "estimate_tau_mem"]
 
 
 def frechet_distance(a, b) -> float:
@@ -55,6 +55,34 @@ def frechet_distance(a, b) -> float:
         covmean = linalg.sqrtm((s_a + eps) @ (s_b + eps))
     covmean = covmean.real
     return float(max(0.0, np.sum((mu_a - mu_b) ** 2) + np.trace(s_a + s_b - 2 * covmean)))
+
+
+def _mean_pairwise(a, b, block: int = 2048) -> float:
+    from scipy.spatial.distance import cdist
+
+    total = 0.0
+    for i in range(0, a.shape[0], block):
+        total += cdist(a[i : i + block], b).sum()
+    return total / (a.shape[0] * b.shape[0])
+
+
+def energy_distance(a, b) -> float:
+    """Energy distance between two sets (Székely and Rizzo 2013), a two-sample distance.
+
+    sqrt(2 E|X - Y| - E|X - X'| - E|Y - Y'|) over the empirical distributions (pairs include
+    i = j), which is zero only when the two empirical distributions coincide; in one dimension it
+    equals ``scipy.stats.energy_distance``. Unlike the Fréchet distance it sees more than two
+    moments, so a model that collapses onto the modes of a mixture scores badly.
+    """
+    a = np.asarray(as_2d_array(a, "a"), dtype=np.float64)
+    b = np.asarray(as_2d_array(b, "b"), dtype=np.float64)
+    check_same_dim(a, b, "a", "b")
+    d2 = 2 * _mean_pairwise(a, b) - _mean_pairwise(a, a) - _mean_pairwise(b, b)
+    return float(np.sqrt(max(d2, 0.0)))
+
+
+_QUALITY = {"frechet": (frechet_distance, "Fréchet distance"),
+            "energy": (energy_distance, "energy distance")}
 
 
 def estimate_tau_mem(steps, lows, values, rule: str = "lower_bound", level: float = 0.01):
@@ -156,7 +184,7 @@ class TrainingCurve:
 
 
 def track_memorization(samples_by_step, train, holdout=None, *, threshold: float = DEFAULT_THRESHOLD,
-                       features=None, losses=None, tau_mem_rule: str = "lower_bound",
+                       features=None, quality="frechet", losses=None, tau_mem_rule: str = "lower_bound",
                        tau_mem_level: float = 0.01, tau_gen_tolerance: float = 0.05,
                        n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0,
                        progress=None) -> TrainingCurve:
@@ -172,8 +200,11 @@ def track_memorization(samples_by_step, train, holdout=None, *, threshold: float
         Held-out real data: the control of the probe and the reference of the quality measure.
     threshold : float, default=1/3
     features : callable, optional
-        Maps an array of items to feature vectors for the Fréchet distance (e.g. a CLIP or
-        Inception extractor loaded from a local file). Default: pixels.
+        Maps an array of items to feature vectors for the quality measure (e.g. a CLIP or
+        Inception extractor loaded from a local file). Default: the raw values (pixels).
+    quality : {"frechet", "energy"} or callable, default="frechet"
+        The quality measure between samples and held-out data, lower is better: the Fréchet
+        distance (the FID formula), the energy distance, or ``f(samples, reference) -> float``.
     losses : mapping of int to (train_loss, holdout_loss), optional
         Denoising losses at a fixed diffusion time, recorded as they are (the gap is reported).
     tau_mem_rule : {"lower_bound", "level"}
@@ -189,6 +220,12 @@ def track_memorization(samples_by_step, train, holdout=None, *, threshold: float
     if tau_mem_rule not in ("lower_bound", "level"):
         raise ValueError(f"tau_mem_rule must be 'lower_bound' or 'level', got {tau_mem_rule!r}")
     check_fraction(tau_mem_level, "tau_mem_level")
+    if callable(quality):
+        quality_fn, quality_label = quality, getattr(quality, "__name__", "user quality")
+    elif quality in _QUALITY:
+        quality_fn, quality_label = _QUALITY[quality]
+    else:
+        raise ValueError(f"quality must be 'frechet', 'energy' or a callable, got {quality!r}")
     steps = np.array(sorted(int(s) for s in samples_by_step))
     train = as_2d_array(train, "train", min_rows=2)
     probe = NNRatioProbe(threshold=threshold, carlini_alpha=None, n_bootstrap=n_bootstrap,
@@ -197,7 +234,7 @@ def track_memorization(samples_by_step, train, holdout=None, *, threshold: float
     if holdout is not None:
         holdout = as_2d_array(holdout, "holdout")
         ref = holdout if features is None else np.asarray(features(holdout))
-    results, quality = [], []
+    results, qualities = [], []
     for s in steps:
         samples = samples_by_step[s] if s in samples_by_step else samples_by_step[str(s)]
         samples = as_2d_array(samples, f"samples at step {s}")
@@ -206,7 +243,7 @@ def track_memorization(samples_by_step, train, holdout=None, *, threshold: float
         results.append(res)
         if ref is not None:
             feats = samples if features is None else np.asarray(features(samples))
-            quality.append(frechet_distance(feats, ref))
+            qualities.append(float(quality_fn(feats, ref)))
     f_mem = np.array([r.rate.value for r in results])
     low = np.array([r.rate.low for r in results])
     high = np.array([r.rate.high for r in results])
@@ -216,8 +253,8 @@ def track_memorization(samples_by_step, train, holdout=None, *, threshold: float
         excess_low = np.array([r.excess.low for r in results])
     lows = excess_low if excess_low is not None else low
     tau_mem = estimate_tau_mem(steps, lows, f_mem, tau_mem_rule, tau_mem_level)
-    quality_arr = np.array(quality) if quality else None
-    tau_gen = estimate_tau_gen(steps, quality_arr, tau_gen_tolerance) if quality else None
+    quality_arr = np.array(qualities) if qualities else None
+    tau_gen = estimate_tau_gen(steps, quality_arr, tau_gen_tolerance) if qualities else None
     recommended = None
     if quality_arr is not None:
         before = steps < tau_mem if tau_mem is not None else np.ones(steps.size, bool)
@@ -236,12 +273,12 @@ def track_memorization(samples_by_step, train, holdout=None, *, threshold: float
                    "of quality: log q <= log q_best + tol (log q_first - log q_best)",
         "recommended": "best quality among steps before tau_mem",
         "quality": None if ref is None else
-        ("Fréchet distance to held-out data, " + ("pixels" if features is None else "user features")),
+        (f"{quality_label} to held-out data, " + ("raw values" if features is None else "user features")),
     }
     return TrainingCurve(
         steps=steps, f_mem=f_mem, f_mem_low=low, f_mem_high=high, control=control,
         excess_low=excess_low, n_samples=np.array([r.n_samples for r in results]),
-        quality=quality_arr, quality_name=None if ref is None else "Fréchet distance (lower is better)",
+        quality=quality_arr, quality_name=None if ref is None else f"{quality_label} (lower is better)",
         losses=loss_dict, tau_mem=tau_mem, tau_gen=tau_gen, recommended=recommended, rules=rules,
         threshold=probe.threshold_, results=results,
     )

@@ -168,3 +168,52 @@ def test_track_a_run_over_its_checkpoints(tmp_path):
     assert curve.quality is not None and set(curve.losses) == set(curve.steps.tolist())
     saved = json.loads((tmp_path / "r" / "tracking.json").read_text())
     assert saved["steps"] == curve.steps.tolist() and "tau_mem" in saved["rules"]
+
+
+@pytest.mark.parametrize("d, width", [(8, 128), (16, 64)])
+def test_residual_mlp_parameter_count_matches_the_paper(d, width):
+    from reference_models.ddpm.mlp import ResidualMLP
+
+    m = ResidualMLP(d, width)
+    assert sum(p.numel() for p in m.parameters()) == 6 * width**2 + width * (2 * d + 13) + d
+    assert m(torch.zeros(5, d), torch.tensor([0, 1, 500, 998, 999])).shape == (5, d)
+    with pytest.raises(ValueError, match="batch, dim"):
+        m(torch.zeros(5, 1, d), torch.zeros(5, dtype=torch.long))
+
+
+def test_gmm_setting_trains_samples_and_tracks(tmp_path):
+    from reference_models.ddpm.data import gmm_sample
+    from reference_models.ddpm.track import track_run
+
+    cfg = TrainConfig.gmm(n_train=16, n_holdout=64, steps=300, n_checkpoints=3, width=32,
+                          lr=3e-3, first_checkpoint=10)
+    assert checkpoint_steps(300, 3, 10) == [10, 55, 300]
+    train(cfg, tmp_path / "g", log=lambda m: None)
+    ck = load_checkpoint(tmp_path / "g" / "checkpoints" / "step_00000300.safetensors")
+    assert ck["config"].data == "gmm" and ck["config"].sample_shape == (8,)
+    np.testing.assert_array_equal(np.load(tmp_path / "g" / "split.npz")["train_indices"], np.arange(16))
+    stats = [json.loads(x) for x in (tmp_path / "g" / "stats.jsonl").read_text().splitlines()]
+    assert stats[-1]["loss"] < stats[0]["loss"]
+    curve = track_run(tmp_path / "g", n_samples=40, sampler="ddpm", quality="energy")
+    assert curve.steps.tolist() == [10, 55, 300] and curve.quality_name.startswith("energy")
+    assert curve.quality[-1] < curve.quality[0]  # samples move from noise towards the mixture
+    np.testing.assert_array_equal(gmm_sample(16, seed=0), gmm_sample(16, seed=0))
+    again = track_run(tmp_path / "g", n_samples=40, sampler="ddpm", quality="energy")  # cached
+    np.testing.assert_array_equal(again.f_mem, curve.f_mem)
+    with pytest.raises(ValueError, match="model='mlp'"):
+        build_model(TrainConfig(data="gmm", model="unet"))
+
+
+def test_sweep_read_off_rules():
+    from reference_models.ddpm.sweep import crossing_step, fit_exponent
+
+    steps = np.array([100, 200, 400, 800])
+    f = np.array([0.0, 0.0, 0.02, 0.5])
+    # log-linear interpolation between 200 (0%) and 400 (2%): 1% is reached at sqrt(200 * 400)
+    assert crossing_step(steps, f, 0.01) == pytest.approx(np.sqrt(200 * 400))
+    assert crossing_step(steps, f, 0.02) == pytest.approx(400)
+    assert np.isnan(crossing_step(steps, f, 0.9))
+    ns = np.array([64, 128, 256, 512])
+    slope, icpt = fit_exponent(ns, 30 * ns**0.9)
+    assert slope == pytest.approx(0.9) and np.exp(icpt) == pytest.approx(30)
+    assert np.isnan(fit_exponent(ns, [np.nan, np.nan, np.nan, 5.0])[0])

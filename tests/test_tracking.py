@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from memaudit.tracking import (estimate_tau_gen, estimate_tau_mem, frechet_distance,
-                               track_memorization)
+from memaudit.tracking import (energy_distance, estimate_tau_gen, estimate_tau_mem,
+                               frechet_distance, track_memorization)
 
 
 def test_frechet_distance_closed_form(rng):
@@ -81,3 +81,33 @@ def test_bad_input(rng):
         track_memorization({3: rng.normal(size=(4, 3))}, rng.normal(size=(5, 2)))
     with pytest.raises(ValueError, match="tau_mem_rule"):
         track_memorization({1: rng.normal(size=(4, 2))}, rng.normal(size=(5, 2)), tau_mem_rule="x")
+
+
+def test_energy_distance_against_scipy_and_closed_properties(rng):
+    from scipy.stats import energy_distance as scipy_energy
+
+    a, b = rng.normal(size=300), rng.normal(0.5, 1.5, size=200)
+    assert energy_distance(a[:, None], b[:, None]) == pytest.approx(scipy_energy(a, b), rel=1e-9)
+    x = rng.normal(size=(100, 3))
+    assert energy_distance(x, x) == pytest.approx(0, abs=1e-7)
+    # samples collapsed onto the two modes of the mixture are far from fresh mixture draws
+    mu = np.ones(4)
+    signs = rng.choice([-1.0, 1.0], size=(2000, 1))
+    fresh = signs * mu + rng.normal(size=(2000, 4))
+    good = rng.choice([-1.0, 1.0], size=(2000, 1)) * mu + rng.normal(size=(2000, 4))
+    collapsed = rng.choice([-1.0, 1.0], size=(2000, 1)) * mu + 0.01 * rng.normal(size=(2000, 4))
+    assert energy_distance(collapsed, fresh) > 5 * energy_distance(good, fresh)
+    with pytest.raises(ValueError, match="features per item"):
+        energy_distance(x, rng.normal(size=(10, 2)))
+
+
+def test_quality_choice_is_recorded(rng):
+    train = rng.normal(size=(50, 4))
+    hold = rng.normal(size=(80, 4))
+    samples = {10: rng.normal(size=(60, 4)) * 3, 20: rng.normal(size=(60, 4))}
+    curve = track_memorization(samples, train, hold, quality="energy", n_bootstrap=50)
+    assert curve.quality_name.startswith("energy distance")
+    assert curve.quality[1] < curve.quality[0]
+    assert curve.quality[0] == pytest.approx(energy_distance(samples[10], hold))
+    with pytest.raises(ValueError, match="quality must be"):
+        track_memorization(samples, train, hold, quality="fid")

@@ -16,18 +16,26 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 
+from memaudit._io import atomic_path, atomic_write_text
 from memaudit.tracking import track_memorization
 
-from .diffusion import Schedule, ddim_sample
+from .diffusion import Schedule, ddim_sample, ddpm_sample
 from .train import build_model, load_checkpoint, prepare_data
 
 __all__ = ["samples_at_checkpoints", "track_run"]
 
 
 def samples_at_checkpoints(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0,
-                           every: int = 1, log=None) -> dict:
-    """DDIM samples (n, 1, S, S) in the run's centred space, for every ``every``-th checkpoint."""
+                           every: int = 1, sampler: str = "ddim", log=None) -> dict:
+    """Samples (n, *item shape) in the run's centred space, for every ``every``-th checkpoint.
+
+    ``sampler="ddim"``: deterministic DDIM (eta = 0) with ``steps`` steps; ``"ddpm"``: ancestral
+    sampling over all T steps (the paper's sampler for the mixture). Sample i comes from seed i.
+    """
+    if sampler not in ("ddim", "ddpm"):
+        raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
     run = Path(run)
     files = sorted((run / "checkpoints").glob("step_*.safetensors"))[::every]
     if not files:
@@ -39,8 +47,11 @@ def samples_at_checkpoints(run, n_samples: int = 500, *, steps: int = 50, seed: 
         cfg = ck["config"]
         model = build_model(cfg)
         model.load_state_dict(ck["model"])
-        x = ddim_sample(model, (1, cfg.image_size, cfg.image_size), seeds,
-                        Schedule.linear(cfg.n_steps_diffusion), steps=steps)
+        schedule = Schedule.linear(cfg.n_steps_diffusion)
+        if sampler == "ddim":
+            x = ddim_sample(model, cfg.sample_shape, seeds, schedule, steps=steps, batch_size=1000)
+        else:
+            x = ddpm_sample(model, cfg.sample_shape, seeds, schedule, batch_size=1000)
         out[ck["step"]] = x.numpy()
         if log:
             log(f"sampled {n_samples} at step {ck['step']}")
@@ -48,12 +59,30 @@ def samples_at_checkpoints(run, n_samples: int = 500, *, steps: int = 50, seed: 
 
 
 def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, every: int = 1,
-              log=None):
-    """Sample every checkpoint of ``run`` and track memorization; writes tracking.json/.png."""
+              sampler: str = "ddim", quality: str = "frechet", log=None):
+    """Sample every checkpoint of ``run`` and track memorization; writes tracking.json/.png.
+
+    The samples are kept in samples.npz (one array per step) so that a rerun does not sample again.
+    """
     run = Path(run)
     cfg = load_checkpoint(sorted((run / "checkpoints").glob("step_*.safetensors"))[-1])["config"]
     x_train, x_hold, _, _, _ = prepare_data(cfg)
-    samples = samples_at_checkpoints(run, n_samples, steps=steps, seed=seed, every=every, log=log)
+    cache = run / "samples.npz"
+    key = f"{sampler}-{steps}-{n_samples}-{seed}"
+    samples = None
+    if cache.exists():
+        with np.load(cache) as z:
+            if str(z["key"]) == key:
+                samples = {int(k[5:]): z[k] for k in z.files if k.startswith("step_")}
+            n_ck = len(sorted((run / "checkpoints").glob("step_*.safetensors"))[::every])
+            if samples is not None and len(samples) != n_ck:
+                samples = None
+    if samples is None:
+        samples = samples_at_checkpoints(run, n_samples, steps=steps, seed=seed, every=every,
+                                         sampler=sampler, log=log)
+        with atomic_path(cache) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, key=np.array(key), **{f"step_{k}": v for k, v in samples.items()})
     losses = {}
     stats = run / "stats.jsonl"
     if stats.exists():
@@ -63,10 +92,11 @@ def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, ever
     flat = {k: v.reshape(v.shape[0], -1) for k, v in samples.items()}
     curve = track_memorization(flat, x_train.reshape(x_train.shape[0], -1).numpy(),
                                x_hold.reshape(x_hold.shape[0], -1).numpy(),
-                               losses={k: v for k, v in losses.items() if k in flat}, seed=seed)
-    (run / "tracking.json").write_text(json.dumps({"run": str(run), "n_samples": n_samples,
-                                                   "ddim_steps": steps, **curve.to_dict()},
-                                                  indent=2) + "\n")
+                               losses={k: v for k, v in losses.items() if k in flat}, seed=seed,
+                               quality=quality)
+    atomic_write_text(run / "tracking.json", json.dumps(
+        {"run": str(run), "n_samples": n_samples, "sampler": sampler,
+         "ddim_steps": steps if sampler == "ddim" else None, **curve.to_dict()}, indent=2) + "\n")
     try:
         import matplotlib
 
@@ -91,10 +121,12 @@ def main(argv=None) -> int:
     p.add_argument("--n-samples", type=int, default=500)
     p.add_argument("--ddim-steps", type=int, default=50)
     p.add_argument("--every", type=int, default=1, help="use every k-th checkpoint")
+    p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    p.add_argument("--quality", choices=["frechet", "energy"], default="frechet")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     curve = track_run(a.run, a.n_samples, steps=a.ddim_steps, seed=a.seed, every=a.every,
-                      log=lambda m: print(m, file=sys.stderr, flush=True))
+                      sampler=a.sampler, quality=a.quality, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(curve.summary())
     return 0
 

@@ -25,8 +25,9 @@ import torch
 
 from memaudit._io import atomic_path
 
-from .data import load_celeba_folder, load_digits, load_mnist, split
+from .data import gmm_sample, load_celeba_folder, load_digits, load_mnist, split
 from .diffusion import Schedule, denoising_loss, training_loss
+from .mlp import ResidualMLP
 from .unet import UNet
 
 __all__ = ["TrainConfig", "train", "load_checkpoint", "checkpoint_steps", "build_model", "prepare_data"]
@@ -36,9 +37,11 @@ __all__ = ["TrainConfig", "train", "load_checkpoint", "checkpoint_steps", "build
 class TrainConfig:
     """Everything a run depends on (written to config.json and into every checkpoint)."""
 
-    data: str = "digits"  # digits | mnist | celeba
+    data: str = "digits"  # digits | mnist | celeba | gmm (SM B: 1/2 N(1_d, I) + 1/2 N(-1_d, I))
     data_dir: str | None = None  # CelebA folder
     image_size: int = 8
+    gmm_dim: int = 8  # d of the Gaussian mixture
+    model: str = "unet"  # unet (images) | mlp (the SM B residual MLP, vectors)
     n_train: int = 64
     n_holdout: int = 256
     width: int = 16
@@ -53,11 +56,25 @@ class TrainConfig:
     batch_size: int = 128  # the batch is min(n_train, batch_size)
     steps: int = 2000
     n_checkpoints: int = 20
+    first_checkpoint: int = 1  # the log-spaced checkpoint grid runs from here to ``steps``
     eval_index: int = 40
     eval_draws: int = 5
     seed: int = 0
     device: str = "cpu"
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def gmm(cls, **overrides) -> "TrainConfig":
+        """The paper's Gaussian-mixture setting (SM B): d = 8, residual MLP W = 128, full batch, Adam 6e-4."""
+        base = dict(data="gmm", model="mlp", gmm_dim=8, width=128, optimizer="adam", lr=6e-4,
+                    batch_size=1 << 30, dropout=0.0, n_holdout=2000)
+        base.update(overrides)
+        return cls(**base)
+
+    @property
+    def sample_shape(self) -> tuple:
+        """The shape of one item: (d,) for the mixture, (1, S, S) for images."""
+        return (self.gmm_dim,) if self.data == "gmm" else (1, self.image_size, self.image_size)
 
     @classmethod
     def paper(cls, **overrides) -> "TrainConfig":
@@ -80,18 +97,37 @@ class TrainConfig:
         return cls(**d)
 
 
-def checkpoint_steps(total: int, n: int) -> list[int]:
-    """About ``n`` log-spaced steps from 1 to ``total`` (both included)."""
-    return sorted(set(int(s) for s in np.round(np.logspace(0, np.log10(total), n))) | {total})
+def checkpoint_steps(total: int, n: int, first: int = 1) -> list[int]:
+    """About ``n`` log-spaced steps from ``first`` to ``total`` (both included)."""
+    if not 1 <= first <= total:
+        raise ValueError(f"the first checkpoint must be in [1, steps={total}], got {first}")
+    grid = np.round(np.logspace(np.log10(first), np.log10(total), n))
+    return sorted(set(int(s) for s in grid) | {total})
 
 
-def build_model(cfg: TrainConfig) -> UNet:
+def build_model(cfg: TrainConfig) -> torch.nn.Module:
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only
+    if cfg.model == "mlp":
+        dim = cfg.gmm_dim if cfg.data == "gmm" else cfg.image_size**2
+        return ResidualMLP(dim, cfg.width, 3, cfg.n_steps_diffusion)
+    if cfg.model != "unet":
+        raise ValueError(f"model must be 'unet' or 'mlp', got {cfg.model!r}")
+    if cfg.data == "gmm":
+        raise ValueError("the Gaussian mixture is vector data: use model='mlp'")
     return UNet(cfg.width, cfg.mults, cfg.attention, cfg.n_res, 1, cfg.dropout, cfg.n_steps_diffusion)
 
 
 def prepare_data(cfg: TrainConfig):
-    """Training and held-out tensors (n, 1, S, S), centred by the training-subset mean (a scalar)."""
+    """Training and held-out tensors, centred by the training-subset mean (a scalar).
+
+    Images are (n, 1, S, S), or (n, S*S) for the MLP. The mixture is (n, d), not centred (its mean
+    is 0), with held-out data drawn fresh from P0 (indices are draw numbers).
+    """
+    if cfg.data == "gmm":
+        tr = gmm_sample(cfg.n_train, cfg.gmm_dim, seed=cfg.seed)
+        ho = gmm_sample(cfg.n_holdout, cfg.gmm_dim, seed=10_000 + cfg.seed)
+        return (torch.from_numpy(tr), torch.from_numpy(ho), 0.0, np.arange(cfg.n_train),
+                np.arange(cfg.n_holdout))
     if cfg.data == "digits":
         full = load_digits(cfg.image_size)
     elif cfg.data == "mnist":
@@ -101,11 +137,13 @@ def prepare_data(cfg: TrainConfig):
             raise ValueError("data='celeba' needs data_dir, a local folder of CelebA images")
         full = load_celeba_folder(cfg.data_dir, cfg.image_size)
     else:
-        raise ValueError(f"unknown data {cfg.data!r}: digits, mnist or celeba")
+        raise ValueError(f"unknown data {cfg.data!r}: digits, mnist, celeba or gmm")
     tr, ho = split(full, cfg.n_train, cfg.n_holdout, seed=cfg.seed)
     mean = float(tr.images.mean())
-    return (torch.from_numpy(tr.images - mean), torch.from_numpy(ho.images - mean), mean,
-            tr.indices, ho.indices)
+    x_tr, x_ho = torch.from_numpy(tr.images - mean), torch.from_numpy(ho.images - mean)
+    if cfg.model == "mlp":
+        x_tr, x_ho = x_tr.flatten(1), x_ho.flatten(1)
+    return x_tr, x_ho, mean, tr.indices, ho.indices
 
 
 def _make_optimizer(cfg: TrainConfig, model):
@@ -215,7 +253,7 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = True, stop_after: int | N
     x_train, x_hold = x_train.to(cfg.device), x_hold.to(cfg.device)
     n = x_train.shape[0]
     batch = min(n, cfg.batch_size)
-    grid = set(checkpoint_steps(cfg.steps, cfg.n_checkpoints))
+    grid = set(checkpoint_steps(cfg.steps, cfg.n_checkpoints, cfg.first_checkpoint))
     model.train()
     running, count, t0 = 0.0, 0, time.perf_counter()
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -253,7 +291,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m reference_models.ddpm.train",
                                 description="Train the reference U-Net DDPM (resumes a run folder).")
     p.add_argument("--out", required=True, help="run folder (resumed when it holds checkpoints)")
-    p.add_argument("--data", choices=["digits", "mnist", "celeba"], default=d.data)
+    p.add_argument("--data", choices=["digits", "mnist", "celeba", "gmm"], default=d.data,
+                   help="gmm: the paper's SM B mixture, trained with the residual MLP")
+    p.add_argument("--model", choices=["unet", "mlp"], default=None,
+                   help="default: mlp for gmm, unet for images")
+    p.add_argument("--gmm-dim", type=int, default=d.gmm_dim)
     p.add_argument("--data-dir", help="CelebA: a local folder of images")
     p.add_argument("--image-size", type=int, default=d.image_size)
     p.add_argument("--n-train", type=int, default=d.n_train)
@@ -266,15 +308,18 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--n-checkpoints", type=int, default=d.n_checkpoints)
+    p.add_argument("--first-checkpoint", type=int, default=d.first_checkpoint)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device)
     a = p.parse_args(argv)
     mults = (1, 2, 4)[: a.levels]
+    model = a.model or ("mlp" if a.data == "gmm" else "unet")
     cfg = TrainConfig(data=a.data, data_dir=a.data_dir, image_size=a.image_size, n_train=a.n_train,
+                      gmm_dim=a.gmm_dim, model=model,
                       n_holdout=a.n_holdout, width=a.width, mults=mults,
                       attention=tuple(i > 0 for i in range(a.levels)), optimizer=a.optimizer,
                       lr=a.lr, batch_size=a.batch_size, steps=a.steps,
-                      n_checkpoints=a.n_checkpoints, seed=a.seed, device=a.device)
+                      n_checkpoints=a.n_checkpoints, first_checkpoint=a.first_checkpoint, seed=a.seed, device=a.device)
     train(cfg, a.out, log=lambda m: print(m, file=sys.stderr, flush=True))
     return 0
 

@@ -1,0 +1,275 @@
+"""The n-sweep: does memorization start at tau_mem proportional to n, after an n-independent tau_gen?
+
+    python -m reference_models.ddpm.sweep --out runs/gmm-sweep --n 64 128 256 512 --seeds 0 1
+
+For every training-set size n and seed: train (``reference_models.ddpm.train``; a rerun resumes),
+sample at every checkpoint and track memorization (``reference_models.ddpm.track``), then fit across
+runs. The default setting is the paper's Gaussian mixture (SM B: d = 8, residual MLP W = 128, full
+batch, Adam 6e-4, ancestral DDPM sampling, quality = energy distance to fresh P0 draws); ``--setting
+digits`` trains the small U-Net on 8x8 digits instead.
+
+Read-off rules, fixed before the runs (Bonnaire et al. give no numeric threshold):
+
+- tau_mem(level): the step where f_mem first reaches ``level`` (primary 1%, also 5% and 10%),
+  interpolated linearly in log(step) between the two checkpoints around the crossing.
+- exponent: least-squares slope of log tau_mem against log n over all runs; its 95% interval is a
+  bootstrap that resamples the generated samples of each run (the same resampled seeds at every
+  checkpoint) and, with several seeds, the seeds within each n.
+- tau_gen: the tracker's rule (first checkpoint within 5% of the total log-improvement of quality).
+- collapse: f_mem / f_mem(last checkpoint) against step / n.
+
+Writes sweep.json (every curve and fit), sweep.md (the table) and sweep.png (f_mem vs step, the
+collapse, quality vs step, tau_mem vs n).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from memaudit._io import atomic_write_text
+from memaudit.probes.nn_ratio import NNRatioProbe
+
+__all__ = ["crossing_step", "fit_exponent", "run_sweep", "analyse"]
+
+LEVELS = (0.01, 0.05, 0.10)
+
+
+def crossing_step(steps, f_mem, level: float) -> float:
+    """First step where ``f_mem`` reaches ``level``, log-linearly interpolated; nan if never."""
+    steps, f = np.asarray(steps, float), np.asarray(f_mem, float)
+    hit = np.flatnonzero(f >= level)
+    if hit.size == 0:
+        return float("nan")
+    i = hit[0]
+    if i == 0:
+        return float(steps[0])
+    f0, f1 = f[i - 1], f[i]
+    w = (level - f0) / (f1 - f0)
+    return float(np.exp(np.log(steps[i - 1]) + w * (np.log(steps[i]) - np.log(steps[i - 1]))))
+
+
+def fit_exponent(ns, taus) -> tuple[float, float]:
+    """Slope and intercept of log tau against log n (least squares), ignoring runs that never cross."""
+    ns, taus = np.asarray(ns, float), np.asarray(taus, float)
+    ok = np.isfinite(taus)
+    if np.unique(ns[ok]).size < 2:
+        return float("nan"), float("nan")
+    slope, icpt = np.polyfit(np.log(ns[ok]), np.log(taus[ok]), 1)
+    return float(slope), float(icpt)
+
+
+def _config(setting: str, n: int, seed: int, a):
+    from .train import TrainConfig
+
+    steps = int(max(a.min_steps, a.steps_per_n * n))
+    common = dict(n_train=n, seed=seed, steps=steps, n_checkpoints=a.n_checkpoints,
+                  first_checkpoint=a.first_checkpoint, optimizer=a.optimizer, lr=a.lr)
+    if setting == "gmm":
+        return TrainConfig.gmm(**common)
+    return TrainConfig(data="digits", image_size=8, width=16, mults=(1, 2), attention=(False, True),
+                       n_holdout=500, batch_size=min(n, 128), **common)
+
+
+def _one_run(job):
+    """Train and track one (n, seed) run; returns its folder. Runs in a worker process."""
+    import torch
+
+    from .track import track_run
+    from .train import train
+
+    setting, n, seed, out, a = job
+    torch.set_num_threads(a.threads)
+    cfg = _config(setting, n, seed, a)
+    run = Path(out) / f"n{n}-s{seed}"
+
+    def log(m):
+        print(f"[n={n} seed={seed}] {m}", file=sys.stderr, flush=True)
+
+    train(cfg, run, log=log)
+    track_run(run, a.n_samples, steps=a.ddim_steps, sampler=a.sampler,
+              quality="energy" if setting == "gmm" else "frechet", log=log)
+    return str(run)
+
+
+def _flags(run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and the (n_checkpoints, n_samples) memorized flags of one run, from its samples."""
+    from .train import load_checkpoint, prepare_data
+
+    cfg = load_checkpoint(sorted((run / "checkpoints").glob("step_*.safetensors"))[-1])["config"]
+    x_train = prepare_data(cfg)[0].reshape(cfg.n_train, -1).numpy()
+    probe = NNRatioProbe(carlini_alpha=None, n_bootstrap=1).fit(x_train)
+    with np.load(run / "samples.npz") as z:
+        steps = sorted(int(k[5:]) for k in z.files if k.startswith("step_"))
+        flags = np.stack([probe.score(z[f"step_{s}"].reshape(z[f"step_{s}"].shape[0], -1)).memorized
+                          for s in steps])
+    return np.array(steps), flags
+
+
+def analyse(out, runs, *, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Fit tau_mem vs n across ``runs`` (folders n{n}-s{seed}); write sweep.json/.md/.png."""
+    out = Path(out)
+    records = []
+    for run in map(Path, runs):
+        tr = json.loads((run / "tracking.json").read_text())
+        cfg = json.loads((run / "config.json").read_text())
+        steps, flags = _flags(run)
+        records.append({"run": run.name, "n": cfg["n_train"], "seed": cfg["seed"], "steps": steps,
+                        "flags": flags, "tracking": tr, "config": cfg})
+    ns = np.array([r["n"] for r in records])
+    fits = {}
+    rng = np.random.default_rng(seed)
+    for level in LEVELS:
+        taus = np.array([crossing_step(r["steps"], r["flags"].mean(1), level) for r in records])
+        slope, icpt = fit_exponent(ns, taus)
+        boot = []
+        for _ in range(n_bootstrap):
+            chosen = []
+            for n in np.unique(ns):  # resample seeds within each n, then samples within each run
+                idx = np.flatnonzero(ns == n)
+                chosen.extend(rng.choice(idx, size=idx.size, replace=True))
+            bt = []
+            for i in chosen:
+                fl = records[i]["flags"]
+                pick = rng.integers(0, fl.shape[1], fl.shape[1])
+                bt.append(crossing_step(records[i]["steps"], fl[:, pick].mean(1), level))
+            boot.append(fit_exponent(ns[chosen], bt)[0])
+        boot = np.array(boot)
+        boot = boot[np.isfinite(boot)]
+        lo, hi = (np.percentile(boot, [2.5, 97.5]) if boot.size else (np.nan, np.nan))
+        fits[f"{level:g}"] = {"level": level, "tau_mem": taus.tolist(), "exponent": slope,
+                              "exponent_ci95": [float(lo), float(hi)], "intercept": icpt,
+                              "tau_over_n": (taus / ns).tolist()}
+    tau_gen = np.array([r["tracking"]["tau_gen"] or np.nan for r in records], float)
+    summary = {
+        "runs": [{"run": r["run"], "n": r["n"], "seed": r["seed"], "steps": r["steps"].tolist(),
+                  "f_mem": r["flags"].mean(1).tolist(), "quality": r["tracking"]["quality"],
+                  "quality_name": r["tracking"]["quality_name"], "tau_gen": r["tracking"]["tau_gen"],
+                  "tau_mem_tracker": r["tracking"]["tau_mem"],
+                  "recommended": r["tracking"]["recommended"],
+                  "losses": r["tracking"]["losses"], "config": r["config"]} for r in records],
+        "fits": fits,
+        "tau_gen_ratio_max_min": float(np.nanmax(tau_gen) / np.nanmin(tau_gen)),
+        "rules": {"tau_mem": "first step where f_mem >= level, log-linear interpolation",
+                  "exponent": "least squares of log tau_mem on log n; 95% bootstrap over samples "
+                              "and seeds", "tau_gen": records[0]["tracking"]["rules"]["tau_gen"],
+                  "collapse": "f_mem / f_mem(last checkpoint) against step / n"},
+        "n_bootstrap": n_bootstrap, "seed": seed,
+    }
+    atomic_write_text(out / "sweep.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(out / "sweep.md", table(summary))
+    try:
+        plot(summary, out / "sweep.png")
+    except ImportError:
+        pass
+    return summary
+
+
+def table(summary: dict) -> str:
+    """The reproduction table (markdown): per run tau_gen, tau_mem at each level, final f_mem."""
+    lines = ["| n | seed | steps | tau_gen | " + " | ".join(f"tau_mem({100 * lv:g}%)" for lv in LEVELS)
+             + " | tau_mem(1%)/n | final f_mem |", "|" + "---|" * (6 + len(LEVELS))]
+    for i, r in enumerate(summary["runs"]):
+        taus = [summary["fits"][f"{lv:g}"]["tau_mem"][i] for lv in LEVELS]
+        cells = ["never" if not np.isfinite(t) else f"{t:,.0f}" for t in taus]
+        t1 = taus[0] / r["n"] if np.isfinite(taus[0]) else float("nan")
+        lines.append(f"| {r['n']} | {r['seed']} | {r['steps'][-1]:,} | {r['tau_gen'] or '-':,} | "
+                     + " | ".join(cells) + f" | {t1:.1f} | {100 * r['f_mem'][-1]:.1f}% |")
+    lines.append("")
+    for lv in LEVELS:
+        f = summary["fits"][f"{lv:g}"]
+        lines.append(f"- tau_mem({100 * lv:g}%) ∝ n^{f['exponent']:.2f}, 95% interval "
+                     f"[{f['exponent_ci95'][0]:.2f}, {f['exponent_ci95'][1]:.2f}]")
+    lines.append(f"- tau_gen: largest / smallest across runs = {summary['tau_gen_ratio_max_min']:.2f}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 4, figsize=(17, 3.8))
+    ns = sorted({r["n"] for r in summary["runs"]})
+    colors = {n: plt.cm.viridis(i / max(1, len(ns) - 1)) for i, n in enumerate(ns)}
+    for r in summary["runs"]:
+        st, f = np.array(r["steps"]), np.array(r["f_mem"])
+        lab = f"n = {r['n']}" if r["seed"] == min(q["seed"] for q in summary["runs"]) else None
+        ax[0].plot(st, f, "-", color=colors[r["n"]], label=lab)
+        ax[1].plot(st / r["n"], f / max(f[-1], 1e-12), "-", color=colors[r["n"]], label=lab)
+        if r["quality"]:
+            ax[2].plot(st, r["quality"], "-", color=colors[r["n"]], label=lab)
+    ax[0].set(xscale="log", xlabel="training step", ylabel="f_mem (d1/d2 < 1/3)")
+    ax[1].set(xscale="log", xlabel="step / n", ylabel="f_mem / f_mem(last)", title="collapse")
+    ax[2].set(xscale="log", yscale="log", xlabel="training step",
+              ylabel=summary["runs"][0]["quality_name"] or "quality")
+    fit = summary["fits"]["0.01"]
+    nn = np.array([r["n"] for r in summary["runs"]], float)
+    taus = np.array(fit["tau_mem"], float)
+    ax[3].loglog(nn, taus, "o", label="tau_mem (f_mem = 1%)")
+    grid = np.array([min(ns), max(ns)], float)
+    ax[3].loglog(grid, np.exp(fit["intercept"]) * grid ** fit["exponent"], "-",
+                 label=f"fit: n^{fit['exponent']:.2f} [{fit['exponent_ci95'][0]:.2f}, "
+                       f"{fit['exponent_ci95'][1]:.2f}]")
+    tg = np.array([r["tau_gen"] or np.nan for r in summary["runs"]], float)
+    ax[3].loglog(nn, tg, "s", label="tau_gen")
+    ax[3].set(xlabel="n", ylabel="step")
+    for a in ax:
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_sweep(a) -> dict:
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(a.setting, n, s, str(out), a) for n in sorted(a.n, reverse=True) for s in a.seeds]
+    if a.jobs > 1:
+        with ProcessPoolExecutor(a.jobs) as pool:
+            runs = list(pool.map(_one_run, jobs))
+    else:
+        runs = [_one_run(j) for j in jobs]
+    runs = sorted(runs, key=lambda p: (int(Path(p).name.split("-")[0][1:]), p))
+    return analyse(out, runs, n_bootstrap=a.n_bootstrap, seed=a.seeds[0])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m reference_models.ddpm.sweep",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="sweep folder (one run folder per n and seed)")
+    p.add_argument("--setting", choices=["gmm", "digits"], default="gmm")
+    p.add_argument("--n", type=int, nargs="+", default=[64, 128, 256, 512])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    p.add_argument("--lr", type=float, default=6e-4)
+    p.add_argument("--steps-per-n", type=float, default=100.0,
+                   help="training steps = max(min-steps, steps-per-n * n)")
+    p.add_argument("--min-steps", type=int, default=20_000)
+    p.add_argument("--n-checkpoints", type=int, default=30)
+    p.add_argument("--first-checkpoint", type=int, default=100)
+    p.add_argument("--n-samples", type=int, default=1000)
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
+    p.add_argument("--ddim-steps", type=int, default=100)
+    p.add_argument("--n-bootstrap", type=int, default=1000)
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--analyse-only", action="store_true", help="refit existing runs, train nothing")
+    a = p.parse_args(argv)
+    if a.analyse_only:
+        runs = sorted(str(r) for r in Path(a.out).glob("n*-s*") if (r / "tracking.json").exists())
+        summary = analyse(a.out, runs, n_bootstrap=a.n_bootstrap, seed=a.seeds[0])
+    else:
+        summary = run_sweep(a)
+    print(table(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
