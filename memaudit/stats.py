@@ -13,7 +13,7 @@ from scipy import stats as _st
 from ._validation import check_fraction, check_positive_int
 from .results import Rate
 
-__all__ = ["bootstrap_rate", "wilson_interval", "rate", "rate_difference"]
+__all__ = ["bootstrap_rate", "wilson_interval", "rate", "rate_difference", "cluster_rate"]
 
 
 def wilson_interval(count: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -109,3 +109,36 @@ def rate_difference(
         method=f"difference of independent percentile bootstraps, {n_bootstrap} resamples, seed {seed}",
         wilson=None,
     )
+
+
+def cluster_rate(flags, clusters, *, n_bootstrap: int = 1000, confidence: float = 0.95,
+                 seed: int = 0) -> Rate:
+    """The fraction of true ``flags`` with a cluster bootstrap interval.
+
+    Items of one cluster (overlapping windows of one series) are not independent, so the
+    interval resamples whole clusters with replacement and recomputes the pooled fraction.
+    """
+    flags = np.asarray(flags, dtype=bool).ravel()
+    clusters = np.asarray(clusters).ravel()
+    if flags.size == 0:
+        raise ValueError("cannot compute a rate on zero items")
+    if clusters.shape != flags.shape:
+        raise ValueError("flags and clusters must have the same length")
+    check_positive_int(n_bootstrap, "n_bootstrap")
+    check_fraction(confidence, "confidence")
+    _, inv = np.unique(clusters, return_inverse=True)
+    k = inv.max() + 1
+    hits = np.bincount(inv, weights=flags, minlength=k)
+    sizes = np.bincount(inv, minlength=k)
+    rng = np.random.default_rng(seed)
+    draws = np.empty(n_bootstrap)
+    step = max(1, (1 << 22) // k)  # bounded memory for many clusters
+    for b in range(0, n_bootstrap, step):
+        picks = rng.integers(0, k, size=(min(step, n_bootstrap - b), k))
+        draws[b : b + len(picks)] = hits[picks].sum(1) / sizes[picks].sum(1)
+    lo, hi = _percentiles(draws, confidence)
+    count = int(flags.sum())
+    return Rate(value=count / flags.size, count=count, n=int(flags.size), low=lo, high=hi,
+                confidence=confidence,
+                method=f"cluster bootstrap over {k} groups, {n_bootstrap} resamples, seed {seed}",
+                wilson=None)

@@ -147,3 +147,36 @@ def naive_tiled_l2(a, b, grid=4):
             tb = b[r[0] : r[-1] + 1, c[0] : c[-1] + 1]
             worst = max(worst, float(np.sqrt(np.mean((ta - tb) ** 2))))
     return worst
+
+
+def _naive_znorm(w):
+    out = np.zeros_like(w)
+    for c in range(w.shape[1]):
+        col = w[:, c]
+        sd = col.std()
+        if sd > 1e-8 * (1 + abs(col.mean())):
+            out[:, c] = (col - col.mean()) / sd
+    return out
+
+
+def naive_subsequence(queries, train, length, normalize=True, zone=None):
+    """Best and second-best training stretch of each query window by explicit loops.
+
+    queries: (m, L, C); train: list of (T, C). The second stretch must start more than ``zone``
+    steps from the first in the same series. Returns d1, (series, offset), d2, (series, offset).
+    """
+    zone = length - 1 if zone is None else zone
+    out = []
+    for q in queries:
+        cands = []
+        for s, series in enumerate(train):
+            for o in range(series.shape[0] - length + 1):
+                w = series[o : o + length]
+                a, b = (_naive_znorm(q), _naive_znorm(w)) if normalize else (q, w)
+                cands.append((float(np.sqrt(np.sum((a - b) ** 2))), s, o))
+        cands.sort()
+        d1, s1, o1 = cands[0]
+        rest = [c for c in cands if not (c[1] == s1 and abs(c[2] - o1) <= zone)]
+        d2, s2, o2 = rest[0] if rest else (np.inf, -1, -1)
+        out.append((d1, s1, o1, d2, s2, o2))
+    return out
