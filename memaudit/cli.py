@@ -236,6 +236,58 @@ def cmd_duplicates(args) -> int:
     return EXIT_OK
 
 
+def cmd_subsequences(args) -> int:
+    import time
+
+    from .adapters.timeseries import as_series_list
+    from .audit import package_versions
+    from .probes.subsequence import SubsequenceProbe
+    from .report_series import write_subsequence_report
+    from .sources import load_series
+
+    t0 = time.perf_counter()
+    loaded = {}
+    for name in ("train", "samples", "holdout"):
+        path = getattr(args, name)
+        if path is None:
+            continue
+        data, ids, desc = load_series(path, name)
+        series = as_series_list(data, name, args.layout)
+        desc.update(n_series=len(series), channels=series[0].shape[1],
+                    lengths=[int(min(s.shape[0] for s in series)), int(max(s.shape[0] for s in series))])
+        loaded[name] = (series, ids, desc)
+    probe = SubsequenceProbe(args.window, stride=args.stride or args.window,
+                             normalize=not args.raw, exclusion_zone=args.exclusion_zone,
+                             threshold=args.threshold, max_distance=args.max_distance,
+                             n_bootstrap=args.n_bootstrap, seed=args.seed,
+                             progress=False if args.no_progress else None)
+    train, train_ids, _ = loaded["train"]
+    samples, sample_ids, _ = loaded["samples"]
+    probe.fit(train, ids=train_ids)
+    res = probe.score(samples, sample_ids=sample_ids,
+                      holdout=loaded["holdout"][0] if "holdout" in loaded else None)
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    config["stride"] = probe.stride
+    config["exclusion_zone"] = probe.zone_
+    paths = write_subsequence_report(
+        args.out, res, samples, train, train_ids=probe.train_ids_,
+        sample_ids=sample_ids if sample_ids is not None else list(range(len(samples))),
+        inputs={k: v[2] for k, v in loaded.items()}, config=config, versions=package_versions(),
+        elapsed=time.perf_counter() - t0)
+    gate = res.excess if (args.gate == "excess" and res.excess is not None) else res.series_rate
+    failed = args.fail_above is not None and gate.value > args.fail_above
+    if args.json:
+        print(json.dumps({"window_rate": res.window_rate.to_dict(),
+                          "series_rate": res.series_rate.to_dict(),
+                          "excess": None if res.excess is None else res.excess.to_dict(),
+                          "report": {k: str(v) for k, v in paths.items()}, "gate_failed": failed},
+                         indent=2))
+    else:
+        print(res.summary())
+        print(f"report: {paths['json']}\n        {paths['html']}")
+    return EXIT_GATE if failed else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memaudit",
@@ -296,6 +348,50 @@ def build_parser() -> argparse.ArgumentParser:
     dup.add_argument("--json", action="store_true", help="print the summary as JSON")
     dup.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     dup.set_defaults(func=cmd_duplicates)
+    ss = sub.add_parser(
+        "subsequences",
+        help="do generated time series replay stretches of training series?",
+        description=(
+            "Compare every window of every generated series with every window of every training "
+            "series (z-normalised Euclidean distance by default, --raw for raw values). Each "
+            "generated window gets its nearest training stretch (series and offset), the nearest "
+            "stretch outside an exclusion zone around it, and the ratio d1/d2; a window is "
+            "memorized when d1/d2 < 1/3. Writes DIR/subsequences.json and a self-contained "
+            "DIR/subsequences.html with the closest windows drawn over their matches."
+        ),
+        epilog="Inputs: .npy or .npz (FILE.npz:KEY; an 'ids' array names the series) holding "
+        "(n_series, length) or (n_series, length, channels), or a .csv with one series per row. "
+        f"Exit codes: {EXIT_OK} ok, {EXIT_ERROR} bad input, {EXIT_USAGE} usage error, {EXIT_GATE} "
+        "gated rate above --fail-above. Example: memaudit subsequences --train train.npy "
+        "--samples generated.npy --holdout test.npy --window 64 --out subseq",
+    )
+    ss.add_argument("--train", required=True, metavar="PATH", help="training series")
+    ss.add_argument("--samples", required=True, metavar="PATH", help="generated series")
+    ss.add_argument("--holdout", metavar="PATH", help="held-out real series (the control)")
+    ss.add_argument("--window", type=int, required=True, metavar="L", help="window length in steps")
+    ss.add_argument("--stride", type=int, metavar="S",
+                    help="steps between windows of a generated series (default: L, no overlap)")
+    ss.add_argument("--raw", action="store_true", help="raw Euclidean distance (default z-normalised)")
+    ss.add_argument("--exclusion-zone", type=int, metavar="Z",
+                    help="the second match may not start within Z steps of the first in the same "
+                    "series (default L - 1: no overlap)")
+    ss.add_argument("--threshold", type=_fraction, default=1 / 3, metavar="K",
+                    help="memorized when d1/d2 < K (default 1/3)")
+    ss.add_argument("--max-distance", type=float, metavar="D",
+                    help="also count windows with d1 <= D as matches")
+    ss.add_argument("--layout", choices=["NTC", "NCT"], default="NTC",
+                    help="3-D arrays: (series, time, channels) or (series, channels, time)")
+    ss.add_argument("--n-bootstrap", type=int, default=_D["n_bootstrap"])
+    ss.add_argument("--seed", type=int, default=_D["seed"])
+    ss.add_argument("--fail-above", type=_fraction, metavar="RATE",
+                    help="exit with code 3 when the gated rate is above RATE")
+    ss.add_argument("--gate", choices=["rate", "excess"], default="rate",
+                    help="rate: share of generated series with a memorized window; excess: its "
+                    "excess over the held-out control (needs --holdout)")
+    ss.add_argument("--out", required=True, metavar="DIR", help="folder for the report")
+    ss.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ss.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    ss.set_defaults(func=cmd_subsequences)
     demo = sub.add_parser(
         "demo",
         help="run the whole audit on a bundled real default (scikit-learn digits)",

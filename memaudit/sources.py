@@ -16,7 +16,7 @@ import numpy as np
 
 from ._validation import as_2d_array, check_ids
 
-__all__ = ["Dataset", "load_dataset", "load_image_folder", "IMAGE_SUFFIXES"]
+__all__ = ["Dataset", "load_dataset", "load_image_folder", "load_series", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _NPZ_DEFAULT_KEYS = ("x", "X", "data", "images", "samples", "arr_0")
@@ -221,3 +221,61 @@ def load_image_folder(folder, name: str = "images", *, resize=None, mode=None,
     ids = np.array([p.relative_to(folder).as_posix() for p in files])
     x = stack.reshape(stack.shape[0], -1)
     return Dataset(x, ids, tuple(stack.shape[1:]), str(folder), "images", tuple(skipped))
+
+
+def load_series(source, name: str = "series"):
+    """Time series from an array, a list of arrays, a ``.npy``/``.npz`` file or a ``.csv`` file.
+
+    Returns ``(data, ids, description)`` where ``data`` is what
+    :func:`memaudit.adapters.timeseries.as_series_list` accepts. A ``.npz`` file may hold an
+    ``ids`` array beside the series (``file.npz:key`` picks the array); a ``.csv``/``.txt`` file
+    holds one series per row (comma-separated; rows may differ in length, empty trailing cells are
+    ignored).
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return source, None, {"source": "array", "format": "array"}
+    text = os.fspath(source)
+    key = None
+    if ".npz:" in text:
+        text, key = text.split(".npz:", 1)
+        text += ".npz"
+    path = Path(text)
+    if not path.exists():
+        raise FileNotFoundError(f"{name}: {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False), None, {"source": str(path), "format": "npy"}
+        if suffix == ".npz":
+            archive = np.load(path, allow_pickle=False)
+            keys = [k for k in archive.keys() if k != "ids"]
+            if key is None:
+                if len(keys) != 1:
+                    raise ValueError(f"{name}: {path.name} holds arrays {keys}; say which one as "
+                                     f"{path.name}:KEY")
+                key = keys[0]
+            if key not in archive:
+                raise KeyError(f"{name}: {path.name} has no array {key!r}; it holds {keys}")
+            ids = archive["ids"] if "ids" in archive else None
+            return archive[key], ids, {"source": f"{path}:{key}", "format": "npz"}
+        if suffix in (".csv", ".txt"):
+            series = []
+            for lineno, line in enumerate(path.read_text().splitlines(), 1):
+                cells = [c.strip() for c in line.split(",")]
+                while cells and cells[-1] == "":
+                    cells.pop()
+                if not cells:
+                    continue
+                try:
+                    series.append(np.array([float(c) for c in cells]))
+                except ValueError:
+                    raise ValueError(f"{name}: {path.name} line {lineno} is not a row of numbers: "
+                                     f"{line[:60]!r}") from None
+            if not series:
+                raise ValueError(f"{name}: {path.name} holds no series")
+            return series, None, {"source": str(path), "format": "csv"}
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(name):
+            raise
+        raise ValueError(f"{name}: could not read {path} ({exc})") from exc
+    raise ValueError(f"{name}: cannot read {path}: expected a .npy, .npz or .csv file of series")

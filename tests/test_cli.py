@@ -221,3 +221,47 @@ def test_audit_with_a_duplicates_section(sets, tmp_path):
     dup = report["duplicates"]["samples_vs_train"]
     assert dup["n_pairs"] == 3 and dup["threshold"] == 0.99 and dup["threshold_source"] == "user"
     assert "Samples that copy training items" in (out / "report.html").read_text()
+
+
+def test_subsequences_command(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    train = np.cumsum(rng.standard_normal((8, 400)), axis=1)
+    fake = np.cumsum(rng.standard_normal((6, 256)), axis=1)
+    fake[2, 64:128] = train[5, 200:264]
+    hold = np.cumsum(rng.standard_normal((6, 256)), axis=1)
+    np.save(tmp_path / "train.npy", train)
+    np.savez(tmp_path / "fake.npz", series=fake, ids=np.array([f"gen{i}" for i in range(6)]))
+    np.savetxt(tmp_path / "hold.csv", hold, delimiter=",")
+    args = ["subsequences", "--train", str(tmp_path / "train.npy"), "--samples",
+            str(tmp_path / "fake.npz"), "--holdout", str(tmp_path / "hold.csv"), "--window", "64",
+            "--out", str(tmp_path / "out"), "--json", "--no-progress"]
+    assert main(args) == EXIT_OK
+    out = json.loads(capsys.readouterr().out)
+    assert out["series_rate"]["count"] == 1 and out["excess"] is not None
+    report = json.loads((tmp_path / "out" / "subsequences.json").read_text())
+    top = report["result"]["lowest_ratio_windows"][0]
+    assert (top["query_id"], top["match"], top["memorized"]) == ("gen2@64", "5@200", True)
+    assert report["config"]["stride"] == 64 and report["seed"] == 0
+    html = (tmp_path / "out" / "subsequences.html").read_text()
+    assert "<svg" in html and "gen2" in html
+    assert main(args + ["--fail-above", "0.1"]) == EXIT_GATE
+    bad = np.array(train)
+    bad[1, 7] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    capsys.readouterr()
+    assert main(["subsequences", "--train", str(tmp_path / "bad.npy"), "--samples",
+                 str(tmp_path / "fake.npz"), "--window", "64", "--out", str(tmp_path / "o2")]) == EXIT_ERROR
+    assert "NaN or Inf value at step 7" in capsys.readouterr().err
+    assert main(["subsequences", "--train", str(tmp_path / "nope.npy"), "--samples",
+                 str(tmp_path / "fake.npz"), "--window", "64", "--out", str(tmp_path / "o3")]) == EXIT_ERROR
+
+
+def test_series_from_ragged_csv(tmp_path):
+    from memaudit.sources import load_series
+
+    (tmp_path / "r.csv").write_text("1,2,3,4\n5,6\n7,8,9\n")
+    series, ids, desc = load_series(tmp_path / "r.csv")
+    assert [s.tolist() for s in series] == [[1, 2, 3, 4], [5, 6], [7, 8, 9]] and desc["format"] == "csv"
+    (tmp_path / "x.txt").write_text("1,2\na,b\n")
+    with pytest.raises(ValueError, match="line 2 is not a row of numbers"):
+        load_series(tmp_path / "x.txt")

@@ -97,8 +97,10 @@ def _block_d2(qs: _Queries, block):
         if qs.normalize:
             mu, sd, wconst = _moments(w)
             zw = ((w - mu[:, None]) / sd[:, None]).astype(np.float32)  # centred first: no cancellation
-            # d^2 = |z_q - z_w|^2 = 2 L - 2 z_q . z_w
-            contrib = 2.0 * L - 2.0 * (qs.mats[c] @ zw.T)
+            # d^2 = |z_q - z_w|^2 = 2 L - 2 z_q . z_w   (in place: no m x B temporaries)
+            contrib = qs.mats[c] @ zw.T
+            contrib *= -2.0
+            contrib += 2.0 * L
             np.maximum(contrib, 0, out=contrib)
             qconst = qs.const[c]
             if wconst.any() or qconst.any():
@@ -114,6 +116,14 @@ def _block_d2(qs: _Queries, block):
             np.maximum(contrib, 0, out=contrib)
             d2 += contrib
     return d2
+
+
+def _mask_zone(d2, centre, zone, start):
+    """Set columns within ``zone`` of each row's ``centre`` (block columns start at ``start``) to inf."""
+    lo = np.clip(centre - zone - start, 0, d2.shape[1])
+    hi = np.clip(centre + zone + 1 - start, 0, d2.shape[1])
+    for r in np.flatnonzero(hi > lo):
+        d2[r, lo[r] : hi[r]] = np.inf
 
 
 def _argmin_rows(d2):
@@ -179,8 +189,7 @@ def subsequence_search(queries, train, length: int, *, normalize: bool = True,
                 better = v < sb
                 sb[better], ob[better] = v[better], j[better] + a
                 if nw <= bsize:  # the whole series in one block: the second stretch now
-                    offs = np.arange(d2.shape[1])
-                    d2[np.abs(offs[None, :] - ob[:, None]) <= zone] = inf
+                    _mask_zone(d2, ob, zone, 0)
                     w2, ow2 = _argmin_rows(d2)
                     ow2 = np.where(np.isfinite(w2), ow2, -1)
                 bar.update(min(bsize, nw - a))
@@ -211,8 +220,7 @@ def subsequence_search(queries, train, length: int, *, normalize: bool = True,
         ow2 = np.full(sel.size, -1)
         for a in range(0, view.shape[0], bsize):
             d2 = _block_d2(sub, view[a : a + bsize])
-            offs = np.arange(a, a + d2.shape[1])
-            d2[np.abs(offs[None, :] - o1[sel][:, None]) <= zone] = inf
+            _mask_zone(d2, o1[sel], zone, a)
             v, j = _argmin_rows(d2)
             better = v < w2
             w2[better], ow2[better] = v[better], j[better] + a

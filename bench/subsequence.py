@@ -1,0 +1,135 @@
+"""Set-against-set subsequence search: memaudit against stumpy.match and tslearn's DTW search.
+
+    python bench/subsequence.py                 # 100 series x 10,000 points, 1,000 queries of 128
+    python bench/subsequence.py --quick         # smoke test (seconds)
+
+Data: 100 training series of 10,000 points (1,000,000 points; random walks with a random sinusoid
+added, so that shapes repeat only by chance), and 1,000 query windows of length 128: half are
+training stretches at known positions (with small noise, and half of those rescaled by a random
+gain and offset), half are fresh random walks.
+
+Methods, on the same inputs in one process:
+
+- memaudit: ``subsequence_search`` (z-normalised; the best match and the best match outside an
+  exclusion zone of ceil(128 / 4) steps, i.e. stumpy's), over every window of every series;
+- stumpy.match: z-normalised, one call per query over the training series joined by NaN separators
+  (stumpy gives windows that contain a NaN an infinite distance, so no match straddles two series),
+  ``max_matches=2`` (the same two matches); run on ``--stumpy-queries`` queries (default all) after
+  one warm-up call that compiles its numba code;
+- tslearn: ``dtw_subsequence_path`` (DTW, a different distance) per query and series, on
+  ``--dtw-queries`` queries (default 10), timed per query and scaled to all queries.
+
+Printed: time per method, the ratios, and how often the methods agree on the best match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from memaudit.probes.subsequence import subsequence_search  # noqa: E402
+
+
+def make_data(n_series, length, n_queries, L, seed):
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    train = [np.cumsum(rng.standard_normal(length)) + 3 * np.sin(2 * np.pi * t / rng.uniform(50, 500))
+             for _ in range(n_series)]
+    queries = np.empty((n_queries, L))
+    truth = np.full((n_queries, 2), -1)
+    for i in range(n_queries):
+        if i % 2 == 0:
+            s, o = rng.integers(n_series), rng.integers(length - L + 1)
+            q = train[s][o : o + L] + 0.05 * rng.standard_normal(L)
+            if i % 4 == 0:
+                q = rng.uniform(0.5, 2) * q + rng.uniform(-10, 10)
+            queries[i], truth[i] = q, (s, o)
+        else:
+            queries[i] = np.cumsum(rng.standard_normal(L))
+    return train, queries, truth
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--series", type=int, default=100)
+    p.add_argument("--length", type=int, default=10_000)
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--window", type=int, default=128)
+    p.add_argument("--stumpy-queries", type=int, default=None, help="default: all queries")
+    p.add_argument("--dtw-queries", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="10 series of 2,000 points, 40 queries")
+    p.add_argument("--tmp", help="unused (the other bench scripts take it)")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.series, a.length, a.queries, a.dtw_queries = 10, 2000, 40, 2
+    L = a.window
+    zone = int(np.ceil(L / 4))
+    train, queries, truth = make_data(a.series, a.length, a.queries, L, a.seed)
+    n_points = a.series * a.length
+    print(f"training: {a.series} series x {a.length:,} points = {n_points:,} points; "
+          f"{a.queries:,} query windows of length {L}; exclusion zone {zone}")
+
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    found = subsequence_search(queries[:, :, None], [s[:, None] for s in train], L,
+                               normalize=True, exclusion_zone=zone)
+    t_mem = time.perf_counter() - t0
+    c_mem = time.process_time() - c0
+    planted = truth[:, 0] >= 0
+    hit = (found["series1"][planted] == truth[planted, 0]) & (found["offset1"][planted] == truth[planted, 1])
+    print(f"memaudit subsequence_search: {t_mem:.2f} s wall, {c_mem:.2f} s CPU "
+          f"({t_mem / a.queries * 1e3:.2f} ms per query); planted stretches found at the right "
+          f"series and offset: {hit.sum()}/{planted.sum()}")
+
+    import stumpy
+
+    joined = np.concatenate([np.concatenate([s, [np.nan]]) for s in train])
+    starts = np.cumsum([0] + [len(s) + 1 for s in train])[:-1]
+    stumpy.match(queries[0], joined[: 10 * L], max_distance=np.inf, max_matches=2)  # numba compile
+    nq = a.queries if a.stumpy_queries is None else min(a.stumpy_queries, a.queries)
+    agree1 = agree2 = 0
+    t0 = time.perf_counter()
+    for i in range(nq):
+        m = stumpy.match(queries[i], joined, max_distance=np.inf, max_matches=2)
+        pos = int(m[0][1])
+        s = int(np.searchsorted(starts, pos, side="right") - 1)
+        agree1 += (s == found["series1"][i] and pos - starts[s] == found["offset1"][i]) or \
+            bool(np.isclose(float(m[0][0]), found["d1"][i], atol=1e-6))
+        agree2 += bool(np.isclose(float(m[1][0]), found["d2"][i], atol=1e-5))
+    t_st = time.perf_counter() - t0
+    t_st_all = t_st * a.queries / nq
+    print(f"stumpy.match ({nq} queries): {t_st:.2f} s ({t_st / nq * 1e3:.1f} ms per query); "
+          f"same best match as memaudit: {agree1}/{nq}, same second distance: {agree2}/{nq}")
+
+    from tslearn.metrics import dtw_subsequence_path
+
+    nd = min(a.dtw_queries, a.queries)
+    dtw_hit = 0
+    t0 = time.perf_counter()
+    for i in range(nd):
+        best = (np.inf, -1, -1)
+        for s, series in enumerate(train):
+            path, dist = dtw_subsequence_path(queries[i], series)
+            if dist < best[0]:
+                best = (dist, s, path[0][1])
+        dtw_hit += truth[i, 0] >= 0 and best[1] == truth[i, 0] and abs(best[2] - truth[i, 1]) <= 2
+    t_dtw = time.perf_counter() - t0
+    t_dtw_all = t_dtw * a.queries / nd
+    print(f"tslearn dtw_subsequence_path ({nd} queries x {a.series} series): {t_dtw:.2f} s "
+          f"({t_dtw / nd:.2f} s per query); planted found: {dtw_hit}/{int((truth[:nd, 0] >= 0).sum())}")
+    print(f"ratio stumpy.match / memaudit (all {a.queries} queries"
+          f"{'' if nq == a.queries else ', stumpy scaled from ' + str(nq)}): {t_st_all / t_mem:.1f}x")
+    print(f"ratio tslearn DTW / memaudit (scaled from {nd} queries): {t_dtw_all / t_mem:.0f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
