@@ -1,0 +1,212 @@
+"""Calibration discipline for membership attacks: choose on one split, report on another.
+
+An attack that picks its diffusion timestep, its number of steps or its decision threshold on the
+very items it is scored on reports an optimistic number (the max over settings of noisy
+estimates). Here every choice is made on a *calibration* split and the figures are computed on a
+disjoint *evaluation* split:
+
+1. :func:`calibration_split` splits members and non-members (stratified, seeded) into calibration
+   and evaluation parts; the :class:`SplitManifest` (which ids, which seed) goes into the report.
+2. :func:`calibrated_attack` takes one score array per attack setting (e.g. per timestep), picks
+   the setting with the best calibration AUC, picks the threshold that maximises balanced accuracy
+   on the calibration split, then reports on the evaluation split: AUC and TPR at fixed FPR with
+   intervals (:func:`memaudit.probes.membership.membership_metrics`) and the balanced accuracy at
+   the calibrated threshold, with a stratified bootstrap interval.
+
+Choosing on the evaluation split is refused (``select_on="evaluation"`` raises) unless the caller
+insists with ``allow_optimistic=True``, in which case the result is flagged ``optimistic`` and
+says so in its notes and summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validation import check_fraction, check_ids, check_positive_int
+from ..results import jsonable
+from .membership import Interval, MembershipResult, _scores, membership_metrics, DEFAULT_FPRS
+
+__all__ = ["SplitManifest", "calibration_split", "calibrated_attack", "CalibratedAttack",
+           "balanced_accuracy", "best_threshold"]
+
+
+@dataclass(frozen=True)
+class SplitManifest:
+    """Which members and non-members calibrate the attack and which evaluate it.
+
+    Positions index the member and non-member score arrays; ids name the items. Calibration and
+    evaluation parts must be disjoint (checked on construction).
+    """
+
+    calibration_members: np.ndarray
+    calibration_nonmembers: np.ndarray
+    evaluation_members: np.ndarray
+    evaluation_nonmembers: np.ndarray
+    member_ids: np.ndarray
+    nonmember_ids: np.ndarray
+    fraction: float
+    seed: int | None
+
+    def __post_init__(self):
+        for side, cal, ev in (("members", self.calibration_members, self.evaluation_members),
+                              ("non-members", self.calibration_nonmembers, self.evaluation_nonmembers)):
+            both = np.intersect1d(cal, ev)
+            if both.size:
+                raise ValueError(f"the calibration and evaluation {side} overlap at positions "
+                                 f"{both[:5].tolist()}{'...' if both.size > 5 else ''}: an attack "
+                                 "tuned on the items it is scored on reports an optimistic figure")
+            for name, part in (("calibration", cal), ("evaluation", ev)):
+                if len(part) < 2:
+                    raise ValueError(f"the {name} split has {len(part)} {side}; at least 2 are "
+                                     "needed (give more items or another fraction)")
+
+    def to_dict(self) -> dict:
+        return jsonable({
+            "fraction": self.fraction, "seed": self.seed,
+            "calibration": {"members": self.member_ids[self.calibration_members],
+                            "nonmembers": self.nonmember_ids[self.calibration_nonmembers]},
+            "evaluation": {"members": self.member_ids[self.evaluation_members],
+                           "nonmembers": self.nonmember_ids[self.evaluation_nonmembers]},
+        })
+
+
+def calibration_split(n_members: int, n_nonmembers: int, *, fraction: float = 0.5, seed: int = 0,
+                      member_ids=None, nonmember_ids=None) -> SplitManifest:
+    """A seeded, stratified split: ``fraction`` of each side calibrates, the rest evaluates."""
+    check_fraction(fraction, "fraction", low_open=True)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for n in (n_members, n_nonmembers):
+        check_positive_int(n, "number of items")
+        perm = rng.permutation(n)
+        k = int(round(fraction * n))
+        parts.append((np.sort(perm[:k]), np.sort(perm[k:])))
+    return SplitManifest(parts[0][0], parts[1][0], parts[0][1], parts[1][1],
+                         check_ids(member_ids, n_members, "member_ids"),
+                         check_ids(nonmember_ids, n_nonmembers, "nonmember_ids"), fraction, seed)
+
+
+def balanced_accuracy(members, nonmembers, threshold: float) -> float:
+    """(TPR + TNR) / 2 of the rule "member when score >= threshold"."""
+    return 0.5 * (float(np.mean(members >= threshold)) + float(np.mean(nonmembers < threshold)))
+
+
+def best_threshold(members, nonmembers) -> tuple[float, float]:
+    """The threshold with the largest balanced accuracy (ties: the smallest), and that accuracy."""
+    cands = np.unique(np.r_[members, nonmembers])
+    cands = np.r_[cands, np.inf]
+    m_sorted, n_sorted = np.sort(members), np.sort(nonmembers)
+    tpr = 1 - np.searchsorted(m_sorted, cands, side="left") / m_sorted.size
+    tnr = np.searchsorted(n_sorted, cands, side="left") / n_sorted.size
+    bal = 0.5 * (tpr + tnr)
+    i = int(np.argmax(bal))
+    return float(cands[i]), float(bal[i])
+
+
+@dataclass(frozen=True)
+class CalibratedAttack:
+    """An attack whose setting and threshold were chosen on the calibration split."""
+
+    setting: object
+    threshold: float
+    calibration_auc: dict
+    calibration_balanced_accuracy: float
+    evaluation: MembershipResult
+    balanced_accuracy: Interval
+    split: SplitManifest
+    optimistic: bool
+    notes: tuple = ()
+
+    def to_dict(self) -> dict:
+        return jsonable({
+            "setting": self.setting, "threshold": self.threshold,
+            "calibration_auc": {str(k): v for k, v in self.calibration_auc.items()},
+            "calibration_balanced_accuracy": self.calibration_balanced_accuracy,
+            "evaluation": self.evaluation.to_dict(),
+            "balanced_accuracy": self.balanced_accuracy.to_dict(),
+            "split": self.split.to_dict(), "optimistic": self.optimistic, "notes": list(self.notes),
+        })
+
+    def summary(self) -> str:
+        head = (f"setting {self.setting!r} and threshold {self.threshold:.4g} chosen on "
+                f"{'THE EVALUATION SPLIT (optimistic)' if self.optimistic else 'the calibration split'}")
+        ba = self.balanced_accuracy
+        return "\n".join([head, self.evaluation.summary(),
+                          f"balanced accuracy {ba.value:.4f} [{ba.low:.4f}, {ba.high:.4f}] (random 0.5)"]
+                         + list(self.notes))
+
+
+def _by_setting(scores, n, name):
+    if isinstance(scores, dict):
+        if not scores:
+            raise ValueError(f"{name}: no attack settings given")
+        out = {k: _scores(v, f"{name}[{k!r}]") for k, v in scores.items()}
+    else:
+        out = {None: _scores(scores, name)}
+    for k, v in out.items():
+        if v.size != n:
+            raise ValueError(f"{name}[{k!r}] has {v.size} scores but the split has {n} items")
+    return out
+
+
+def calibrated_attack(member_scores, nonmember_scores, split: SplitManifest, *,
+                      select_on: str = "calibration", allow_optimistic: bool = False,
+                      fprs=DEFAULT_FPRS, n_bootstrap: int = 1000, confidence: float = 0.95,
+                      seed: int = 0) -> CalibratedAttack:
+    """Choose the attack setting and threshold on the calibration split; report on evaluation.
+
+    Parameters
+    ----------
+    member_scores, nonmember_scores : array-like, or dict of setting -> array-like
+        One score per member / non-member (higher = member), for one setting or for several
+        (e.g. ``{t: -loss_at_t}`` over diffusion timesteps). Arrays are indexed by the positions in
+        ``split``.
+    split : SplitManifest
+    select_on : {"calibration", "evaluation"}, default="calibration"
+        Where the setting and the threshold are chosen. "evaluation" is refused unless
+        ``allow_optimistic=True``; the result is then flagged ``optimistic``.
+
+    Returns
+    -------
+    CalibratedAttack
+    """
+    from sklearn.metrics import roc_auc_score
+
+    if select_on not in ("calibration", "evaluation"):
+        raise ValueError(f"select_on must be 'calibration' or 'evaluation', got {select_on!r}")
+    if select_on == "evaluation" and not allow_optimistic:
+        raise ValueError("choosing the attack's setting or threshold on the evaluation split "
+                         "reports an optimistic figure; choose on the calibration split, or pass "
+                         "allow_optimistic=True to compute it flagged as optimistic")
+    n_m, n_n = len(split.member_ids), len(split.nonmember_ids)
+    ms = _by_setting(member_scores, n_m, "member_scores")
+    ns = _by_setting(nonmember_scores, n_n, "nonmember_scores")
+    if ms.keys() != ns.keys():
+        raise ValueError("member_scores and nonmember_scores must have the same settings")
+    cm, cn = (split.calibration_members, split.calibration_nonmembers)
+    em, en = (split.evaluation_members, split.evaluation_nonmembers)
+    if select_on == "evaluation":
+        cm, cn = em, en
+    y = np.r_[np.ones(len(cm)), np.zeros(len(cn))]
+    cal_auc = {k: float(roc_auc_score(y, np.r_[ms[k][cm], ns[k][cn]])) for k in ms}
+    setting = max(cal_auc, key=lambda k: (cal_auc[k], -list(ms).index(k)))
+    thr, cal_bal = best_threshold(ms[setting][cm], ns[setting][cn])
+    ev_m, ev_n = ms[setting][em], ns[setting][en]
+    evaluation = membership_metrics(ev_m, ev_n, fprs=fprs, n_bootstrap=n_bootstrap,
+                                    confidence=confidence, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    boot = np.array([balanced_accuracy(ev_m[rng.integers(0, ev_m.size, ev_m.size)],
+                                       ev_n[rng.integers(0, ev_n.size, ev_n.size)], thr)
+                     for _ in range(n_bootstrap)])
+    lo, hi = np.percentile(boot, [50 * (1 - confidence), 50 * (1 + confidence)])
+    notes = ()
+    if select_on == "evaluation":
+        notes = ("OPTIMISTIC: the setting and the threshold were chosen on the evaluated items; "
+                 "these figures overstate what an attacker achieves on new items",)
+    return CalibratedAttack(
+        setting=setting, threshold=thr, calibration_auc=cal_auc,
+        calibration_balanced_accuracy=cal_bal, evaluation=evaluation,
+        balanced_accuracy=Interval(balanced_accuracy(ev_m, ev_n, thr), float(lo), float(hi)),
+        split=split, optimistic=select_on == "evaluation", notes=notes)
