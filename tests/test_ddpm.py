@@ -217,3 +217,22 @@ def test_sweep_read_off_rules():
     slope, icpt = fit_exponent(ns, 30 * ns**0.9)
     assert slope == pytest.approx(0.9) and np.exp(icpt) == pytest.approx(30)
     assert np.isnan(fit_exponent(ns, [np.nan, np.nan, np.nan, 5.0])[0])
+
+
+def test_membership_over_training_on_a_tiny_run(tmp_path):
+    from reference_models.ddpm.membership import membership_over_training, noise_predictor
+
+    cfg = TrainConfig.gmm(n_train=12, n_holdout=12, steps=40, n_checkpoints=2, width=16, lr=3e-3)
+    train(cfg, tmp_path / "g", log=lambda m: None)
+    ck = tmp_path / "g" / "checkpoints" / "step_00000040.safetensors"
+    m = noise_predictor(ck)
+    model = build_model(cfg)
+    model.load_state_dict(load_checkpoint(ck)["model"])
+    x = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x), torch.full((5,), 17)).numpy()
+    np.testing.assert_allclose(m(x, 17), want, rtol=1e-6)
+    out = membership_over_training(tmp_path / "g", n_bootstrap=20)
+    assert [r["step"] for r in out["rows"]] == [1, 40]
+    assert set(out["rows"][0]) == {"step", "loss", "pia", "secmi"}
+    assert out["split"]["calibration"]["members"] and (tmp_path / "g" / "membership.json").exists()
