@@ -54,6 +54,10 @@ class AuditConfig:
         and samples that copy training items (a section of the report).
     duplicates_threshold : float, optional
         Its threshold (default: the method's, see ``memaudit.probes.duplicates.DEFAULTS``).
+    membership : bool, default=False
+        Also run the sample-only membership attack (distance from each training and held-out
+        item to its nearest generated sample, GAN-Leaks style), threshold chosen on a calibration
+        half of each side and figures reported on the other half (needs ``holdout``).
     gallery : int, default=16
         Closest generated/training pairs shown as images in the HTML report.
     fail_above : float, optional
@@ -85,6 +89,7 @@ class AuditConfig:
     skip_unreadable: bool = False
     duplicates: str | None = None
     duplicates_threshold: float | None = None
+    membership: bool = False
     gallery: int = 16
     fail_above: float | None = None
     gate: str = "rate"
@@ -179,6 +184,23 @@ def run_audit(config: AuditConfig) -> Report:
                                             item_shape=shape, threshold=config.duplicates_threshold,
                                             seed=config.seed, progress=config.progress),
         }
+    membership = None
+    if config.membership:
+        if holdout is None:
+            raise ValueError("the membership attack needs held-out data (holdout): the "
+                             "non-members it must tell apart from the training items")
+        from .probes.calibration import calibrated_attack, calibration_split
+        from .probes.sample_attacks import distance_attack
+
+        both = distance_attack(np.concatenate([np.asarray(train.x), np.asarray(holdout.x)]),
+                               samples.x, metric=config.metric, backend=config.backend,
+                               progress=config.progress)
+        n_tr = train.x.shape[0]
+        split = calibration_split(n_tr, holdout.x.shape[0], seed=config.seed,
+                                  member_ids=train.ids, nonmember_ids=holdout.ids)
+        membership = calibrated_attack(both[:n_tr], both[n_tr:], split,
+                                       n_bootstrap=config.n_bootstrap,
+                                       confidence=config.confidence, seed=config.seed)
     gate = None
     if config.fail_above is not None:
         value = result.rate.value if config.gate == "rate" else result.excess.value
@@ -198,6 +220,7 @@ def run_audit(config: AuditConfig) -> Report:
         },
         nn_ratio=result,
         duplicates=duplicates,
+        membership=membership,
         gate=gate,
         notes=list(config.notes),
         elapsed=time.perf_counter() - t0,

@@ -11,6 +11,8 @@ import json
 import sys
 from fractions import Fraction
 
+import numpy as np
+
 from . import __version__
 from .audit import GATES, AuditConfig, config_defaults, run_audit
 from .neighbors import BACKENDS, INDEXES, METRICS
@@ -73,6 +75,9 @@ def _add_audit_options(p: argparse.ArgumentParser, required: bool = True) -> Non
     pr.add_argument("--duplicates", choices=list(DUP_METHODS),
                     help="also report duplicate groups in the training set and samples that copy "
                     "training items, with this method")
+    pr.add_argument("--membership", action="store_true",
+                    help="also run the sample-only membership attack (distance to the nearest "
+                    "generated sample) on training vs held-out items; needs --holdout")
     pr.add_argument("--duplicates-threshold", type=float, metavar="T",
                     help="threshold of --duplicates (default per method: see memaudit duplicates -h)")
     st = p.add_argument_group("statistics")
@@ -123,6 +128,7 @@ def _config_from(args, **extra) -> AuditConfig:
         skip_unreadable=args.skip_unreadable,
         duplicates=args.duplicates,
         duplicates_threshold=args.duplicates_threshold,
+        membership=args.membership,
         gallery=args.gallery,
         fail_above=args.fail_above,
         gate=args.gate,
@@ -155,6 +161,11 @@ def _finish(report, paths, as_json: bool) -> int:
         print(report.nn_ratio.summary())
         for key, res in (report.duplicates or {}).items():
             print(f"duplicates ({key.replace('_', ' ')}): {res.summary()}")
+        if report.membership is not None:
+            ev = report.membership.evaluation
+            print(f"membership (distance to nearest sample, evaluation half): AUC "
+                  f"{ev.auc.value:.3f} [{ev.auc.low:.3f}, {ev.auc.high:.3f}], TPR at 1% FPR "
+                  f"{100 * ev.tpr[0.01].value:.1f}% (random: AUC 0.5, TPR 1%)")
         if report.gate is not None:
             g = report.gate
             verdict = "PASS" if g["passed"] else "FAIL"
@@ -195,7 +206,7 @@ def cmd_demo(args) -> int:
               f"{rec['planted_flagged_with_right_source']}/{rec['planted']}; "
               f"held-out digits flagged: {rec['fresh_flagged']}/{rec['fresh']}")
         print(f"the same audit by hand: memaudit audit --train {args.train} --samples "
-              f"{args.samples} --holdout {args.holdout} --out {out}")
+              f"{args.samples} --holdout {args.holdout} --duplicates exact --membership --out {out}")
     return code
 
 
@@ -283,6 +294,93 @@ def cmd_subsequences(args) -> int:
                           "report": {k: str(v) for k, v in paths.items()}, "gate_failed": failed},
                          indent=2))
     else:
+        print(res.summary())
+        print(f"report: {paths['json']}\n        {paths['html']}")
+    return EXIT_GATE if failed else EXIT_OK
+
+
+def _load_scores(path, name):
+    """Scores from .npy (one setting) or .npz (one array per setting) or .csv (one column)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{name}: {p} does not exist")
+    if p.suffix == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    if p.suffix == ".npy":
+        return np.load(p, allow_pickle=False)
+    if p.suffix in (".csv", ".txt"):
+        try:
+            return np.loadtxt(p, delimiter=",", ndmin=1)
+        except ValueError as exc:
+            raise ValueError(f"{name}: could not read {p} as one number per line ({exc})") from exc
+    raise ValueError(f"{name}: {p} is not a .npy, .npz or .csv file of scores")
+
+
+def cmd_membership(args) -> int:
+    import time
+
+    from .audit import package_versions
+    from .probes.calibration import calibrated_attack, calibration_split
+    from .report_membership import write_membership_report
+    from .sources import load_dataset
+
+    t0 = time.perf_counter()
+    inputs = {}
+    if args.member_scores or args.nonmember_scores:
+        if not (args.member_scores and args.nonmember_scores):
+            raise ValueError("give both --member-scores and --nonmember-scores")
+        ms = _load_scores(args.member_scores, "member scores")
+        ns = _load_scores(args.nonmember_scores, "non-member scores")
+        n_m = len(next(iter(ms.values()))) if isinstance(ms, dict) else len(ms)
+        n_n = len(next(iter(ns.values()))) if isinstance(ns, dict) else len(ns)
+        member_ids = nonmember_ids = None
+        settings = ("settings: " + ", ".join(ms)) if isinstance(ms, dict) else "one setting"
+        attack = f"scores given ({settings})"
+        inputs = {"member_scores": args.member_scores, "nonmember_scores": args.nonmember_scores}
+    else:
+        if not (args.members and args.nonmembers and args.samples):
+            raise ValueError("give --members, --nonmembers and --samples (a sample-only attack), "
+                             "or --member-scores and --nonmember-scores")
+        mem = load_dataset(args.members, "members")
+        non = load_dataset(args.nonmembers, "nonmembers")
+        gen = load_dataset(args.samples, "samples")
+        inputs = {"members": mem.describe(), "nonmembers": non.describe(), "samples": gen.describe()}
+        both = np.concatenate([np.asarray(mem.x), np.asarray(non.x)])
+        if args.attack == "distance":
+            from .probes.sample_attacks import distance_attack
+
+            scores = distance_attack(both, gen.x, progress=False if args.no_progress else None)
+            attack = "distance to the nearest generated sample (GAN-Leaks)"
+        else:
+            from .probes.sample_attacks import density_ratio_attack
+
+            if not args.reference:
+                raise ValueError("--attack density needs --reference: real data that was not used "
+                                 "in training and is not among the members or non-members")
+            ref = load_dataset(args.reference, "reference")
+            inputs["reference"] = ref.describe()
+            scores = density_ratio_attack(both, gen.x, ref.x, n_components=args.pca)
+            attack = "KDE density ratio p_gen / p_ref (DOMIAS style)"
+        n_m, n_n = mem.x.shape[0], non.x.shape[0]
+        ms, ns = scores[:n_m], scores[n_m:]
+        member_ids, nonmember_ids = mem.ids, non.ids
+    split = calibration_split(n_m, n_n, fraction=args.calibration_fraction, seed=args.seed,
+                              member_ids=member_ids, nonmember_ids=nonmember_ids)
+    res = calibrated_attack(ms, ns, split, n_bootstrap=args.n_bootstrap, seed=args.seed)
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    paths = write_membership_report(args.out, res, config=config, versions=package_versions(),
+                                    inputs=inputs, attack=attack, elapsed=time.perf_counter() - t0)
+    failed = args.fail_above is not None and res.evaluation.auc.value > args.fail_above
+    if args.json:
+        print(json.dumps({"attack": attack, **{k: v for k, v in res.to_dict().items()
+                                                if k not in ("split",)},
+                          "report": {k: str(v) for k, v in paths.items()}, "gate_failed": failed},
+                         indent=2))
+    else:
+        print(f"attack: {attack}")
         print(res.summary())
         print(f"report: {paths['json']}\n        {paths['html']}")
     return EXIT_GATE if failed else EXIT_OK
@@ -392,6 +490,45 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--json", action="store_true", help="print the summary as JSON")
     ss.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     ss.set_defaults(func=cmd_subsequences)
+    mp = sub.add_parser(
+        "membership",
+        help="can an attacker tell training items from held-out ones? (AUC, TPR at low FPR)",
+        description=(
+            "Evaluate a membership-inference attack honestly: members and non-members are split "
+            "(stratified, seeded) into a calibration half, where the attack's setting (e.g. the "
+            "diffusion timestep) and threshold are chosen, and an evaluation half, where the AUC, "
+            "the TPR at 1%% and 0.1%% FPR and the balanced accuracy are reported with bootstrap "
+            "intervals beside random guessing. Either give attack scores you computed "
+            "(--member-scores/--nonmember-scores; an .npz holds one array per setting), or run "
+            "a sample-only attack on data (--members, --nonmembers, --samples). Writes "
+            "DIR/membership.json and DIR/membership.html (with the split manifest)."
+        ),
+        epilog=f"Exit codes: {EXIT_OK} ok, {EXIT_ERROR} bad input, {EXIT_USAGE} usage error, "
+        f"{EXIT_GATE} evaluation AUC above --fail-above. Scores: higher means 'member' (pass "
+        "minus a loss). Model-based attacks (loss, PIA, SecMI) live in "
+        "memaudit.probes.diffusion_attacks; save their scores and pass them here.",
+    )
+    mp.add_argument("--member-scores", metavar="PATH", help="attack scores of members (.npy/.npz/.csv)")
+    mp.add_argument("--nonmember-scores", metavar="PATH", help="attack scores of non-members")
+    mp.add_argument("--members", metavar="PATH", help="training items (sample-only attacks)")
+    mp.add_argument("--nonmembers", metavar="PATH", help="held-out items from the same law")
+    mp.add_argument("--samples", metavar="PATH", help="generated samples")
+    mp.add_argument("--attack", choices=["distance", "density"], default="distance",
+                    help="sample-only attack: distance to the nearest sample (GAN-Leaks) or KDE "
+                    "density ratio (DOMIAS style, needs --reference)")
+    mp.add_argument("--reference", metavar="PATH",
+                    help="density attack: real data used neither in training nor as candidates")
+    mp.add_argument("--pca", type=int, metavar="K", help="density attack: project onto K components")
+    mp.add_argument("--calibration-fraction", type=_fraction, default=0.5, metavar="F",
+                    help="share of each side used for calibration (default 0.5)")
+    mp.add_argument("--n-bootstrap", type=int, default=_D["n_bootstrap"])
+    mp.add_argument("--seed", type=int, default=_D["seed"])
+    mp.add_argument("--fail-above", type=float, metavar="AUC",
+                    help="exit with code 3 when the evaluation AUC is above AUC")
+    mp.add_argument("--out", required=True, metavar="DIR", help="folder for the report")
+    mp.add_argument("--json", action="store_true", help="print the result as JSON")
+    mp.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    mp.set_defaults(func=cmd_membership)
     demo = sub.add_parser(
         "demo",
         help="run the whole audit on a bundled real default (scikit-learn digits)",
@@ -414,7 +551,8 @@ _DEMO_FIXED = dict(threshold=_D["threshold"], metric=_D["metric"], backend=_D["b
                    index=_D["index"], carlini_alpha=_D["carlini_alpha"], carlini_n=_D["carlini_n"],
                    n_bootstrap=_D["n_bootstrap"], confidence=_D["confidence"], resize=None,
                    mode=None, gallery=_D["gallery"], gate=_D["gate"], no_progress=True,
-                   skip_unreadable=False, duplicates="exact", duplicates_threshold=None)
+                   skip_unreadable=False, duplicates="exact", duplicates_threshold=None,
+                   membership=True)
 
 
 def main(argv=None) -> int:

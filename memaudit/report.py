@@ -29,6 +29,7 @@ class Report:
     inputs: dict
     nn_ratio: object
     duplicates: dict | None = None
+    membership: object = None
     gate: dict | None = None
     notes: list = field(default_factory=list)
     elapsed: float = 0.0
@@ -78,6 +79,7 @@ class Report:
                 "nn_ratio": self.nn_ratio.to_dict(per_sample=True),
                 "duplicates": None if self.duplicates is None
                 else {k: v.to_dict() for k, v in self.duplicates.items()},
+                "membership": None if self.membership is None else self.membership.to_dict(),
                 "gallery": self.gallery(),
             }
         )
@@ -256,6 +258,15 @@ def _duplicates_sections(report: Report) -> str:
     return "".join(out)
 
 
+def _membership_section(report: Report) -> str:
+    if report.membership is None:
+        return ""
+    from .report_membership import membership_html
+
+    return membership_html(report.membership, "Membership inference (distance to the nearest "
+                                              "generated sample, GAN-Leaks style)")
+
+
 def render_html(report: Report, data: dict) -> str:
     nr = data["nn_ratio"]
     res = report.nn_ratio
@@ -336,6 +347,7 @@ near-duplicates in the data distribution alone produce. Intervals: {esc(nr['rate
 <h2>Flagged samples</h2>
 {flag_table}
 {_duplicates_sections(report)}
+{_membership_section(report)}
 <h2>Inputs</h2>
 <table><tr><th>set</th><th>source</th><th>items</th><th>item shape</th><th>dtype</th><th>skipped files</th></tr>{inputs}</table>
 <details><summary>Resolved configuration</summary><table>{config_rows}</table></details>

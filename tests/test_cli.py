@@ -115,7 +115,7 @@ def test_help_is_complete(capsys):
     exposed = {"train", "samples", "holdout", "threshold", "metric", "backend", "index",
                "carlini_alpha", "carlini_n", "n_bootstrap", "confidence", "seed", "resize", "mode",
                "gallery", "fail_above", "gate", "skip_unreadable", "duplicates",
-               "duplicates_threshold"}
+               "duplicates_threshold", "membership"}
     for name in exposed:
         assert "--" + name.replace("_", "-") in text
     # every AuditConfig field is on the command line, except the two that the CLI sets itself
@@ -265,3 +265,32 @@ def test_series_from_ragged_csv(tmp_path):
     (tmp_path / "x.txt").write_text("1,2\na,b\n")
     with pytest.raises(ValueError, match="line 2 is not a row of numbers"):
         load_series(tmp_path / "x.txt")
+
+
+def test_membership_command_scores_and_samples(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    np.savez(tmp_path / "m.npz", t10=rng.normal(1.5, 1, 200), t100=rng.normal(0, 1, 200))
+    np.savez(tmp_path / "n.npz", t10=rng.normal(0, 1, 200), t100=rng.normal(0, 1, 200))
+    args = ["membership", "--member-scores", str(tmp_path / "m.npz"), "--nonmember-scores",
+            str(tmp_path / "n.npz"), "--out", str(tmp_path / "o"), "--json", "--n-bootstrap", "200"]
+    assert main(args) == EXIT_OK
+    out = json.loads(capsys.readouterr().out)
+    assert out["setting"] == "t10" and out["evaluation"]["auc"]["value"] > 0.75
+    saved = json.loads((tmp_path / "o" / "membership.json").read_text())
+    split = saved["result"]["split"]
+    assert not set(split["calibration"]["members"]) & set(split["evaluation"]["members"])
+    assert "<svg" in (tmp_path / "o" / "membership.html").read_text()
+    assert main(args + ["--fail-above", "0.6"]) == EXIT_GATE
+    capsys.readouterr()
+    members, nonmembers = rng.normal(size=(80, 5)), rng.normal(size=(80, 5))
+    samples = np.r_[members[:40] + 0.01 * rng.normal(size=(40, 5)), rng.normal(size=(60, 5))]
+    for name, arr in (("mem", members), ("non", nonmembers), ("gen", samples)):
+        np.save(tmp_path / f"{name}.npy", arr)
+    assert main(["membership", "--members", str(tmp_path / "mem.npy"), "--nonmembers",
+                 str(tmp_path / "non.npy"), "--samples", str(tmp_path / "gen.npy"), "--out",
+                 str(tmp_path / "o2"), "--n-bootstrap", "100"]) == EXIT_OK
+    assert "distance to the nearest generated sample" in capsys.readouterr().out
+    assert main(["membership", "--members", str(tmp_path / "mem.npy"), "--nonmembers",
+                 str(tmp_path / "non.npy"), "--samples", str(tmp_path / "gen.npy"), "--attack",
+                 "density", "--out", str(tmp_path / "o3")]) == EXIT_ERROR
+    assert "--reference" in capsys.readouterr().err

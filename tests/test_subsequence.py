@@ -95,7 +95,8 @@ def test_probe_flags_planted_stretches_and_names_them(rng):
     fake[3, 128:192] = train[0][30:94] + 0.02 * rng.standard_normal((64, 1))  # noisy
     fake[4, 0:64] = 0.5 * train[2][400:464] - 7                      # rescaled (shape copy)
     hold = _walks(rng, 5, 300)
-    res = SubsequenceProbe(64, stride=64).fit(train, ids=[f"t{i}" for i in range(6)]).score(fake, holdout=hold)
+    probe = SubsequenceProbe(64, stride=64).fit(train, ids=[f"t{i}" for i in range(6)])
+    res = probe.score(fake, holdout=hold)
     flagged = {(int(s), int(o)): m for s, o, m in zip(res.query_series[res.memorized],
                                                       res.query_offset[res.memorized],
                                                       res.match_id[res.memorized])}

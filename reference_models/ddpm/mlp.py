@@ -8,7 +8,6 @@ timestep to its input, then Linear -> GELU -> Linear, a skip from the block inpu
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from .unet import sinusoidal_table

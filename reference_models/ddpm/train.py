@@ -340,7 +340,8 @@ def main(argv=None) -> int:
                       n_holdout=a.n_holdout, width=a.width, mults=mults,
                       attention=tuple(i > 0 for i in range(a.levels)), optimizer=a.optimizer,
                       lr=a.lr, batch_size=a.batch_size, steps=a.steps,
-                      n_checkpoints=a.n_checkpoints, first_checkpoint=a.first_checkpoint, seed=a.seed, device=a.device)
+                      n_checkpoints=a.n_checkpoints, first_checkpoint=a.first_checkpoint,
+                      seed=a.seed, device=a.device)
     train(cfg, a.out, log=lambda m: print(m, file=sys.stderr, flush=True))
     return 0
 
