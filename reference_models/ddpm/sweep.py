@@ -15,7 +15,11 @@ Read-off rules, fixed before the runs (Bonnaire et al. give no numeric threshold
 - exponent: least-squares slope of log tau_mem against log n over all runs; its 95% interval is a
   bootstrap that resamples the generated samples of each run (the same resampled seeds at every
   checkpoint) and, with several seeds, the seeds within each n.
-- tau_gen: the tracker's rule (first checkpoint within 5% of the total log-improvement of quality).
+- tau_gen: the tracker's rule (first checkpoint within 5% of the total log-improvement of quality),
+  read on an *early* run of the same configuration and seed (``--early-steps``: checkpoints from
+  step 1, where the model is still far from the data), because quality reaches its noise floor
+  before the main grid starts; training is deterministic, so the early run retraces the first
+  steps of the main run exactly.
 - collapse: f_mem / f_mem(last checkpoint) against step / n.
 
 Writes sweep.json (every curve and fit), sweep.md (the table) and sweep.png (f_mem vs step, the
@@ -64,12 +68,14 @@ def fit_exponent(ns, taus) -> tuple[float, float]:
     return float(slope), float(icpt)
 
 
-def _config(setting: str, n: int, seed: int, a):
+def _config(setting: str, n: int, seed: int, a, early: bool = False):
     from .train import TrainConfig
 
     steps = int(max(a.min_steps, a.steps_per_n * n))
     common = dict(n_train=n, seed=seed, steps=steps, n_checkpoints=a.n_checkpoints,
                   first_checkpoint=a.first_checkpoint, optimizer=a.optimizer, lr=a.lr)
+    if early:
+        common.update(steps=a.early_steps, n_checkpoints=a.early_checkpoints, first_checkpoint=1)
     if setting == "gmm":
         return TrainConfig.gmm(**common)
     return TrainConfig(data="digits", image_size=8, width=16, mults=(1, 2), attention=(False, True),
@@ -83,10 +89,10 @@ def _one_run(job):
     from .track import track_run
     from .train import train
 
-    setting, n, seed, out, a = job
+    setting, n, seed, out, a, early = job
     torch.set_num_threads(a.threads)
-    cfg = _config(setting, n, seed, a)
-    run = Path(out) / f"n{n}-s{seed}"
+    cfg = _config(setting, n, seed, a, early)
+    run = Path(out) / f"n{n}-s{seed}{'-early' if early else ''}"
 
     def log(m):
         print(f"[n={n} seed={seed}] {m}", file=sys.stderr, flush=True)
@@ -145,11 +151,21 @@ def analyse(out, runs, *, n_bootstrap: int = 1000, seed: int = 0) -> dict:
         fits[f"{level:g}"] = {"level": level, "tau_mem": taus.tolist(), "exponent": slope,
                               "exponent_ci95": [float(lo), float(hi)], "intercept": icpt,
                               "tau_over_n": (taus / ns).tolist()}
+    for r in records:  # tau_gen from the early run when there is one
+        early = run_dir(out, r) / "tracking.json"
+        r["tau_gen_source"] = "main run"
+        if early.exists():
+            te = json.loads(early.read_text())
+            r["tracking"]["tau_gen"] = te["tau_gen"]
+            r["early_steps"], r["early_quality"] = te["steps"], te["quality"]
+            r["tau_gen_source"] = "early run"
     tau_gen = np.array([r["tracking"]["tau_gen"] or np.nan for r in records], float)
     summary = {
         "runs": [{"run": r["run"], "n": r["n"], "seed": r["seed"], "steps": r["steps"].tolist(),
                   "f_mem": r["flags"].mean(1).tolist(), "quality": r["tracking"]["quality"],
                   "quality_name": r["tracking"]["quality_name"], "tau_gen": r["tracking"]["tau_gen"],
+                  "tau_gen_source": r["tau_gen_source"], "early_steps": r.get("early_steps"),
+                  "early_quality": r.get("early_quality"),
                   "tau_mem_tracker": r["tracking"]["tau_mem"],
                   "recommended": r["tracking"]["recommended"],
                   "losses": r["tracking"]["losses"], "config": r["config"]} for r in records],
@@ -170,6 +186,10 @@ def analyse(out, runs, *, n_bootstrap: int = 1000, seed: int = 0) -> dict:
     return summary
 
 
+def run_dir(out, record) -> Path:
+    return Path(out) / f"n{record['n']}-s{record['seed']}-early"
+
+
 def table(summary: dict) -> str:
     """The reproduction table (markdown): per run tau_gen, tau_mem at each level, final f_mem."""
     lines = ["| n | seed | steps | tau_gen | " + " | ".join(f"tau_mem({100 * lv:g}%)" for lv in LEVELS)
@@ -185,7 +205,8 @@ def table(summary: dict) -> str:
         f = summary["fits"][f"{lv:g}"]
         lines.append(f"- tau_mem({100 * lv:g}%) ∝ n^{f['exponent']:.2f}, 95% interval "
                      f"[{f['exponent_ci95'][0]:.2f}, {f['exponent_ci95'][1]:.2f}]")
-    lines.append(f"- tau_gen: largest / smallest across runs = {summary['tau_gen_ratio_max_min']:.2f}")
+    lines.append(f"- tau_gen: largest / smallest across runs = {summary['tau_gen_ratio_max_min']:.2f} "
+                 f"(read on: {', '.join(sorted({r['tau_gen_source'] for r in summary['runs']}))})")
     return "\n".join(lines) + "\n"
 
 
@@ -203,7 +224,10 @@ def plot(summary: dict, path) -> None:
         lab = f"n = {r['n']}" if r["seed"] == min(q["seed"] for q in summary["runs"]) else None
         ax[0].plot(st, f, "-", color=colors[r["n"]], label=lab)
         ax[1].plot(st / r["n"], f / max(f[-1], 1e-12), "-", color=colors[r["n"]], label=lab)
-        if r["quality"]:
+        if r.get("early_quality"):
+            ax[2].plot(r["early_steps"], r["early_quality"], "-", color=colors[r["n"]], label=lab)
+            ax[2].plot(st, r["quality"], ":", color=colors[r["n"]])
+        elif r["quality"]:
             ax[2].plot(st, r["quality"], "-", color=colors[r["n"]], label=lab)
     ax[0].set(xscale="log", xlabel="training step", ylabel="f_mem (d1/d2 < 1/3)")
     ax[1].set(xscale="log", xlabel="step / n", ylabel="f_mem / f_mem(last)", title="collapse")
@@ -230,13 +254,17 @@ def plot(summary: dict, path) -> None:
 def run_sweep(a) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(a.setting, n, s, str(out), a) for n in sorted(a.n, reverse=True) for s in a.seeds]
+    jobs = [(a.setting, n, s, str(out), a, False) for n in sorted(a.n, reverse=True) for s in a.seeds]
+    if a.early_steps:
+        jobs += [(a.setting, n, s, str(out), a, True) for n in sorted(a.n, reverse=True)
+                 for s in a.seeds]
     if a.jobs > 1:
         with ProcessPoolExecutor(a.jobs) as pool:
             runs = list(pool.map(_one_run, jobs))
     else:
         runs = [_one_run(j) for j in jobs]
-    runs = sorted(runs, key=lambda p: (int(Path(p).name.split("-")[0][1:]), p))
+    runs = sorted((r for r in runs if not r.endswith("-early")),
+                  key=lambda p: (int(Path(p).name.split("-")[0][1:]), p))
     return analyse(out, runs, n_bootstrap=a.n_bootstrap, seed=a.seeds[0])
 
 
@@ -254,6 +282,10 @@ def main(argv=None) -> int:
     p.add_argument("--min-steps", type=int, default=20_000)
     p.add_argument("--n-checkpoints", type=int, default=30)
     p.add_argument("--first-checkpoint", type=int, default=100)
+    p.add_argument("--early-steps", type=int, default=1000,
+                   help="also train an early run to this step with checkpoints from step 1, for "
+                   "tau_gen (0: none)")
+    p.add_argument("--early-checkpoints", type=int, default=15)
     p.add_argument("--n-samples", type=int, default=1000)
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
     p.add_argument("--ddim-steps", type=int, default=100)
@@ -263,7 +295,8 @@ def main(argv=None) -> int:
     p.add_argument("--analyse-only", action="store_true", help="refit existing runs, train nothing")
     a = p.parse_args(argv)
     if a.analyse_only:
-        runs = sorted(str(r) for r in Path(a.out).glob("n*-s*") if (r / "tracking.json").exists())
+        runs = sorted(str(r) for r in Path(a.out).glob("n*-s*")
+                      if (r / "tracking.json").exists() and not r.name.endswith("-early"))
         summary = analyse(a.out, runs, n_bootstrap=a.n_bootstrap, seed=a.seeds[0])
     else:
         summary = run_sweep(a)
