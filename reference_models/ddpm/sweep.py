@@ -6,7 +6,8 @@ For every training-set size n and seed: train (``reference_models.ddpm.train``; 
 sample at every checkpoint and track memorization (``reference_models.ddpm.track``), then fit across
 runs. The default setting is the paper's Gaussian mixture (SM B: d = 8, residual MLP W = 128, full
 batch, Adam 6e-4, ancestral DDPM sampling, quality = energy distance to fresh P0 draws); ``--setting
-digits`` trains the small U-Net on 8x8 digits instead.
+digits`` trains the small U-Net on 8x8 digits instead, ``--setting ts-sines`` (or ts-ar, ts-regimes,
+ts-pig) the 1-D U-Net (W = 32) on time-series windows of 32 steps (quality: Fréchet distance).
 
 Read-off rules, fixed before the runs (Bonnaire et al. give no numeric threshold):
 
@@ -78,6 +79,9 @@ def _config(setting: str, n: int, seed: int, a, early: bool = False):
         common.update(steps=a.early_steps, n_checkpoints=a.early_checkpoints, first_checkpoint=1)
     if setting == "gmm":
         return TrainConfig.gmm(**common)
+    if setting.startswith("ts-"):  # time-series windows with the 1-D U-Net (reference_models.ts_diffusion)
+        return TrainConfig(data=setting, seq_len=32, width=32, mults=(1, 2), attention=(False, True),
+                           dropout=0.0, n_holdout=500, batch_size=128, **common)
     return TrainConfig(data="digits", image_size=8, width=16, mults=(1, 2), attention=(False, True),
                        n_holdout=500, batch_size=min(n, 128), **common)
 
@@ -272,7 +276,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m reference_models.ddpm.sweep",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="sweep folder (one run folder per n and seed)")
-    p.add_argument("--setting", choices=["gmm", "digits"], default="gmm")
+    p.add_argument("--setting", choices=["gmm", "digits", "ts-sines", "ts-ar", "ts-regimes", "ts-pig"],
+                   default="gmm", help="gmm: SM B mixture + residual MLP; digits: 8x8 digits + small "
+                   "U-Net; ts-*: time-series windows of 32 steps + 1-D U-Net (W = 32)")
     p.add_argument("--n", type=int, nargs="+", default=[64, 128, 256, 512])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
