@@ -30,6 +30,7 @@ class Report:
     nn_ratio: object
     duplicates: dict | None = None
     membership: object = None
+    tracking: object = None
     gate: dict | None = None
     notes: list = field(default_factory=list)
     elapsed: float = 0.0
@@ -80,6 +81,7 @@ class Report:
                 "duplicates": None if self.duplicates is None
                 else {k: v.to_dict() for k, v in self.duplicates.items()},
                 "membership": None if self.membership is None else self.membership.to_dict(),
+                "tracking": None if self.tracking is None else self.tracking.to_dict(),
                 "gallery": self.gallery(),
             }
         )
@@ -258,6 +260,47 @@ def _duplicates_sections(report: Report) -> str:
     return "".join(out)
 
 
+def _tracking_section(report: Report) -> str:
+    c = report.tracking
+    if c is None:
+        return ""
+    w, h, pad = 520, 180, 36
+    xs = np.log10(np.maximum(c.steps, 1))
+    x0, x1 = xs.min(), max(xs.max(), xs.min() + 1e-9)
+    top = max(float(np.max(c.f_mem_high)), 0.05)
+
+    def pt(x, y):
+        return f"{pad + (x - x0) / (x1 - x0) * (w - 2 * pad):.1f},{h - pad - y / top * (h - 2 * pad):.1f}"
+
+    band = " ".join(pt(x, y) for x, y in zip(xs, c.f_mem_high)) + " " + " ".join(
+        pt(x, y) for x, y in zip(xs[::-1], c.f_mem_low[::-1]))
+    line = " ".join(pt(x, y) for x, y in zip(xs, c.f_mem))
+    marks = ""
+    for t, name, color in ((c.tau_gen, "tau_gen", "#17692c"), (c.tau_mem, "tau_mem", "#a31515"),
+                           (c.recommended, "keep", "#1f4e9c")):
+        if t is not None:
+            x = pt(np.log10(t), 0).split(",")[0]
+            marks += (f'<line x1="{x}" x2="{x}" y1="{pad - 10}" y2="{h - pad}" stroke="{color}" '
+                      f'stroke-dasharray="3,3"/><text x="{x}" y="{pad - 14}" font-size="10" '
+                      f'fill="{color}" text-anchor="middle">{name}</text>')
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+           f'style="background:#fafafa;border:1px solid #eee"><polygon points="{band}" '
+           f'fill="#c0392b" fill-opacity="0.2"/><polyline points="{line}" fill="none" '
+           f'stroke="#c0392b" stroke-width="1.6"/>{marks}<text x="{pad}" y="{h - 10}" '
+           f'font-size="10">step {int(c.steps[0])} … {int(c.steps[-1])} (log scale); f_mem from 0 '
+           f'to {100 * top:.0f}%</text></svg>')
+    rows = "".join(
+        f"<tr><td class='num'>{int(s)}</td><td class='num'>{100 * f:.1f}%</td>"
+        f"<td class='num'><small>[{100 * lo:.1f}%, {100 * hi:.1f}%]</small></td>"
+        f"<td class='num'>{'' if c.quality is None else f'{c.quality[i]:.4g}'}</td></tr>"
+        for i, (s, f, lo, hi) in enumerate(zip(c.steps, c.f_mem, c.f_mem_low, c.f_mem_high)))
+    rules = "".join(f"<li>{k}: {html.escape(str(v))}</li>" for k, v in c.rules.items() if v)
+    return (f"<h2>Memorization over training</h2><p>tau_gen = {c.tau_gen}, tau_mem = {c.tau_mem}, "
+            f"recommended checkpoint: <b>{c.recommended}</b></p>{svg}<table><tr><th>step</th>"
+            f"<th>f_mem</th><th>95% CI</th><th>{html.escape(c.quality_name or 'quality')}</th></tr>"
+            f"{rows}</table><ul>{rules}</ul>")
+
+
 def _membership_section(report: Report) -> str:
     if report.membership is None:
         return ""
@@ -348,6 +391,7 @@ near-duplicates in the data distribution alone produce. Intervals: {esc(nr['rate
 {flag_table}
 {_duplicates_sections(report)}
 {_membership_section(report)}
+{_tracking_section(report)}
 <h2>Inputs</h2>
 <table><tr><th>set</th><th>source</th><th>items</th><th>item shape</th><th>dtype</th><th>skipped files</th></tr>{inputs}</table>
 <details><summary>Resolved configuration</summary><table>{config_rows}</table></details>

@@ -160,7 +160,7 @@ def test_mixed_size_images_exit_1(tmp_path, capsys):
 
 
 def test_demo_finds_every_planted_copy(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == EXIT_OK
+    assert main(["demo", "--stand-in", "--out", str(tmp_path / "demo")]) == EXIT_OK
     out = capsys.readouterr().out
     assert re.search(r"planted copies flagged with the right training id: 50/50; "
                      r"held-out digits flagged: 0/250", out)
@@ -170,6 +170,24 @@ def test_demo_finds_every_planted_copy(tmp_path, capsys):
     assert "Demo stand-in" in html and "50 of 50" in html
     for name in ("train", "samples", "holdout"):
         assert (tmp_path / "demo" / "data" / f"{name}.npz").exists()
+
+
+def test_demo_trains_a_model_and_tracks_it(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from memaudit.cli import _demo_model
+
+    if _demo_model() is None:
+        pytest.skip("the demo model (reference_models entry point) is not installed")
+    assert main(["demo", "--steps", "30", "--samples-per-checkpoint", "30", "--out",
+                 str(tmp_path / "d")]) in (EXIT_OK, EXIT_GATE)
+    out = capsys.readouterr().out
+    assert "memorization over training" in out and "recommended checkpoint" in out
+    report = json.loads((tmp_path / "d" / "report.json").read_text())
+    assert report["notes"][0].startswith("Demo model")
+    assert report["tracking"]["steps"][-1] == 30 and report["tracking"]["rules"]["tau_mem"]
+    assert report["inputs"]["train"]["n_items"] == 8
+    assert "Memorization over training" in (tmp_path / "d" / "report.html").read_text()
+    assert (tmp_path / "d" / "model" / "run" / "config.json").exists()
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):

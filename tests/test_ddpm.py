@@ -236,3 +236,20 @@ def test_membership_over_training_on_a_tiny_run(tmp_path):
     assert [r["step"] for r in out["rows"]] == [1, 40]
     assert set(out["rows"][0]) == {"step", "loss", "pia", "secmi"}
     assert out["split"]["calibration"]["members"] and (tmp_path / "g" / "membership.json").exists()
+
+
+@pytest.mark.slow
+def test_tiny_model_trained_far_past_memorization_reproduces_its_images(tmp_path):
+    """n = 8 digits, trained long: the samples are copies (f_mem near 1); untrained: f_mem 0."""
+    from memaudit.probes.nn_ratio import NNRatioProbe
+    from reference_models.ddpm.track import samples_at_checkpoints
+
+    cfg = TrainConfig(n_train=8, n_holdout=64, width=32, mults=(1, 2), attention=(False, True),
+                      dropout=0.0, lr=2e-3, steps=4000, n_checkpoints=2, first_checkpoint=1)
+    train(cfg, tmp_path / "r", log=lambda m: None)
+    x_tr = prepare_data(cfg)[0].reshape(8, -1).numpy()
+    probe = NNRatioProbe(carlini_alpha=None).fit(x_tr)
+    samples = samples_at_checkpoints(tmp_path / "r", 100, steps=50)
+    untrained, trained = (probe.score(samples[s].reshape(100, -1)).rate.value for s in (1, 4000))
+    assert untrained == 0.0
+    assert trained > 0.8

@@ -56,3 +56,22 @@ def test_trains_through_the_shared_loop_and_samples_per_seed(tmp_path):
     assert a.shape == (3, 32, 1)
     np.testing.assert_allclose(a[2], b[0], rtol=1e-5, atol=1e-4)  # batch size moves float32 sums only
     assert not np.allclose(a[0], a[1])
+
+
+@pytest.mark.slow
+def test_model_trained_far_past_memorization_reproduces_its_windows(tmp_path):
+    """A few windows, trained long: the samples are copies of them; an untrained model's are not."""
+    from memaudit.probes.nn_ratio import NNRatioProbe
+
+    cfg = TrainConfig(data="ts-sines", seq_len=32, n_train=4, n_holdout=16, width=32, mults=(1, 2),
+                      attention=(False, True), dropout=0.0, lr=2e-3, steps=3000, n_checkpoints=2,
+                      first_checkpoint=1)
+    train(cfg, tmp_path / "r", log=lambda m: None)
+    x_tr, _, mean, _, _ = prepare_data(cfg)
+    probe = NNRatioProbe(carlini_alpha=None).fit(x_tr.reshape(4, -1).numpy() + mean)
+    rates = {}
+    for step in (1, 3000):
+        f = sample_fn(tmp_path / "r" / "checkpoints" / f"step_{step:08d}.safetensors", steps=50)
+        rates[step] = probe.score(f(range(100)).reshape(100, -1)).rate.value
+    assert rates[1] == 0.0
+    assert rates[3000] > 0.8
