@@ -12,7 +12,7 @@ from reference_models.ddpm.data import load_celeba_folder, load_digits, split  #
 from reference_models.ddpm.diffusion import (Schedule, ddim_sample, ddpm_sample,  # noqa: E402
                                              denoising_loss, ou_time)
 from reference_models.ddpm.train import (TrainConfig, build_model, checkpoint_steps,  # noqa: E402
-                                         load_checkpoint, train)
+                                         load_checkpoint, prepare_data, train)
 from reference_models.ddpm.unet import UNet  # noqa: E402
 
 

@@ -122,7 +122,7 @@ def plot(out: dict, path) -> None:
                 "k--", label="f_mem (d1/d2 < 1/3)")
     ax.set(xscale="log", xlabel="training step", ylabel="AUC / f_mem", ylim=(0, 1.02),
            title=f"{Path(out['run']).name}: {out['n_members']} members, {out['n_nonmembers']} "
-                 "non-members (evaluation half)")
+                 "non-members; AUC on the evaluation half")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
