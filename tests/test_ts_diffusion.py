@@ -60,18 +60,23 @@ def test_trains_through_the_shared_loop_and_samples_per_seed(tmp_path):
 
 @pytest.mark.slow
 def test_model_trained_far_past_memorization_reproduces_its_windows(tmp_path):
-    """A few windows, trained long: the samples are copies of them; an untrained model's are not."""
+    """16 windows, trained long: most samples are copies of them; an untrained model's are not.
+
+    Measured with this configuration (one thread): f_mem 3% at step 2,221, 48% at 3,650 and
+    88.5% at 6,000 (200 DDIM-50 samples). Very few windows memorize *later* on this family (n = 4:
+    7% at 3,000 steps; n = 8: 21% at 4,000), see docs/timeseries.md.
+    """
     from memaudit.probes.nn_ratio import NNRatioProbe
 
-    cfg = TrainConfig(data="ts-sines", seq_len=32, n_train=4, n_holdout=16, width=32, mults=(1, 2),
-                      attention=(False, True), dropout=0.0, lr=2e-3, steps=3000, n_checkpoints=2,
+    cfg = TrainConfig(data="ts-sines", seq_len=32, n_train=16, n_holdout=64, width=32, mults=(1, 2),
+                      attention=(False, True), dropout=0.0, lr=2e-3, steps=6000, n_checkpoints=2,
                       first_checkpoint=1)
     train(cfg, tmp_path / "r", log=lambda m: None)
     x_tr, _, mean, _, _ = prepare_data(cfg)
-    probe = NNRatioProbe(carlini_alpha=None).fit(x_tr.reshape(4, -1).numpy() + mean)
+    probe = NNRatioProbe(carlini_alpha=None).fit(x_tr.reshape(16, -1).numpy() + mean)
     rates = {}
-    for step in (1, 3000):
+    for step in (1, 6000):
         f = sample_fn(tmp_path / "r" / "checkpoints" / f"step_{step:08d}.safetensors", steps=50)
-        rates[step] = probe.score(f(range(100)).reshape(100, -1)).rate.value
+        rates[step] = probe.score(f(range(200)).reshape(200, -1)).rate.value
     assert rates[1] == 0.0
-    assert rates[3000] > 0.8
+    assert rates[6000] > 0.7
