@@ -17,10 +17,10 @@ Read-off rules, fixed before the runs (Bonnaire et al. give no numeric threshold
   bootstrap that resamples the generated samples of each run (the same resampled seeds at every
   checkpoint) and, with several seeds, the seeds within each n.
 - tau_gen: the tracker's rule (first checkpoint within 5% of the total log-improvement of quality),
-  read on an *early* run of the same configuration and seed (``--early-steps``: checkpoints from
-  step 1, where the model is still far from the data), because quality reaches its noise floor
-  before the main grid starts; training is deterministic, so the early run retraces the first
-  steps of the main run exactly.
+  on the quality curve of the main run joined with an *early* run of the same configuration and
+  seed (``--early-steps``: checkpoints from step 1, where the model is still far from the data),
+  because quality can reach its noise floor before the main grid starts; training is
+  deterministic, so the early run retraces the first steps of the main run exactly.
 - collapse: f_mem / f_mem(last checkpoint) against step / n.
 
 Writes sweep.json (every curve and fit), sweep.md (the table) and sweep.png (f_mem vs step, the
@@ -155,14 +155,19 @@ def analyse(out, runs, *, n_bootstrap: int = 1000, seed: int = 0) -> dict:
         fits[f"{level:g}"] = {"level": level, "tau_mem": taus.tolist(), "exponent": slope,
                               "exponent_ci95": [float(lo), float(hi)], "intercept": icpt,
                               "tau_over_n": (taus / ns).tolist()}
-    for r in records:  # tau_gen from the early run when there is one
+    from memaudit.tracking import estimate_tau_gen
+
+    for r in records:  # tau_gen on the early run's quality joined with the main run's
         early = run_dir(out, r) / "tracking.json"
         r["tau_gen_source"] = "main run"
         if early.exists():
             te = json.loads(early.read_text())
-            r["tracking"]["tau_gen"] = te["tau_gen"]
+            q = dict(zip(te["steps"], te["quality"]))
+            q.update(zip(r["tracking"]["steps"], r["tracking"]["quality"]))
+            steps_all = sorted(q)
+            r["tracking"]["tau_gen"] = estimate_tau_gen(steps_all, [q[s] for s in steps_all])
             r["early_steps"], r["early_quality"] = te["steps"], te["quality"]
-            r["tau_gen_source"] = "early run"
+            r["tau_gen_source"] = "early + main run"
     tau_gen = np.array([r["tracking"]["tau_gen"] or np.nan for r in records], float)
     summary = {
         "runs": [{"run": r["run"], "n": r["n"], "seed": r["seed"], "steps": r["steps"].tolist(),
@@ -301,8 +306,9 @@ def main(argv=None) -> int:
     p.add_argument("--analyse-only", action="store_true", help="refit existing runs, train nothing")
     a = p.parse_args(argv)
     if a.analyse_only:
-        runs = sorted(str(r) for r in Path(a.out).glob("n*-s*")
-                      if (r / "tracking.json").exists() and not r.name.endswith("-early"))
+        runs = sorted((str(r) for r in Path(a.out).glob("n*-s*")
+                       if (r / "tracking.json").exists() and not r.name.endswith("-early")),
+                      key=lambda p: (int(Path(p).name.split("-")[0][1:]), p))
         summary = analyse(a.out, runs, n_bootstrap=a.n_bootstrap, seed=a.seeds[0])
     else:
         summary = run_sweep(a)
