@@ -134,3 +134,23 @@ def test_bad_probe_input(rng):
         p.score(rng.standard_normal((2, 30, 2)))
     with pytest.raises(ValueError, match="length"):
         SubsequenceProbe(0).fit(rng.standard_normal((3, 40)))
+
+
+def test_dtw_option_equals_brute_force_over_all_stretches(rng):
+    tslearn = pytest.importorskip("tslearn.metrics")
+    from memaudit.probes.subsequence import dtw_subsequence_search
+
+    train = [np.cumsum(rng.standard_normal((30, 1)), axis=0) for _ in range(2)]
+    q = np.stack([train[1][8:16] + 0.01, np.cumsum(rng.standard_normal((8, 1)), axis=0)])
+    found = dtw_subsequence_search(q, train, 8, exclusion_zone=3)
+    for i in range(2):
+        # subsequence DTW = min over every stretch [a, b] of the DTW to the query
+        best = min((tslearn.dtw(q[i], s[a : b + 1]), si, a, b) for si, s in enumerate(train)
+                   for a in range(30) for b in range(a, 30))
+        assert found["d1"][i] == pytest.approx(best[0], rel=1e-9)
+        assert found["series1"][i] == best[1]
+    assert (found["series1"][0], found["offset1"][0]) == (1, 8)
+    res = SubsequenceProbe(8, stride=8, normalize=False, metric="dtw").fit(train).score(q.reshape(2, 8))
+    assert res.d1.shape == (2,)
+    with pytest.raises(ValueError, match="normalize=False"):
+        SubsequenceProbe(8, metric="dtw").fit(train)

@@ -35,7 +35,8 @@ from ..adapters.timeseries import as_series_list, windows
 from ..results import Rate, jsonable
 from ..stats import cluster_rate, rate, rate_difference
 
-__all__ = ["SubsequenceProbe", "SubsequenceResult", "subsequence_search", "window_distance"]
+__all__ = ["SubsequenceProbe", "SubsequenceResult", "subsequence_search", "dtw_subsequence_search",
+           "window_distance"]
 
 DEFAULT_THRESHOLD = 1.0 / 3.0
 _CONST = 1e-8  # a window whose standard deviation is below this (relative to 1 + |mean|) is constant
@@ -242,6 +243,48 @@ def subsequence_search(queries, train, length: int, *, normalize: bool = True,
     return {"d1": d1, "series1": s1, "offset1": o1, "d2": d2, "series2": s2, "offset2": o2}
 
 
+def dtw_subsequence_search(queries, train, length: int, *, exclusion_zone: int | None = None) -> dict:
+    """The same search with dynamic time warping (tslearn) on raw values, for small sets.
+
+    For each query window and training series, tslearn's subsequence DTW (open begin and end)
+    gives the cost of the best warped match *ending* at every step; d1 is the smallest over all
+    series and ends, d2 the smallest outside ``exclusion_zone`` steps of the first match's end in
+    the same series (or in another series). Offsets are the starts of the warped matches. The cost
+    is O(L x T) per query and series in Python-compiled loops: use it on small sets only.
+    """
+    try:
+        from tslearn.metrics import subsequence_cost_matrix, subsequence_path
+    except ImportError as exc:
+        raise ImportError("DTW needs tslearn: pip install 'memaudit[timeseries]'") from exc
+    q = np.asarray(queries, dtype=np.float64)
+    m, L, _ = q.shape
+    zone = L - 1 if exclusion_zone is None else int(exclusion_zone)
+    out = {k: np.full(m, np.inf) if k[0] == "d" else np.full(m, -1)
+           for k in ("d1", "series1", "offset1", "d2", "series2", "offset2")}
+    for i in range(m):
+        cands = []  # (distance, series, end, acc) best per series, and second inside the series
+        for si, series in enumerate(train):
+            acc = subsequence_cost_matrix(q[i], series)
+            prof = np.sqrt(acc[-1])
+            e1 = int(np.argmin(prof))
+            cands.append((prof[e1], si, e1, acc))
+            masked = prof.copy()
+            masked[max(0, e1 - zone) : e1 + zone + 1] = np.inf
+            if np.isfinite(masked).any():
+                e2 = int(np.argmin(masked))
+                cands.append((masked[e2], si, e2, acc, "second"))
+        cands.sort(key=lambda c: c[0])
+        best = cands[0]
+        second = next((c for c in cands[1:] if not (c[1] == best[1] and abs(c[2] - best[2]) <= zone)),
+                      None)
+        for tag, c in (("1", best), ("2", second)):
+            if c is None:
+                continue
+            out[f"d{tag}"][i], out[f"series{tag}"][i] = c[0], c[1]
+            out[f"offset{tag}"][i] = subsequence_path(c[3], c[2])[0][1]
+    return out
+
+
 @dataclass(frozen=True)
 class SubsequenceResult:
     """Per generated window: the training stretch it matches best, the second one, and the flags.
@@ -360,6 +403,9 @@ class SubsequenceProbe:
         Intervals of the rates.
     layout : {"NTC", "NCT"}, default="NTC"
     block_elements : int, default=2**24
+    metric : {"euclidean", "dtw"}, default="euclidean"
+        "dtw": dynamic time warping through tslearn on raw values (``normalize=False``), for
+        small sets (:func:`dtw_subsequence_search`).
     progress : bool, optional
 
     Examples
@@ -378,7 +424,7 @@ class SubsequenceProbe:
                  exclusion_zone: int | None = None, threshold: float = DEFAULT_THRESHOLD,
                  max_distance: float | None = None, n_bootstrap: int = 1000,
                  confidence: float = 0.95, seed: int = 0, layout: str = "NTC",
-                 block_elements: int = 1 << 24, progress=None):
+                 block_elements: int = 1 << 24, metric: str = "euclidean", progress=None):
         self.length = length
         self.stride = stride
         self.normalize = normalize
@@ -390,6 +436,7 @@ class SubsequenceProbe:
         self.seed = seed
         self.layout = layout
         self.block_elements = block_elements
+        self.metric = metric
         self.progress = progress
 
     def fit(self, train, ids=None) -> "SubsequenceProbe":
@@ -401,6 +448,10 @@ class SubsequenceProbe:
         check_fraction(self.threshold, "threshold", low_open=True)
         if self.max_distance is not None and not self.max_distance >= 0:
             raise ValueError(f"max_distance must be >= 0, got {self.max_distance!r}")
+        if self.metric not in ("euclidean", "dtw"):
+            raise ValueError(f"metric must be 'euclidean' or 'dtw', got {self.metric!r}")
+        if self.metric == "dtw" and self.normalize:
+            raise ValueError("metric='dtw' compares raw values: set normalize=False")
         zone = self.length - 1 if self.exclusion_zone is None else int(self.exclusion_zone)
         if zone < 0:
             raise ValueError(f"exclusion_zone must be >= 0, got {self.exclusion_zone}")
@@ -438,9 +489,12 @@ class SubsequenceProbe:
             raise ValueError(f"{name} have {w.channels} channels but the training series have "
                              f"{self.channels_}")
         q = w.x.reshape(len(w), self.length, w.channels)
-        found = subsequence_search(q, self.train_, self.length, normalize=self.normalize,
-                                   exclusion_zone=self.zone_, block_elements=self.block_elements,
-                                   progress=self.progress)
+        if self.metric == "dtw":
+            found = dtw_subsequence_search(q, self.train_, self.length, exclusion_zone=self.zone_)
+        else:
+            found = subsequence_search(q, self.train_, self.length, normalize=self.normalize,
+                                       exclusion_zone=self.zone_, block_elements=self.block_elements,
+                                       progress=self.progress)
         ratio = _ratio(found["d1"], found["d2"])
         memorized = np.nan_to_num(ratio, nan=np.inf) < self.threshold
         kw = dict(n_bootstrap=self.n_bootstrap, confidence=self.confidence, seed=seed)
