@@ -563,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Evaluate a membership-inference attack honestly: members and non-members are split "
             "(stratified, seeded) into a calibration half, where the attack's setting (e.g. the "
             "diffusion timestep) and threshold are chosen, and an evaluation half, where the AUC, "
-            "the TPR at 1%% and 0.1%% FPR and the balanced accuracy are reported with bootstrap "
+            "the TPR at 1% and 0.1% FPR and the balanced accuracy are reported with bootstrap "
             "intervals beside random guessing. Either give attack scores you computed "
             "(--member-scores/--nonmember-scores; an .npz holds one array per setting), or run "
             "a sample-only attack on data (--members, --nonmembers, --samples). Writes "
