@@ -64,11 +64,12 @@ class NoisePredictor:
 
     def __call__(self, x: np.ndarray, t) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
-        t = np.broadcast_to(np.asarray(t, dtype=np.int64), (x.shape[0],))
+        t = np.array(np.broadcast_to(np.asarray(t, dtype=np.int64), (x.shape[0],)))
         out = np.empty_like(x)
         for s in range(0, x.shape[0], self.batch_size):
-            out[s : s + self.batch_size] = np.asarray(self.eps(x[s : s + self.batch_size],
-                                                              t[s : s + self.batch_size]))
+            # writable, contiguous copies: torch.from_numpy warns on read-only arrays
+            xb = np.array(x[s : s + self.batch_size], dtype=np.float32, copy=True)
+            out[s : s + self.batch_size] = np.asarray(self.eps(xb, t[s : s + self.batch_size].copy()))
         return out
 
 
