@@ -1,6 +1,7 @@
 """The bundled demo: a full audit on scikit-learn's digits (real 8x8 images shipped in the wheel).
 
-Until the demo trains a tiny reference DDPM (next), the "generated" set is a labelled stand-in:
+``memaudit demo --stand-in`` (and ``memaudit demo`` without torch) uses this labelled stand-in
+instead of a trained model (see ``reference_models/ddpm/demo.py``); the "generated" set is:
 held-out digits the audit must not flag, plus perturbed copies of training digits planted at known
 positions that it must flag with the right training id. The report says so, and the demo prints how many planted
 copies were recovered.
