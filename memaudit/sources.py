@@ -101,14 +101,7 @@ def load_dataset(source, name: str = "data", *, ids=None, resize=None, mode=None
         ids = check_ids(ids, arr.shape[0], name)
         return Dataset(arr, ids, raw_shape, "array", "array")
 
-    text = os.fspath(source)
-    key = None
-    if ".npz:" in text:
-        text, key = text.split(".npz:", 1)
-        text += ".npz"
-    path = Path(text)
-    if not path.exists():
-        raise FileNotFoundError(f"{name}: {path} does not exist")
+    path, key = _path_and_key(source, name)
     if path.is_dir():
         if ids is not None:
             raise ValueError(f"{name}: ids come from the file names of an image folder")
@@ -126,27 +119,10 @@ def load_dataset(source, name: str = "data", *, ids=None, resize=None, mode=None
         ids = check_ids(ids, arr.shape[0], name)
         return Dataset(arr, ids, tuple(raw.shape[1:]), str(path), "npy")
     if suffix == ".npz":
-        try:
-            archive = np.load(path, allow_pickle=False)
-            keys = list(archive.keys())
-        except Exception as exc:
-            raise ValueError(f"{name}: could not read {path} as a .npz file ({exc})") from exc
-        data_keys = [k for k in keys if k != "ids"]
-        if key is None:
-            if len(data_keys) == 1:
-                key = data_keys[0]
-            else:
-                key = next((k for k in _NPZ_DEFAULT_KEYS if k in data_keys), None)
-            if key is None:
-                raise ValueError(
-                    f"{name}: {path.name} holds arrays {keys}; say which one as {path.name}:KEY"
-                )
-        if key not in keys:
-            raise KeyError(f"{name}: {path.name} has no array {key!r}; it holds {keys}")
-        raw = archive[key]
+        raw, stored_ids, key = _read_npz(path, key, name)
         arr = as_2d_array(raw, f"{name} ({path.name}:{key})")
         if ids is None:
-            ids = archive["ids"] if "ids" in keys else np.arange(arr.shape[0])
+            ids = stored_ids if stored_ids is not None else np.arange(arr.shape[0])
         ids = check_ids(ids, arr.shape[0], f"{name} ids")
         return Dataset(arr, ids, tuple(raw.shape[1:]), f"{path}:{key}", "npz")
     if suffix in IMAGE_SUFFIXES:
@@ -154,6 +130,39 @@ def load_dataset(source, name: str = "data", *, ids=None, resize=None, mode=None
     raise ValueError(
         f"{name}: cannot read {path}: expected a .npy or .npz file or a folder of images"
     )
+
+
+def _path_and_key(source, name: str) -> tuple[Path, str | None]:
+    """``"file.npz:key"`` -> (Path("file.npz"), "key"); other paths -> (path, None). Must exist."""
+    text = os.fspath(source)
+    key = None
+    if ".npz:" in text:
+        text, key = text.split(".npz:", 1)
+        text += ".npz"
+    path = Path(text)
+    if not path.exists():
+        raise FileNotFoundError(f"{name}: {path} does not exist")
+    return path, key
+
+
+def _read_npz(path: Path, key: str | None, name: str):
+    """One array of an .npz archive (``key``, the only one, or a usual name) and its ``ids``."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+        keys = list(archive.keys())
+    except Exception as exc:
+        raise ValueError(f"{name}: could not read {path} as a .npz file ({exc})") from exc
+    data_keys = [k for k in keys if k != "ids"]
+    if key is None:
+        if len(data_keys) == 1:
+            key = data_keys[0]
+        else:
+            key = next((k for k in _NPZ_DEFAULT_KEYS if k in data_keys), None)
+        if key is None:
+            raise ValueError(f"{name}: {path.name} holds arrays {keys}; say which one as {path.name}:KEY")
+    if key not in keys:
+        raise KeyError(f"{name}: {path.name} has no array {key!r}; it holds {keys}")
+    return archive[key], (archive["ids"] if "ids" in keys else None), key
 
 
 def _parse_size(resize):
@@ -234,30 +243,14 @@ def load_series(source, name: str = "series"):
     """
     if not isinstance(source, (str, os.PathLike)):
         return source, None, {"source": "array", "format": "array"}
-    text = os.fspath(source)
-    key = None
-    if ".npz:" in text:
-        text, key = text.split(".npz:", 1)
-        text += ".npz"
-    path = Path(text)
-    if not path.exists():
-        raise FileNotFoundError(f"{name}: {path} does not exist")
+    path, key = _path_and_key(source, name)
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
             return np.load(path, allow_pickle=False), None, {"source": str(path), "format": "npy"}
         if suffix == ".npz":
-            archive = np.load(path, allow_pickle=False)
-            keys = [k for k in archive.keys() if k != "ids"]
-            if key is None:
-                if len(keys) != 1:
-                    raise ValueError(f"{name}: {path.name} holds arrays {keys}; say which one as "
-                                     f"{path.name}:KEY")
-                key = keys[0]
-            if key not in archive:
-                raise KeyError(f"{name}: {path.name} has no array {key!r}; it holds {keys}")
-            ids = archive["ids"] if "ids" in archive else None
-            return archive[key], ids, {"source": f"{path}:{key}", "format": "npz"}
+            data, ids, key = _read_npz(path, key, name)
+            return data, ids, {"source": f"{path}:{key}", "format": "npz"}
         if suffix in (".csv", ".txt"):
             series = []
             for lineno, line in enumerate(path.read_text().splitlines(), 1):
