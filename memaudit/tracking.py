@@ -32,7 +32,7 @@ from .probes.nn_ratio import DEFAULT_THRESHOLD, NNRatioProbe
 from .results import jsonable
 
 __all__ = ["TrainingCurve", "track_memorization", "frechet_distance", "energy_distance",
-           "estimate_tau_gen", "estimate_tau_mem"]
+           "estimate_tau_gen", "estimate_tau_mem", "level_crossing"]
 
 
 def frechet_distance(a, b) -> float:
@@ -83,6 +83,23 @@ def energy_distance(a, b) -> float:
 
 _QUALITY = {"frechet": (frechet_distance, "Fréchet distance"),
             "energy": (energy_distance, "energy distance")}
+
+
+def level_crossing(steps, values, level: float) -> float:
+    """First step where ``values`` reach ``level``, linearly interpolated in log(step); NaN if never.
+
+    The read-off of a threshold crossing between two checkpoints on a log-spaced grid (used for
+    tau_mem at a level in the n-sweeps and for onsets of the random-features loss curves).
+    """
+    steps, v = np.asarray(steps, float), np.asarray(values, float)
+    hit = np.flatnonzero(v >= level)
+    if hit.size == 0:
+        return float("nan")
+    i = hit[0]
+    if i == 0:
+        return float(steps[0])
+    w = (level - v[i - 1]) / (v[i] - v[i - 1])
+    return float(np.exp(np.log(steps[i - 1]) + w * (np.log(steps[i]) - np.log(steps[i - 1]))))
 
 
 def estimate_tau_mem(steps, lows, values, rule: str = "lower_bound", level: float = 0.01):

@@ -39,24 +39,14 @@ import numpy as np
 
 from memaudit._io import atomic_write_text
 from memaudit.probes.nn_ratio import NNRatioProbe
+from memaudit.tracking import level_crossing
 
 __all__ = ["crossing_step", "fit_exponent", "run_sweep", "analyse"]
 
 LEVELS = (0.01, 0.05, 0.10)
 
 
-def crossing_step(steps, f_mem, level: float) -> float:
-    """First step where ``f_mem`` reaches ``level``, log-linearly interpolated; nan if never."""
-    steps, f = np.asarray(steps, float), np.asarray(f_mem, float)
-    hit = np.flatnonzero(f >= level)
-    if hit.size == 0:
-        return float("nan")
-    i = hit[0]
-    if i == 0:
-        return float(steps[0])
-    f0, f1 = f[i - 1], f[i]
-    w = (level - f0) / (f1 - f0)
-    return float(np.exp(np.log(steps[i - 1]) + w * (np.log(steps[i]) - np.log(steps[i - 1]))))
+crossing_step = level_crossing  # tau_mem(level): first step where f_mem reaches the level
 
 
 def fit_exponent(ns, taus) -> tuple[float, float]:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from memaudit.tracking import level_crossing
+
 from .constants import rf_constants
 from .dynamics import ClosedForm, gaussian_equivalent, simulate_sampled
 from .spectrum import empirical_rho1, theory_density
@@ -33,16 +35,7 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def crossing_time(taus, values, level) -> float:
-    """First tau where ``values`` reaches ``level`` (log-linear interpolation); NaN if never."""
-    idx = np.flatnonzero(values >= level)
-    if idx.size == 0:
-        return float("nan")
-    j = idx[0]
-    if j == 0:
-        return float(taus[0])
-    t0, t1, v0, v1 = np.log(taus[j - 1]), np.log(taus[j]), values[j - 1], values[j]
-    return float(np.exp(t0 + (level - v0) / (v1 - v0) * (t1 - t0)))
+crossing_time = level_crossing  # first tau where a curve reaches a level (log-linear)
 
 
 def fit_exponent(x, y) -> float:
