@@ -452,6 +452,13 @@ def cmd_membership(args) -> int:
     return EXIT_GATE if failed else EXIT_OK
 
 
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """--out, --json and --no-progress of the duplicates, subsequences and membership commands."""
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the report")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memaudit",
@@ -508,9 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     dup.add_argument("--skip-unreadable", action="store_true",
                      help="skip image files that cannot be decoded (they are listed in the report)")
     dup.add_argument("--seed", type=int, default=_D["seed"], help="seed (IVF training, recall sample)")
-    dup.add_argument("--out", required=True, metavar="DIR", help="folder for the report")
-    dup.add_argument("--json", action="store_true", help="print the summary as JSON")
-    dup.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    _add_output_options(dup)
     dup.set_defaults(func=cmd_duplicates)
     ss = sub.add_parser(
         "subsequences",
@@ -552,9 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--gate", choices=["rate", "excess"], default="rate",
                     help="rate: share of generated series with a memorized window; excess: its "
                     "excess over the held-out control (needs --holdout)")
-    ss.add_argument("--out", required=True, metavar="DIR", help="folder for the report")
-    ss.add_argument("--json", action="store_true", help="print the summary as JSON")
-    ss.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    _add_output_options(ss)
     ss.set_defaults(func=cmd_subsequences)
     mp = sub.add_parser(
         "membership",
@@ -591,9 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--seed", type=int, default=_D["seed"])
     mp.add_argument("--fail-above", type=float, metavar="AUC",
                     help="exit with code 3 when the evaluation AUC is above AUC")
-    mp.add_argument("--out", required=True, metavar="DIR", help="folder for the report")
-    mp.add_argument("--json", action="store_true", help="print the result as JSON")
-    mp.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    _add_output_options(mp)
     mp.set_defaults(func=cmd_membership)
     demo = sub.add_parser(
         "demo",

@@ -14,7 +14,7 @@ from ._io import atomic_write_text
 from .adapters.pixels import image_layout, png_data_uri, to_display
 from .results import jsonable
 
-__all__ = ["Report", "SCHEMA_VERSION", "atomic_write_text"]
+__all__ = ["Report", "SCHEMA_VERSION", "atomic_write_text", "write_json_html"]
 
 SCHEMA = "memaudit.report"
 SCHEMA_VERSION = "1.0"
@@ -90,10 +90,16 @@ class Report:
         """Write report.json and report.html into ``out_dir`` (created if needed)."""
         out = Path(out_dir)
         data = self.to_dict()
-        paths = {"json": out / "report.json", "html": out / "report.html"}
-        atomic_write_text(paths["json"], json.dumps(data, indent=2, allow_nan=False) + "\n")
-        atomic_write_text(paths["html"], render_html(self, data))
-        return paths
+        return write_json_html(out, "report", data, render_html(self, data))
+
+
+def write_json_html(out_dir, stem: str, data: dict, page: str) -> dict:
+    """Write ``stem``.json (strict JSON) and ``stem``.html into ``out_dir``, each atomically."""
+    out = Path(out_dir)
+    paths = {"json": out / f"{stem}.json", "html": out / f"{stem}.html"}
+    atomic_write_text(paths["json"], json.dumps(data, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(paths["html"], page)
+    return paths
 
 
 # ----------------------------------------------------------------------------- HTML
@@ -442,7 +448,4 @@ seed {config.get('seed')} &middot; {elapsed:.1f} s</small></p>
 <details><summary>Resolved configuration</summary><pre>{esc(json.dumps(config, indent=2))}</pre></details>
 </body></html>
 """
-    paths = {"json": out / "duplicates.json", "html": out / "duplicates.html"}
-    atomic_write_text(paths["json"], json.dumps(data, indent=2, allow_nan=False) + "\n")
-    atomic_write_text(paths["html"], page)
-    return paths
+    return write_json_html(out, "duplicates", data, page)

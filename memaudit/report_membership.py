@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write_text
 from .results import jsonable
 
 __all__ = ["membership_html", "roc_svg", "write_membership_report"]
@@ -81,7 +80,7 @@ evaluation split ({pct}% stratified bootstrap intervals; random guessing in the 
 def write_membership_report(out_dir, result, *, config: dict, versions: dict, inputs: dict,
                             attack: str, elapsed: float = 0.0) -> dict:
     """membership.json and membership.html for ``memaudit membership`` (atomically)."""
-    from .report import _CSS
+    from .report import _CSS, write_json_html
 
     out = Path(out_dir)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -102,7 +101,4 @@ seed {config.get('seed')} &middot; {elapsed:.1f} s &middot; attack: {esc(attack)
 <details><summary>Package versions</summary><pre>{esc(json.dumps(versions, indent=2))}</pre></details>
 </body></html>
 """
-    paths = {"json": out / "membership.json", "html": out / "membership.html"}
-    atomic_write_text(paths["json"], json.dumps(data, indent=2, allow_nan=False) + "\n")
-    atomic_write_text(paths["html"], page)
-    return paths
+    return write_json_html(out, "membership", data, page)

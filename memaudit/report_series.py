@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write_text
-from .report import _CSS, _fmt_rate
+from .report import _CSS, _fmt_rate, write_json_html
 from .results import jsonable
 
 __all__ = ["write_subsequence_report", "overlay_svg"]
@@ -116,7 +115,4 @@ Intervals of window rates resample whole series (overlapping windows are not ind
 <details><summary>Package versions</summary><pre>{esc(json.dumps(versions, indent=2))}</pre></details>
 </body></html>
 """
-    paths = {"json": out / "subsequences.json", "html": out / "subsequences.html"}
-    atomic_write_text(paths["json"], json.dumps(data, indent=2, allow_nan=False) + "\n")
-    atomic_write_text(paths["html"], page)
-    return paths
+    return write_json_html(out, "subsequences", data, page)
