@@ -13,7 +13,9 @@ Rules (stated, documented, and recorded in the result):
   held-out control* must be > 0, so that near-duplicates in the data distribution do not count.
   ``tau_mem_rule="level"`` uses f_mem >= ``tau_mem_level`` (1%) instead.
 - tau_gen: the first step whose quality has made 95% of its improvement, on a log scale:
-  log q <= log q_best + ``tau_gen_tolerance`` (5%) x (log q_first - log q_best). Quality is a distance
+  log q <= log q_best + ``tau_gen_tolerance`` (5%) x (log q_first - log q_best), or with
+  ``tau_gen_scale="linear"`` q <= q_best + 5% x (q_first - q_best) (for distances whose floor is
+  near zero and noisy, such as the energy distance). Quality is a distance
   between samples and held-out data, lower is better: the Fréchet distance (default), the energy
   distance or a callable, on raw values or on features from an extractor the user supplies.
 - recommended checkpoint: the step with the best quality among steps before tau_mem.
@@ -32,7 +34,7 @@ from .probes.nn_ratio import DEFAULT_THRESHOLD, NNRatioProbe
 from .results import jsonable
 
 __all__ = ["TrainingCurve", "track_memorization", "frechet_distance", "energy_distance",
-           "estimate_tau_gen", "estimate_tau_mem", "level_crossing"]
+           "estimate_tau_gen", "tau_gen_threshold", "estimate_tau_mem", "level_crossing"]
 
 
 def frechet_distance(a, b) -> float:
@@ -110,22 +112,44 @@ def estimate_tau_mem(steps, lows, values, rule: str = "lower_bound", level: floa
     return int(steps[idx[0]]) if idx.size else None
 
 
-def estimate_tau_gen(steps, quality, tolerance: float = 0.05):
-    """First step whose quality (lower is better) has made all but ``tolerance`` of its improvement.
+def tau_gen_threshold(quality, tolerance: float = 0.05, scale: str = "log") -> float | None:
+    """The quality level that counts as "all but ``tolerance`` of the improvement made".
 
-    On a log scale: log q <= log q_best + tolerance * (log q_first - log q_best). Relative to the
-    improvement over training, not to the best value alone, so that the noise floor of a Fréchet
-    distance estimated from a few hundred samples does not push tau_gen late; on a log scale, so that
-    an astronomically bad first checkpoint does not pull it early.
+    ``scale="log"``: log q_thr = log q_best + tolerance (log q_first - log q_best), for measures
+    whose floor is far from zero next to its noise (FID); an astronomically bad first checkpoint
+    does not pull the level up. ``scale="linear"``: q_thr = q_best + tolerance (q_first - q_best),
+    for distances whose floor is near zero (the energy distance), where ratios between checkpoints
+    on the floor are ratios of noise.
     """
+    if scale not in ("log", "linear"):
+        raise ValueError(f"tau_gen scale must be 'log' or 'linear', got {scale!r}")
+    check_fraction(tolerance, "tau_gen tolerance")
     q = np.asarray(quality, dtype=float)
-    ok = np.isfinite(q) & (q > 0)
+    ok = np.isfinite(q) & ((q > 0) if scale == "log" else True)
     if not ok.any():
         return None
-    logq = np.where(ok, np.log(np.where(ok, q, 1.0)), np.inf)
-    best = logq.min()
-    first = logq[np.flatnonzero(ok)[0]]
-    idx = np.flatnonzero(logq <= best + tolerance * (first - best) + 1e-12)
+    first, best = q[np.flatnonzero(ok)[0]], q[ok].min()
+    if scale == "log":
+        return float(np.exp(np.log(best) + tolerance * (np.log(first) - np.log(best))))
+    return float(best + tolerance * (first - best))
+
+
+def estimate_tau_gen(steps, quality, tolerance: float = 0.05, scale: str = "log"):
+    """First step whose quality (lower is better) has made all but ``tolerance`` of its improvement.
+
+    Relative to the improvement over training, not to the best value alone, so that the noise floor
+    of a distance estimated from a few hundred samples does not push tau_gen late. On a log scale by
+    default (log q <= log q_best + tolerance (log q_first - log q_best)), so that an astronomically
+    bad first checkpoint does not pull it early; ``scale="linear"`` (q <= q_best + tolerance
+    (q_first - q_best)) for distances whose floor is near zero and noisy, such as the energy
+    distance, where 5% of a log-improvement is smaller than the checkpoint-to-checkpoint scatter.
+    See :func:`tau_gen_threshold`.
+    """
+    thr = tau_gen_threshold(quality, tolerance, scale)
+    if thr is None:
+        return None
+    q = np.asarray(quality, dtype=float)
+    idx = np.flatnonzero(np.isfinite(q) & (q <= thr * (1 + 1e-12)))
     return int(np.asarray(steps)[idx[0]])
 
 
@@ -203,8 +227,8 @@ class TrainingCurve:
 def track_memorization(samples_by_step, train, holdout=None, *, threshold: float = DEFAULT_THRESHOLD,
                        features=None, quality="frechet", losses=None, tau_mem_rule: str = "lower_bound",
                        tau_mem_level: float = 0.01, tau_gen_tolerance: float = 0.05,
-                       n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0,
-                       progress=None) -> TrainingCurve:
+                       tau_gen_scale: str = "log", n_bootstrap: int = 1000, confidence: float = 0.95,
+                       seed: int = 0, progress=None) -> TrainingCurve:
     """Memorization and quality at each training step, and the window between tau_gen and tau_mem.
 
     Parameters
@@ -227,6 +251,9 @@ def track_memorization(samples_by_step, train, holdout=None, *, threshold: float
     tau_mem_rule : {"lower_bound", "level"}
     tau_mem_level : float, default=0.01
     tau_gen_tolerance : float, default=0.05
+    tau_gen_scale : {"log", "linear"}, default="log"
+        Whether the tolerance is a share of the log-improvement of quality (FID-like measures) or of
+        its plain improvement (distances whose floor is near zero, such as the energy distance).
 
     Returns
     -------
@@ -237,6 +264,7 @@ def track_memorization(samples_by_step, train, holdout=None, *, threshold: float
     if tau_mem_rule not in ("lower_bound", "level"):
         raise ValueError(f"tau_mem_rule must be 'lower_bound' or 'level', got {tau_mem_rule!r}")
     check_fraction(tau_mem_level, "tau_mem_level")
+    tau_gen_threshold([1.0], tau_gen_tolerance, tau_gen_scale)  # validate before the long part
     if callable(quality):
         quality_fn, quality_label = quality, getattr(quality, "__name__", "user quality")
     elif quality in _QUALITY:
@@ -271,7 +299,8 @@ def track_memorization(samples_by_step, train, holdout=None, *, threshold: float
     lows = excess_low if excess_low is not None else low
     tau_mem = estimate_tau_mem(steps, lows, f_mem, tau_mem_rule, tau_mem_level)
     quality_arr = np.array(qualities) if qualities else None
-    tau_gen = estimate_tau_gen(steps, quality_arr, tau_gen_tolerance) if qualities else None
+    tau_gen = (estimate_tau_gen(steps, quality_arr, tau_gen_tolerance, tau_gen_scale)
+               if qualities else None)
     recommended = None
     if quality_arr is not None:
         before = steps < tau_mem if tau_mem is not None else np.ones(steps.size, bool)
@@ -286,8 +315,11 @@ def track_memorization(samples_by_step, train, holdout=None, *, threshold: float
                     "control is > 0" if holdout is not None else
                     "first step where the lower bound of f_mem is > 0")
         if tau_mem_rule == "lower_bound" else f"first step where f_mem >= {tau_mem_level:g}",
-        "tau_gen": f"first step within {100 * tau_gen_tolerance:g}% of the total log-improvement "
-                   "of quality: log q <= log q_best + tol (log q_first - log q_best)",
+        "tau_gen": (f"first step within {100 * tau_gen_tolerance:g}% of the total log-improvement "
+                    "of quality: log q <= log q_best + tol (log q_first - log q_best)")
+        if tau_gen_scale == "log" else
+        (f"first step within {100 * tau_gen_tolerance:g}% of the total improvement of quality: "
+         "q <= q_best + tol (q_first - q_best)"),
         "recommended": "best quality among steps before tau_mem",
         "quality": None if ref is None else
         (f"{quality_label} to held-out data, " + ("raw values" if features is None else "user features")),

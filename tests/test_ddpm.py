@@ -257,3 +257,36 @@ def test_tiny_model_trained_far_past_memorization_reproduces_its_images(tmp_path
     untrained, trained = (probe.score(samples[s].reshape(100, -1)).rate.value for s in (1, 4000))
     assert untrained == 0.0
     assert trained > 0.5
+
+
+def test_sweep_end_to_end_on_tiny_runs(tmp_path):
+    """Two tiny GMM runs through train -> track -> analyse: the table, the JSON and the tau_gen rule."""
+    import json
+
+    from memaudit.tracking import level_crossing
+    from reference_models.ddpm.sweep import main as sweep_main
+
+    out = tmp_path / "sw"
+    assert sweep_main(["--out", str(out), "--n", "8", "16", "--min-steps", "30", "--steps-per-n", "1",
+                       "--n-checkpoints", "3", "--first-checkpoint", "10", "--early-steps", "12",
+                       "--early-checkpoints", "3", "--n-samples", "30", "--n-bootstrap", "10"]) == 0
+    summary = json.loads((out / "sweep.json").read_text())
+    assert [(r["n"], r["seed"]) for r in summary["runs"]] == [(8, 0), (16, 0)]
+    assert summary["tau_gen_scale"] == "linear" and "linear" in summary["rules"]["tau_gen"]
+    for r in summary["runs"]:
+        assert r["tau_gen_source"] == "early + main run" and r["early_steps"][0] == 1
+        q = dict(zip(r["early_steps"], r["early_quality"])) | dict(zip(r["steps"], r["quality"]))
+        s = np.array(sorted(q), float)
+        v = np.array([q[k] for k in sorted(q)])
+        thr = v.min() + 0.05 * (v[0] - v.min())
+        assert r["tau_gen"] == pytest.approx(level_crossing(s, -v, -thr))
+        assert s[0] <= r["tau_gen"] <= s[-1] and "tau_gen_log_checkpoint" in r
+    md = (out / "sweep.md").read_text()
+    assert md.count("\n| 8 | 0 |") == 1 and "tau_gen (linear rule, interpolated)" in md
+    # refit only: same numbers, log rule on request
+    assert sweep_main(["--out", str(out), "--analyse-only", "--n-bootstrap", "10",
+                       "--tau-gen-scale", "log"]) == 0
+    again = json.loads((out / "sweep.json").read_text())
+    assert again["tau_gen_scale"] == "log"
+    assert again["fits"]["0.01"]["tau_mem"] == pytest.approx(summary["fits"]["0.01"]["tau_mem"],
+                                                             nan_ok=True)

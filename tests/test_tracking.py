@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from memaudit.tracking import (energy_distance, estimate_tau_gen, estimate_tau_mem,
-                               frechet_distance, track_memorization)
+                               frechet_distance, tau_gen_threshold, track_memorization)
 
 
 def test_frechet_distance_closed_form(rng):
@@ -28,6 +28,21 @@ def test_rules_on_known_curves():
     assert estimate_tau_gen(steps, [10, 3, 1.13, 1.0, 1.2]) == 80
     # an astronomically bad start does not pull tau_gen early
     assert estimate_tau_gen(steps, [1e6, 6e4, 5e3, 3.1e3, 3e3]) == 80
+
+
+def test_tau_gen_linear_scale_ignores_a_noisy_floor_near_zero():
+    # a distance whose floor is near zero and scatters by 2x between checkpoints (the energy
+    # distance of a converged model): on a log scale 5% of the improvement is inside the scatter
+    steps = [10, 20, 40, 80, 160, 320]
+    q = [20.0, 4.0, 0.9, 0.4, 0.5, 0.2]
+    assert tau_gen_threshold(q, 0.05, "log") == pytest.approx(0.2 * 100**0.05)
+    assert estimate_tau_gen(steps, q) == 320  # the one noise dip below 0.25
+    assert tau_gen_threshold(q, 0.05, "linear") == pytest.approx(0.2 + 0.05 * 19.8)
+    assert estimate_tau_gen(steps, q, scale="linear") == 40  # the end of the fast descent
+    with pytest.raises(ValueError, match="'log' or 'linear'"):
+        estimate_tau_gen(steps, q, scale="sqrt")
+    with pytest.raises(ValueError, match="tolerance"):
+        estimate_tau_gen(steps, q, tolerance=1.5)
 
 
 def _synthetic_run(rng, n_train=400, n=400, d=16):
