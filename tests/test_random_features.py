@@ -135,9 +135,30 @@ def test_study_quick(tmp_path):
     from reference_models.random_features.study import main
 
     assert main(["--quick", "--out", str(tmp_path)]) == 0
-    for name in ("spectrum.png", "losses.png", "escore.png", "sampled.png", "table.md",
-                 "results.json"):
+    for name in ("spectrum.png", "losses.png", "escore.png", "sampled.png", "heatmap.png",
+                 "onset.png", "table.md", "results.json"):
         assert (tmp_path / name).exists(), name
+    import json
+
+    grid = json.loads((tmp_path / "results.json").read_text())["grid"]
+    assert grid["psi_p"] == [4, 8] and grid["psi_n"] == [1, 2, 4]
+    assert "psi_p = 8: 10%" in (tmp_path / "table.md").read_text()
+
+
+def test_grid_cells_equal_the_closed_form_and_rise_in_order():
+    from reference_models.random_features.study import grid_part
+
+    taus = np.logspace(-1, 7, 161)
+    g = grid_part(8, [8, 16], [1, 2, 4], 0.1, taus, [1e3, 1e4], [0, 1])
+    # one cell by hand: mean over the two draws of the closed form at tau = 1e3 and infinity
+    cfs = [ClosedForm(gaussian_equivalent(8, 16, 2, 0.1, seed=s)) for s in (0, 1)]
+    assert g["gen_at"][0, 1, 1] == pytest.approx(np.mean([c.curves([1e3])["gen"][0] for c in cfs]))
+    assert g["gen_inf"][1, 1] == pytest.approx(np.mean([c.curves([np.inf])["gen"][0] for c in cfs]))
+    assert np.all(g["gen_inf"] > 0)
+    assert np.all(np.diff(g["rise"], axis=0) > 0)  # 10% before 50% before 90% in every cell
+    # tau_mem grows with n and the fitted exponents are reported for each psi_p
+    assert np.all(np.diff(g["tau_mem_predicted"], axis=1) > 0)
+    assert set(g["exponents"]) == {"8", "16"} and g["exponents"]["8"]["psi_n"] == [1, 2, 4]
 
 
 def test_mode_masks_split_the_curves():

@@ -62,6 +62,9 @@ def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, ever
               sampler: str = "ddim", quality: str = "frechet", log=None):
     """Sample every checkpoint of ``run`` and track memorization; writes tracking.json/.png.
 
+    tau_gen uses the log-improvement rule for the Fréchet distance and the linear one for the energy
+    distance, whose floor is near zero (see :func:`memaudit.tracking.estimate_tau_gen`).
+
     The samples are kept in samples.npz (one array per step) so that a rerun does not sample again.
     """
     run = Path(run)
@@ -93,7 +96,7 @@ def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, ever
     curve = track_memorization(flat, x_train.reshape(x_train.shape[0], -1).numpy(),
                                x_hold.reshape(x_hold.shape[0], -1).numpy(),
                                losses={k: v for k, v in losses.items() if k in flat}, seed=seed,
-                               quality=quality)
+                               quality=quality, tau_gen_scale="linear" if quality == "energy" else "log")
     atomic_write_text(run / "tracking.json", json.dumps(
         {"run": str(run), "n_samples": n_samples, "sampler": sampler,
          "ddim_steps": steps if sampler == "ddim" else None, **curve.to_dict()}, indent=2) + "\n")

@@ -216,6 +216,127 @@ def mode_groups_part(d: int, psi_p: float, psi_ns, t: float, taus, seed: int = 0
     return rows
 
 
+RISE_LEVELS = (0.1, 0.5, 0.9)  # L_gen / L_gen(inf) read-offs of the onset study
+
+
+def grid_part(d: int, psi_ps, psi_ns, t: float, taus, heat_taus, seeds) -> dict:
+    """L_gen over a (psi_p, psi_n) grid at one d: the Fig. 5 C heat maps and the rise of L_gen.
+
+    For every cell (closed form, Gaussian equivalent, averaged over ``seeds``): L_gen at each of
+    ``heat_taus``, L_gen(inf), and the times at which L_gen first reaches 10%, 50% and 90% of
+    L_gen(inf) (log-linear interpolation on ``taus``), beside the predicted tau_mem.
+    """
+    P, N = len(psi_ps), len(psi_ns)
+    gen_at = np.full((len(heat_taus), P, N), np.nan)
+    gen_inf = np.full((P, N), np.nan)
+    rise = np.full((len(RISE_LEVELS), P, N), np.nan)
+    curves = {}
+    for i, psi_p in enumerate(psi_ps):
+        for j, psi_n in enumerate(psi_ns):
+            t0 = time.perf_counter()
+            at, inf, rs, cur = [], [], [], []
+            for seed in seeds:
+                cf = ClosedForm(gaussian_equivalent(d, psi_p, psi_n, t, seed=seed))
+                g = cf.curves(taus)["gen"]
+                g_inf = float(cf.curves([np.inf])["gen"][0])
+                at.append(cf.curves(heat_taus)["gen"])
+                inf.append(g_inf)
+                rs.append([crossing_time(taus, g, q * g_inf) for q in RISE_LEVELS])
+                cur.append(g / g_inf)
+            gen_at[:, i, j] = np.mean(at, axis=0)
+            gen_inf[i, j] = np.mean(inf)
+            rise[:, i, j] = np.mean(rs, axis=0)
+            curves[(psi_p, psi_n)] = np.mean(cur, axis=0)
+            _log(f"  grid psi_p = {psi_p:g}, psi_n = {psi_n:g}: {time.perf_counter() - t0:.1f} s")
+    c = rf_constants(t)
+    pred = np.array([[c.tau_mem(pp, pn) for pn in psi_ns] for pp in psi_ps])
+    slopes = {}
+    for i, psi_p in enumerate(psi_ps):
+        ok = np.asarray(psi_ns) < psi_p  # the p > n side, where rho_1 has a left edge above s_t^2
+        if ok.sum() >= 2:
+            x = np.asarray(psi_ns, float)[ok]
+            slopes[f"{psi_p:g}"] = {
+                "psi_n": x.tolist(),
+                "predicted_tau_mem": fit_exponent(x, pred[i, ok]),
+                **{f"rise_{int(100 * q)}": fit_exponent(x, rise[k, i, ok]) for k, q in enumerate(RISE_LEVELS)},
+            }
+    return {"d": d, "t": t, "psi_p": list(map(float, psi_ps)), "psi_n": list(map(float, psi_ns)),
+            "seeds": len(seeds), "heat_taus": list(map(float, heat_taus)), "gen_at": gen_at,
+            "gen_inf": gen_inf, "rise_levels": list(RISE_LEVELS), "rise": rise,
+            "tau_mem_predicted": pred, "exponents": slopes, "_curves": curves, "_taus": taus}
+
+
+def plot_grid(out: Path, g: dict, plt):
+    """heatmap.png (L_gen over psi_n and psi_p at each heat tau) and onset.png (collapse in tau/psi_n)."""
+    pp, pn = np.asarray(g["psi_p"]), np.asarray(g["psi_n"])
+    fig, axes = plt.subplots(1, len(g["heat_taus"]), figsize=(5.2 * len(g["heat_taus"]), 4))
+    vmax = np.nanmax(g["gen_at"])
+    for k, ax in enumerate(np.atleast_1d(axes)):
+        im = ax.imshow(g["gen_at"][k], origin="lower", cmap="magma", vmin=0, vmax=vmax, aspect="auto")
+        ax.set_xticks(range(pn.size), [f"{v:g}" for v in pn])
+        ax.set_yticks(range(pp.size), [f"{v:g}" for v in pp])
+        ax.set_xlabel(r"$\psi_n = n/d$")
+        ax.set_ylabel(r"$\psi_p = p/d$")
+        ax.plot(np.arange(pn.size), np.interp(np.log(pn), np.log(pp), np.arange(pp.size),
+                                              left=np.nan, right=np.nan), "w--", lw=1, label="n = p")
+        ax.set_title(rf"$L_{{gen}}$ at $\tau$ = {g['heat_taus'][k]:g} (d = {g['d']}, t = {g['t']:g})", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+        fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(out / "heatmap.png", dpi=110)
+    plt.close(fig)
+
+    shown = [p for p in g["psi_p"] if f"{p:g}" in g["exponents"]][-3:]
+    fig, axes = plt.subplots(1, len(shown) + 1, figsize=(4.2 * (len(shown) + 1), 3.6))
+    taus = g["_taus"]
+    for ax, psi_p in zip(axes, shown):
+        for j, psi_n in enumerate(pn[pn < psi_p]):
+            ax.plot(taus / psi_n, g["_curves"][(psi_p, psi_n)], color=f"C{j}", label=rf"$\psi_n$={psi_n:g}")
+        ax.set_xscale("log")
+        ax.set_xlabel(r"$\tau / \psi_n$")
+        ax.set_ylabel(r"$L_{gen} / L_{gen}(\infty)$")
+        ax.set_title(rf"$\psi_p$ = {psi_p:g}: collapse in $\tau/\psi_n$?", fontsize=9)
+        ax.legend(fontsize=6)
+    ax = axes[-1]
+    for i, psi_p in enumerate(g["psi_p"]):
+        e = g["exponents"].get(f"{psi_p:g}")
+        if e is None or psi_p not in shown:
+            continue
+        x = np.asarray(e["psi_n"])
+        y = np.asarray(g["rise"][1, i, :len(pn)])[pn < psi_p]
+        ax.loglog(x, y, "o-", color=f"C{i}", label=rf"$\psi_p$={psi_p:g}: half-rise, slope {e['rise_50']:.2f}")
+    last = g["psi_p"].index(shown[-1])
+    ax.loglog(pn, g["rise"][1, last, 0] * pn / pn[0], "k:", lw=1, label="slope 1")
+    ax.set_xlabel(r"$\psi_n$")
+    ax.set_ylabel(r"$\tau$ where $L_{gen}$ = half its limit")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "onset.png", dpi=110)
+    plt.close(fig)
+
+
+def grid_table(g: dict) -> str:
+    """Markdown: L_gen(inf) and the 10/50/90% rise times per cell, and the fitted exponents."""
+    lines = [f"L_gen rise over (psi_p, psi_n), d = {g['d']}, t = {g['t']:g}, {g['seeds']} draw(s): "
+             "tau at 10% / 50% / 90% of L_gen(inf), predicted tau_mem",
+             "", "| psi_p | psi_n | L_gen(inf) | 10% | 50% | 90% | predicted tau_mem | "
+             + " | ".join(f"L_gen at tau={v:g}" for v in g["heat_taus"]) + " |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(g["heat_taus"])]
+    for i, pp in enumerate(g["psi_p"]):
+        for j, pn in enumerate(g["psi_n"]):
+            if pn >= pp:
+                continue
+            r = g["rise"][:, i, j]
+            lines.append(f"| {pp:g} | {pn:g} | {g['gen_inf'][i, j]:.3f} | {r[0]:,.0f} | {r[1]:,.0f} | "
+                         f"{r[2]:,.0f} | {g['tau_mem_predicted'][i, j]:,.0f} | "
+                         + " | ".join(f"{g['gen_at'][k, i, j]:.3f}" for k in range(len(g["heat_taus"]))) + " |")
+    lines += ["", "Exponents of the rise times against psi_n (psi_n < psi_p):", ""]
+    for pp, e in g["exponents"].items():
+        lines.append(f"- psi_p = {pp}: 10% {e['rise_10']:.2f}, 50% {e['rise_50']:.2f}, 90% {e['rise_90']:.2f}; "
+                     f"predicted tau_mem {e['predicted_tau_mem']:.2f} (psi_n {', '.join(f'{v:g}' for v in e['psi_n'])})")
+    return "\n".join(lines) + "\n"
+
+
 def write_table(out: Path, rows, psi_p, t, d, seeds) -> str:
     lines = [
         f"Predicted vs measured tau_mem, psi_p = {psi_p:g}, t = {t:g}, d = {d}, "
@@ -258,6 +379,10 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=2, help="draws per psi_n (results are averaged)")
     p.add_argument("--sampled-d", type=int, default=30,
                    help="dimension of the sampled-features check (0 to skip)")
+    p.add_argument("--grid-d", type=int, default=16, help="dimension of the (psi_p, psi_n) grid (0: skip)")
+    p.add_argument("--grid-psi-p", type=float, nargs="+", default=[8, 16, 32, 64, 128, 256])
+    p.add_argument("--grid-psi-n", type=float, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    p.add_argument("--grid-seeds", type=int, default=1, help="draws per grid cell")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     a = p.parse_args(argv)
     try:
@@ -269,6 +394,7 @@ def main(argv=None) -> int:
         p.error("the study's figures need matplotlib: pip install 'memaudit[plot]'")
     if a.quick:
         a.d, a.spectrum_d, a.seeds, a.sampled_d, a.psi_n = 12, 16, 1, 8, [2, 4]
+        a.grid_d, a.grid_psi_p, a.grid_psi_n = 6, [4, 8], [1, 2, 4]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -323,6 +449,14 @@ def main(argv=None) -> int:
           f"{fit_exponent(x, [g['tau_half_without_low_modes'] for g in groups]):.2f}, 90% point "
           f"{fit_exponent(x, [g['tau_90_without_low_modes'] for g in groups]):.2f}.\n"
     )
+    if a.grid_d > 0:
+        _log(f"grid: d = {a.grid_d}, psi_p = {a.grid_psi_p}, psi_n = {a.grid_psi_n}, t = {a.t:g}")
+        grid = grid_part(a.grid_d, a.grid_psi_p, a.grid_psi_n, a.t, taus_long, [1e3, 1e4],
+                         range(a.grid_seeds))
+        plot_grid(out, grid, plt)
+        table += "\n" + grid_table(grid)
+        results["grid"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
+                           for k, v in grid.items() if not k.startswith("_")}
     (out / "table.md").write_text(table)
     results["elapsed_seconds"] = time.perf_counter() - t_start
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
