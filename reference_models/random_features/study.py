@@ -219,12 +219,14 @@ def mode_groups_part(d: int, psi_p: float, psi_ns, t: float, taus, seed: int = 0
 RISE_LEVELS = (0.1, 0.5, 0.9)  # L_gen / L_gen(inf) read-offs of the onset study
 
 
-def grid_part(d: int, psi_ps, psi_ns, t: float, taus, heat_taus, seeds) -> dict:
+def grid_part(d: int, psi_ps, psi_ns, t: float, taus, heat_taus, seeds, fit_range=(4, 32)) -> dict:
     """L_gen over a (psi_p, psi_n) grid at one d: the Fig. 5 C heat maps and the rise of L_gen.
 
     For every cell (closed form, Gaussian equivalent, averaged over ``seeds``): L_gen at each of
     ``heat_taus``, L_gen(inf), and the times at which L_gen first reaches 10%, 50% and 90% of
-    L_gen(inf) (log-linear interpolation on ``taus``), beside the predicted tau_mem.
+    L_gen(inf) (log-linear interpolation on ``taus``), beside the predicted tau_mem. Exponents of
+    those times against psi_n are fitted per psi_p over the psi_n in ``fit_range`` (the paper's
+    Fig. 5 range by default) that are below psi_p.
     """
     P, N = len(psi_ps), len(psi_ns)
     gen_at = np.full((len(heat_taus), P, N), np.nan)
@@ -252,7 +254,8 @@ def grid_part(d: int, psi_ps, psi_ns, t: float, taus, heat_taus, seeds) -> dict:
     pred = np.array([[c.tau_mem(pp, pn) for pn in psi_ns] for pp in psi_ps])
     slopes = {}
     for i, psi_p in enumerate(psi_ps):
-        ok = np.asarray(psi_ns) < psi_p  # the p > n side, where rho_1 has a left edge above s_t^2
+        x_all = np.asarray(psi_ns, float)  # the p > n side, where rho_1 has a left edge above s_t^2
+        ok = (x_all < psi_p) & (x_all >= fit_range[0]) & (x_all <= fit_range[1])
         if ok.sum() >= 2:
             x = np.asarray(psi_ns, float)[ok]
             slopes[f"{psi_p:g}"] = {
@@ -261,7 +264,7 @@ def grid_part(d: int, psi_ps, psi_ns, t: float, taus, heat_taus, seeds) -> dict:
                 **{f"rise_{int(100 * q)}": fit_exponent(x, rise[k, i, ok]) for k, q in enumerate(RISE_LEVELS)},
             }
     return {"d": d, "t": t, "psi_p": list(map(float, psi_ps)), "psi_n": list(map(float, psi_ns)),
-            "seeds": len(seeds), "heat_taus": list(map(float, heat_taus)), "gen_at": gen_at,
+            "seeds": len(seeds), "fit_range": list(fit_range), "heat_taus": list(map(float, heat_taus)), "gen_at": gen_at,
             "gen_inf": gen_inf, "rise_levels": list(RISE_LEVELS), "rise": rise,
             "tau_mem_predicted": pred, "exponents": slopes, "_curves": curves, "_taus": taus}
 
@@ -330,7 +333,8 @@ def grid_table(g: dict) -> str:
             lines.append(f"| {pp:g} | {pn:g} | {g['gen_inf'][i, j]:.3f} | {r[0]:,.0f} | {r[1]:,.0f} | "
                          f"{r[2]:,.0f} | {g['tau_mem_predicted'][i, j]:,.0f} | "
                          + " | ".join(f"{g['gen_at'][k, i, j]:.3f}" for k in range(len(g["heat_taus"]))) + " |")
-    lines += ["", "Exponents of the rise times against psi_n (psi_n < psi_p):", ""]
+    lines += ["", f"Exponents of the rise times against psi_n ({g['fit_range'][0]:g} <= psi_n <= "
+              f"{g['fit_range'][1]:g}, psi_n < psi_p):", ""]
     for pp, e in g["exponents"].items():
         lines.append(f"- psi_p = {pp}: 10% {e['rise_10']:.2f}, 50% {e['rise_50']:.2f}, 90% {e['rise_90']:.2f}; "
                      f"predicted tau_mem {e['predicted_tau_mem']:.2f} (psi_n {', '.join(f'{v:g}' for v in e['psi_n'])})")
@@ -383,6 +387,10 @@ def main(argv=None) -> int:
     p.add_argument("--grid-psi-p", type=float, nargs="+", default=[8, 16, 32, 64, 128, 256])
     p.add_argument("--grid-psi-n", type=float, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     p.add_argument("--grid-seeds", type=int, default=1, help="draws per grid cell")
+    p.add_argument("--grid-fit-psi-n", type=float, nargs=2, default=[4, 32],
+                   help="psi_n range of the exponent fits (default: the paper's Fig. 5 range)")
+    p.add_argument("--grid-only", action="store_true",
+                   help="only the (psi_p, psi_n) grid: heatmap.png, onset.png, the grid table")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     a = p.parse_args(argv)
     try:
@@ -394,65 +402,67 @@ def main(argv=None) -> int:
         p.error("the study's figures need matplotlib: pip install 'memaudit[plot]'")
     if a.quick:
         a.d, a.spectrum_d, a.seeds, a.sampled_d, a.psi_n = 12, 16, 1, 8, [2, 4]
-        a.grid_d, a.grid_psi_p, a.grid_psi_n = 6, [4, 8], [1, 2, 4]
+        a.grid_d, a.grid_psi_p, a.grid_psi_n, a.grid_fit_psi_n = 6, [4, 8], [1, 2, 4], [1, 4]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     results = {"config": vars(a).copy()}
 
-    _log(f"spectrum: d = {a.spectrum_d}, psi_p = {a.psi_p:g}, psi_n = 8, t = 0.01 (Fig. 4)")
-    results["spectrum"] = spectrum_part(out, a.spectrum_d, a.psi_p, 8.0 if not a.quick else 2.0,
-                                        0.01, 0, plt)
-
-    taus = np.logspace(-1, 6, 141)
-    _log(f"losses: d = {a.d}, psi_p = {a.psi_p:g}, t = {a.t:g}, psi_n = {a.psi_n}")
-    rows, curves = losses_part(out, a.d, a.psi_p, a.psi_n, a.t, range(a.seeds), taus, plt)
-    results["tau_mem"] = rows
-    plot_losses(out, taus, curves, rows, a.psi_p, a.t, plt)
-
-    # E_score minimum at the paper's Fig. 13 setting (psi_p = 32, t = 0.01)
-    psi_p13 = 32.0 if not a.quick else 8.0
-    psi_n13 = [2, 4, 8, 16] if not a.quick else [2, 4]
-    _log(f"E_score minimum: psi_p = {psi_p13:g}, t = 0.01, psi_n = {psi_n13} (Fig. 13 setting)")
-    rows13, _ = losses_part(out, a.d, psi_p13, psi_n13, 0.01, range(a.seeds), taus, plt)
-    results["escore_fig13"] = rows13
-    plot_score(out, taus, curves, rows, [
-        (f"psi_p={a.psi_p:g}, t={a.t:g}", rows, "o"),
-        (f"psi_p={psi_p13:g}, t=0.01", rows13, "s"),
-    ], plt)
-    results["escore_exponent"] = {
-        "loss_study": fit_exponent([r["psi_n"] for r in rows], [r["score_min"] for r in rows]),
-        "fig13_setting": fit_exponent([r["psi_n"] for r in rows13], [r["score_min"] for r in rows13]),
-        "paper": -PAPER_ESCORE_EXPONENT,
-    }
-
-    if a.sampled_d > 0:
-        _log(f"sampled features: d = {a.sampled_d}, psi_p = {a.psi_p:g}, t = {a.t:g}")
-        s_taus = np.logspace(0, 4.3, 25)
-        results["sampled"] = sampled_part(out, a.sampled_d, a.psi_p, a.psi_n[:2], a.t, s_taus,
-                                          dtau=2.0, seed=0, plt=plt)
-
     taus_long = np.logspace(-1, 7, 321)
-    _log("mode groups: L_gen with and without the d modes just above s_t^2")
-    groups = mode_groups_part(a.d, a.psi_p, a.psi_n, a.t, taus_long)
-    results["mode_groups"] = groups
-    table = write_table(out, rows, a.psi_p, a.t, a.d, range(a.seeds))
-    x = [g["psi_n"] for g in groups]
-    table += (
-        "\nL_gen by eigenmode group (seed 0): psi_n | lambda range of the d low modes | L_gen(inf) "
-        "all modes | without the low modes | half-rise without them | 90% without them\n"
-        + "".join(f"{g['psi_n']:g} | [{g['low_lambda_range'][0]:.4f}, {g['low_lambda_range'][1]:.4f}] | "
-                  f"{g['gen_inf_all_modes']:.3f} | {g['gen_inf_without_low_modes']:.3f} | "
-                  f"{g['tau_half_without_low_modes']:,.0f} | {g['tau_90_without_low_modes']:,.0f}\n"
-                  for g in groups)
-        + f"Exponents without the low modes: half-rise "
-          f"{fit_exponent(x, [g['tau_half_without_low_modes'] for g in groups]):.2f}, 90% point "
-          f"{fit_exponent(x, [g['tau_90_without_low_modes'] for g in groups]):.2f}.\n"
-    )
+    table = ""
+    if not a.grid_only:
+        _log(f"spectrum: d = {a.spectrum_d}, psi_p = {a.psi_p:g}, psi_n = 8, t = 0.01 (Fig. 4)")
+        results["spectrum"] = spectrum_part(out, a.spectrum_d, a.psi_p, 8.0 if not a.quick else 2.0,
+                                            0.01, 0, plt)
+
+        taus = np.logspace(-1, 6, 141)
+        _log(f"losses: d = {a.d}, psi_p = {a.psi_p:g}, t = {a.t:g}, psi_n = {a.psi_n}")
+        rows, curves = losses_part(out, a.d, a.psi_p, a.psi_n, a.t, range(a.seeds), taus, plt)
+        results["tau_mem"] = rows
+        plot_losses(out, taus, curves, rows, a.psi_p, a.t, plt)
+
+        # E_score minimum at the paper's Fig. 13 setting (psi_p = 32, t = 0.01)
+        psi_p13 = 32.0 if not a.quick else 8.0
+        psi_n13 = [2, 4, 8, 16] if not a.quick else [2, 4]
+        _log(f"E_score minimum: psi_p = {psi_p13:g}, t = 0.01, psi_n = {psi_n13} (Fig. 13 setting)")
+        rows13, _ = losses_part(out, a.d, psi_p13, psi_n13, 0.01, range(a.seeds), taus, plt)
+        results["escore_fig13"] = rows13
+        plot_score(out, taus, curves, rows, [
+            (f"psi_p={a.psi_p:g}, t={a.t:g}", rows, "o"),
+            (f"psi_p={psi_p13:g}, t=0.01", rows13, "s"),
+        ], plt)
+        results["escore_exponent"] = {
+            "loss_study": fit_exponent([r["psi_n"] for r in rows], [r["score_min"] for r in rows]),
+            "fig13_setting": fit_exponent([r["psi_n"] for r in rows13], [r["score_min"] for r in rows13]),
+            "paper": -PAPER_ESCORE_EXPONENT,
+        }
+
+        if a.sampled_d > 0:
+            _log(f"sampled features: d = {a.sampled_d}, psi_p = {a.psi_p:g}, t = {a.t:g}")
+            s_taus = np.logspace(0, 4.3, 25)
+            results["sampled"] = sampled_part(out, a.sampled_d, a.psi_p, a.psi_n[:2], a.t, s_taus,
+                                              dtau=2.0, seed=0, plt=plt)
+
+        _log("mode groups: L_gen with and without the d modes just above s_t^2")
+        groups = mode_groups_part(a.d, a.psi_p, a.psi_n, a.t, taus_long)
+        results["mode_groups"] = groups
+        table = write_table(out, rows, a.psi_p, a.t, a.d, range(a.seeds))
+        x = [g["psi_n"] for g in groups]
+        table += (
+            "\nL_gen by eigenmode group (seed 0): psi_n | lambda range of the d low modes | L_gen(inf) "
+            "all modes | without the low modes | half-rise without them | 90% without them\n"
+            + "".join(f"{g['psi_n']:g} | [{g['low_lambda_range'][0]:.4f}, {g['low_lambda_range'][1]:.4f}] | "
+                      f"{g['gen_inf_all_modes']:.3f} | {g['gen_inf_without_low_modes']:.3f} | "
+                      f"{g['tau_half_without_low_modes']:,.0f} | {g['tau_90_without_low_modes']:,.0f}\n"
+                      for g in groups)
+            + f"Exponents without the low modes: half-rise "
+              f"{fit_exponent(x, [g['tau_half_without_low_modes'] for g in groups]):.2f}, 90% point "
+              f"{fit_exponent(x, [g['tau_90_without_low_modes'] for g in groups]):.2f}.\n"
+        )
     if a.grid_d > 0:
         _log(f"grid: d = {a.grid_d}, psi_p = {a.grid_psi_p}, psi_n = {a.grid_psi_n}, t = {a.t:g}")
         grid = grid_part(a.grid_d, a.grid_psi_p, a.grid_psi_n, a.t, taus_long, [1e3, 1e4],
-                         range(a.grid_seeds))
+                         range(a.grid_seeds), tuple(a.grid_fit_psi_n))
         plot_grid(out, grid, plt)
         table += "\n" + grid_table(grid)
         results["grid"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
@@ -461,9 +471,10 @@ def main(argv=None) -> int:
     results["elapsed_seconds"] = time.perf_counter() - t_start
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     print(table)
-    print(f"spectrum: empirical rho_1 edges {results['spectrum']['empirical_edges']} vs predicted "
-          f"{results['spectrum']['predicted_edges']}")
-    print(f"E_score minimum exponent: {results['escore_exponent']}")
+    if not a.grid_only:
+        print(f"spectrum: empirical rho_1 edges {results['spectrum']['empirical_edges']} vs predicted "
+              f"{results['spectrum']['predicted_edges']}")
+        print(f"E_score minimum exponent: {results['escore_exponent']}")
     print(f"wrote {out}/ in {results['elapsed_seconds']:.0f} s")
     return 0
 
