@@ -172,3 +172,15 @@ def test_mode_masks_split_the_curves():
         np.testing.assert_allclose(same[k], full[k])
     np.testing.assert_allclose(none["train"], 1.0)  # nothing trained: B = 0
     np.testing.assert_allclose(none["gen"], 0.0, atol=1e-12)
+
+
+def test_spectrum_has_d_low_modes_below_rho1_and_d_in_rho2():
+    # n + d eigenvalues above the s_t^2 peak: d just above it, n - d in rho_1, d in rho_2
+    m = gaussian_equivalent(20, 64, 4, 0.1, seed=0)
+    ev = np.linalg.eigvalsh(m.U)
+    above = ev[ev > m.c.s2 * (1 + 1e-6)]
+    lo, hi = m.c.rho1_edges(64, 4)
+    assert above.size == m.n + m.d
+    assert np.sum(above < 0.9 * lo) == m.d
+    assert np.sum((above >= 0.9 * lo) & (above <= 1.1 * hi)) == m.n - m.d
+    assert np.sum(above > 10 * hi) == m.d

@@ -289,27 +289,32 @@ def plot_grid(out: Path, g: dict, plt):
     fig.savefig(out / "heatmap.png", dpi=110)
     plt.close(fig)
 
-    shown = [p for p in g["psi_p"] if f"{p:g}" in g["exponents"]][-3:]
-    fig, axes = plt.subplots(1, len(shown) + 1, figsize=(4.2 * (len(shown) + 1), 3.6))
+    fitted = [p for p in g["psi_p"] if f"{p:g}" in g["exponents"]]
+    shown = fitted[:1] + fitted[-1:] if len(fitted) > 1 else fitted  # smallest and largest psi_p
+    lo, hi = g["fit_range"]
+    fig, axes = plt.subplots(1, len(shown) + 1, figsize=(4.4 * (len(shown) + 1), 3.6))
     taus = g["_taus"]
     for ax, psi_p in zip(axes, shown):
-        for j, psi_n in enumerate(pn[pn < psi_p]):
+        for j, psi_n in enumerate(pn[(pn < psi_p) & (pn >= lo) & (pn <= hi)]):
             ax.plot(taus / psi_n, g["_curves"][(psi_p, psi_n)], color=f"C{j}", label=rf"$\psi_n$={psi_n:g}")
         ax.set_xscale("log")
         ax.set_xlabel(r"$\tau / \psi_n$")
         ax.set_ylabel(r"$L_{gen} / L_{gen}(\infty)$")
-        ax.set_title(rf"$\psi_p$ = {psi_p:g}: collapse in $\tau/\psi_n$?", fontsize=9)
+        ax.set_title(rf"$\psi_p$ = {psi_p:g}: collapse in $\tau/\psi_n$? (d = {g['d']})", fontsize=9)
         ax.legend(fontsize=6)
     ax = axes[-1]
     for i, psi_p in enumerate(g["psi_p"]):
         e = g["exponents"].get(f"{psi_p:g}")
-        if e is None or psi_p not in shown:
+        if e is None:
             continue
         x = np.asarray(e["psi_n"])
-        y = np.asarray(g["rise"][1, i, :len(pn)])[pn < psi_p]
-        ax.loglog(x, y, "o-", color=f"C{i}", label=rf"$\psi_p$={psi_p:g}: half-rise, slope {e['rise_50']:.2f}")
-    last = g["psi_p"].index(shown[-1])
-    ax.loglog(pn, g["rise"][1, last, 0] * pn / pn[0], "k:", lw=1, label="slope 1")
+        y = g["rise"][1, i][np.isin(pn, x)]
+        ax.loglog(x, y, "o-", color=f"C{i}", label=rf"$\psi_p$={psi_p:g}: slope {e['rise_50']:.2f}")
+    last = g["psi_p"].index(fitted[-1])
+    x0 = np.asarray(g["exponents"][f"{fitted[-1]:g}"]["psi_n"])
+    y0 = g["rise"][1, last][np.isin(pn, x0)][0]
+    ax.loglog(x0, y0 * x0 / x0[0], "k:", lw=1, label="slope 1")
+    ax.set_title("half-rise time of $L_{gen}$", fontsize=9)
     ax.set_xlabel(r"$\psi_n$")
     ax.set_ylabel(r"$\tau$ where $L_{gen}$ = half its limit")
     ax.legend(fontsize=6)
