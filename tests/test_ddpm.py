@@ -81,10 +81,10 @@ def test_loss_falls_on_a_handful_of_images(tmp_path):
     assert stats[-1]["loss"] < 0.5 * stats[0]["loss"]
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, optimizer):
+@pytest.mark.parametrize("optimizer,draws", [("sgd", 1), ("adam", 1), ("adam", 3)])
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, optimizer, draws):
     cfg = TrainConfig(n_train=16, n_holdout=8, steps=40, n_checkpoints=5, batch_size=8, width=8,
-                      optimizer=optimizer, lr=0.01 if optimizer == "sgd" else 1e-3)
+                      optimizer=optimizer, lr=0.01 if optimizer == "sgd" else 1e-3, noise_draws=draws)
     assert 16 in checkpoint_steps(40, 5)
     train(cfg, tmp_path / "straight", log=lambda m: None)
     train(cfg, tmp_path / "killed", stop_after=20, log=lambda m: None)  # dies after step 20
@@ -240,23 +240,27 @@ def test_membership_over_training_on_a_tiny_run(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_model_trained_far_past_memorization_reproduces_its_images(tmp_path):
-    """n = 8 digits, trained long: most samples are copies; untrained: f_mem 0.
+    """n = 8 digits, trained long: nearly every sample is a copy; untrained: f_mem 0.
 
-    Measured (one thread): f_mem 0.63 of 100 DDIM-50 samples at step 4,000; the demo's smaller
-    model (W = 16, lr 3e-3) reaches 0.215 at 3,000. Reaching f_mem near 1 takes longer runs.
+    W = 16, Adam 3e-3, full batch with m = 8 noise draws per image (``noise_draws``; George et al.
+    2025 show that more draws per item memorize sooner), 4,000 steps. Measured (one thread): f_mem
+    0.95 of 100 DDIM-50 samples at step 4,000 (0.40 at 1,000, 0.81 at 2,297). With one draw per image
+    the same budget reaches about 0.6 (W = 32, lr 2e-3) and needs ~12,000 steps and the ancestral
+    sampler for 0.96.
     """
     from memaudit.probes.nn_ratio import NNRatioProbe
     from reference_models.ddpm.track import samples_at_checkpoints
 
-    cfg = TrainConfig(n_train=8, n_holdout=64, width=32, mults=(1, 2), attention=(False, True),
-                      dropout=0.0, lr=2e-3, steps=4000, n_checkpoints=2, first_checkpoint=1)
+    cfg = TrainConfig(n_train=8, n_holdout=64, width=16, mults=(1, 2), attention=(False, True),
+                      dropout=0.0, lr=3e-3, noise_draws=8, steps=4000, n_checkpoints=2,
+                      first_checkpoint=1)
     train(cfg, tmp_path / "r", log=lambda m: None)
     x_tr = prepare_data(cfg)[0].reshape(8, -1).numpy()
     probe = NNRatioProbe(carlini_alpha=None).fit(x_tr)
     samples = samples_at_checkpoints(tmp_path / "r", 100, steps=50)
     untrained, trained = (probe.score(samples[s].reshape(100, -1)).rate.value for s in (1, 4000))
     assert untrained == 0.0
-    assert trained > 0.5
+    assert trained > 0.85
 
 
 def test_sweep_end_to_end_on_tiny_runs(tmp_path):

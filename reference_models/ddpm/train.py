@@ -55,6 +55,7 @@ class TrainConfig:
     lr: float = 1e-3
     momentum: float = 0.95
     batch_size: int = 128  # the batch is min(n_train, batch_size)
+    noise_draws: int = 1  # m: each batch item enters the loss m times with fresh (t, noise)
     steps: int = 2000
     n_checkpoints: int = 20
     first_checkpoint: int = 1  # the log-spaced checkpoint grid runs from here to ``steps``
@@ -242,6 +243,8 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = True, stop_after: int | N
     ``stop_after`` ends the run early after that step (as a kill would); calling ``train`` again
     resumes from the last checkpoint.
     """
+    if int(cfg.noise_draws) < 1:
+        raise ValueError(f"noise_draws must be >= 1, got {cfg.noise_draws}")
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     x_train, x_hold, mean, tr_idx, ho_idx = prepare_data(cfg)
@@ -277,7 +280,10 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = True, stop_after: int | N
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     for step in range(start + 1, end + 1):
         idx = np.arange(n) if batch == n else rng.choice(n, size=batch, replace=False)
-        loss = training_loss(model, x_train[torch.from_numpy(idx)], schedule, gen)
+        xb = x_train[torch.from_numpy(idx)]
+        if cfg.noise_draws > 1:  # m noise draws per item (George et al. 2025: more m, more copying)
+            xb = xb.repeat(cfg.noise_draws, *([1] * (xb.ndim - 1)))
+        loss = training_loss(model, xb, schedule, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -326,6 +332,9 @@ def main(argv=None) -> int:
                    help="U-Net levels: multipliers (1, 2, 4)[:levels], attention on all but the first")
     p.add_argument("--optimizer", choices=["sgd", "adam"], default=d.optimizer)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--noise-draws", type=int, default=d.noise_draws,
+                   help="m: each batch item enters the loss m times with fresh (t, noise); a larger m "
+                   "memorizes in fewer steps (George et al. 2025)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--n-checkpoints", type=int, default=d.n_checkpoints)
@@ -339,7 +348,7 @@ def main(argv=None) -> int:
                       gmm_dim=a.gmm_dim, model=model, seq_len=a.seq_len,
                       n_holdout=a.n_holdout, width=a.width, mults=mults,
                       attention=tuple(i > 0 for i in range(a.levels)), optimizer=a.optimizer,
-                      lr=a.lr, batch_size=a.batch_size, steps=a.steps,
+                      lr=a.lr, noise_draws=a.noise_draws, batch_size=a.batch_size, steps=a.steps,
                       n_checkpoints=a.n_checkpoints, first_checkpoint=a.first_checkpoint,
                       seed=a.seed, device=a.device)
     train(cfg, a.out, log=lambda m: print(m, file=sys.stderr, flush=True))
