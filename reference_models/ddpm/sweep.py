@@ -44,7 +44,7 @@ import numpy as np
 
 from memaudit._io import atomic_write_text
 from memaudit.probes.nn_ratio import NNRatioProbe
-from memaudit.tracking import level_crossing
+from memaudit.tracking import estimate_tau_gen, level_crossing, tau_gen_threshold
 
 __all__ = ["crossing_step", "fit_exponent", "run_sweep", "analyse"]
 
@@ -156,8 +156,6 @@ def analyse(out, runs, *, n_bootstrap: int = 1000, seed: int = 0, tau_gen_scale:
         fits[f"{level:g}"] = {"level": level, "tau_mem": taus.tolist(), "exponent": slope,
                               "exponent_ci95": [float(lo), float(hi)], "intercept": icpt,
                               "tau_over_n": (taus / ns).tolist()}
-    from memaudit.tracking import estimate_tau_gen, tau_gen_threshold
-
     for r in records:  # tau_gen on the early run's quality joined with the main run's
         q = dict(zip(r["tracking"]["steps"], r["tracking"]["quality"]))
         early = run_dir(out, r) / "tracking.json"

@@ -243,9 +243,9 @@ def grid_part(d: int, psi_ps, psi_ns, t: float, taus, heat_taus, seeds, fit_rang
             at, inf, rs, cur = [], [], [], []
             for seed in seeds:
                 cf = ClosedForm(gaussian_equivalent(d, psi_p, psi_n, t, seed=seed))
-                g = cf.curves(taus)["gen"]
-                g_inf = float(cf.curves([np.inf])["gen"][0])
-                at.append(cf.curves(heat_taus)["gen"])
+                gen = cf.curves(np.concatenate([taus, heat_taus, [np.inf]]))["gen"]  # one pass
+                g, g_inf = gen[:len(taus)], float(gen[-1])
+                at.append(gen[len(taus):-1])
                 inf.append(g_inf)
                 rs.append([crossing_time(taus, g, q * g_inf) for q in RISE_LEVELS])
                 cur.append(g / g_inf)
