@@ -1,13 +1,89 @@
-"""Atomic writes: a file appears whole or not at all (reports, caches, checkpoints)."""
+"""Atomic writes: a file appears whole or not at all (reports, caches, checkpoints, data files).
+
+Every temporary is created beside its target as ``.<name>.<pid>.<random><suffix>``, so that
+:func:`remove_stale_temporaries` can tell the leftovers of a killed run (their process is gone)
+from the temporaries of a run that is still writing.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tempfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_write_json",
+           "atomic_savez", "atomic_write_pair", "remove_stale_temporaries", "check_writable_dir"]
+
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+(?P<suffix>\.[A-Za-z0-9]+)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Delete the temporaries that killed runs left in ``folder``; return what was removed.
+
+    Only files named like this module's temporaries (``.<name>.<pid>.<random>.<ext>``) whose
+    process no longer runs are removed; a run still writing keeps its temporaries.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TMP.match(p.name)
+        if m is None or not p.is_file() or _pid_alive(int(m.group("pid"))):
+            continue
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _pending(path, suffix: str = ".tmp"):
+    """A temporary beside ``path``, deleted on failure; the caller renames it on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix,
+                               dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        yield tmp
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 @contextmanager
@@ -18,25 +94,88 @@ def atomic_path(path, suffix: str = ".tmp"):
     writers that append an extension of their own (``np.savez`` adds ".npz" unless it is there).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
+    with _pending(path, suffix) as tmp:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _fsync_dir(path.parent)
+
+
+def _write_synced(tmp, data: bytes) -> None:
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` (fsynced) to a temporary file beside ``path``, then rename it over."""
+    with atomic_path(path) as tmp:
+        _write_synced(tmp, data)
 
 
 def atomic_write_text(path, text: str) -> None:
     """Write ``text`` (UTF-8, fsynced) to a temporary file beside ``path``, then rename it over."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, data, *, indent: int | None = 2) -> None:
+    """Strict JSON (no NaN) of ``data`` written atomically, with a final newline."""
+    atomic_write_text(path, json.dumps(data, indent=indent, allow_nan=False) + "\n")
+
+
+def atomic_savez(path, **arrays) -> None:
+    """``np.savez`` into a temporary file beside ``path``, fsynced, then renamed over it."""
+    import numpy as np
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def atomic_write_pair(files: dict) -> None:
+    """Write several files as one unit as far as a file system allows: all temporaries first.
+
+    ``files`` maps each path to its bytes or text, in the order of the renames. Every file is
+    written and fsynced as a temporary before the first rename, so a failure while writing leaves
+    the old files untouched; only a kill between two renames (microseconds) can leave a mixed
+    set, which the run id that reports carry in both files reveals. Put the file that readers
+    treat as the record (report.json) last.
+    """
+    with ExitStack() as stack:
+        tmps = []
+        for path, content in files.items():
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            tmp = stack.enter_context(_pending(path))
+            _write_synced(tmp, data)
+            tmps.append((tmp, Path(path)))
+        for tmp, path in tmps:
+            os.replace(tmp, path)
+        for folder in {p.parent for _, p in tmps}:
+            _fsync_dir(folder)
+
+
+def check_writable_dir(path, what: str = "--out") -> Path:
+    """Check, before any computation, that ``path`` is (or can be made) a writable folder.
+
+    Raises ``ValueError`` with one line naming the problem: the path is a file, a parent is a
+    file, or the folder cannot be created or written to.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{what} {p} is a file, not a folder; give a folder for the report")
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{what} {p}: {probe} is a file, so the folder cannot be created")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".write-check.{os.getpid()}.", suffix=".tmp", dir=p)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ValueError(f"{what} {p} is not writable ({reason}); choose another folder") from None
+    return p
