@@ -13,14 +13,14 @@ from importlib import metadata
 
 import numpy as np
 
-from ._validation import check_fraction, check_same_dim
+from ._validation import check_same_dim
+from .conventions import describe_space, harmonize
+from .gate import GATES, Gate
 from .probes.nn_ratio import DEFAULT_THRESHOLD, NNRatioProbe, NNRatioResult
 from .report import Report
 from .sources import Dataset, load_dataset
 
-__all__ = ["AuditConfig", "run_audit", "package_versions", "GATES"]
-
-GATES = ("rate", "excess")
+__all__ = ["AuditConfig", "run_audit", "package_versions", "GATES", "load_inputs"]
 
 
 @dataclass
@@ -49,6 +49,14 @@ class AuditConfig:
         Read image folders as grayscale or colour.
     skip_unreadable : bool, default=False
         Image folders: skip undecodable files (listed in the report) instead of failing.
+    ranges : dict of str -> str, optional
+        Declared value ranges, e.g. ``{"samples": "-1,1"}`` (diffusers' convention) or
+        ``{"samples": "0,255"}``: the input is converted to the training set's range. Without a
+        declaration, an input whose range differs from the training set's is refused
+        (:mod:`memaudit.conventions`).
+    layouts : dict of str -> str, optional
+        Declared layouts, ``{"samples": "CHW"}`` (PyTorch's channels-first): converted to the
+        training set's layout.
     duplicates : {"exact", "phash", "dhash", "embedding", "tiled_l2"} or None
         Also run the duplicates probe with this method: duplicate groups inside the training set
         and samples that copy training items (a section of the report).
@@ -87,6 +95,8 @@ class AuditConfig:
     resize: object = None
     mode: str | None = None
     skip_unreadable: bool = False
+    ranges: dict | None = None
+    layouts: dict | None = None
     duplicates: str | None = None
     duplicates_threshold: float | None = None
     membership: bool = False
@@ -129,6 +139,31 @@ def _load(value, name, config) -> Dataset | None:
                         skip_unreadable=config.skip_unreadable)
 
 
+def load_inputs(config, names=("train", "samples", "holdout")):
+    """Load the inputs a config names and bring them to one convention (or refuse, one line).
+
+    Returns ``(datasets, notes)``: a dict name -> Dataset (None for inputs not given), every
+    Dataset with its :class:`memaudit.conventions.Convention`, converted where the config declares
+    a range or layout; and notes for the report.
+    """
+    loaded = {k: _load(getattr(config, k), k, config) for k in names}
+    first = names[0]
+    for k, ds in loaded.items():
+        if ds is not None and k != first:
+            check_same_dim(ds.x, loaded[first].x, k, first)
+    return harmonize(loaded, ranges=config.ranges, layouts=config.layouts)
+
+
+def _check(config: AuditConfig) -> Gate:
+    """Everything that can be refused before any file is read: settings, the gate."""
+    if config.train is None or config.samples is None:
+        raise ValueError("an audit needs both train and samples")
+    if config.membership and config.holdout is None:
+        raise ValueError("the membership attack needs held-out data (holdout): the "
+                         "non-members it must tell apart from the training items")
+    return Gate(config.fail_above, config.gate).check(has_control=config.holdout is not None)
+
+
 def run_audit(config: AuditConfig) -> Report:
     """Run the nearest-neighbour-ratio audit described by ``config``.
 
@@ -137,21 +172,10 @@ def run_audit(config: AuditConfig) -> Report:
     Report
         Call ``report.write(out_dir)`` for report.json and report.html.
     """
-    if config.train is None or config.samples is None:
-        raise ValueError("an audit needs both train and samples")
-    if config.gate not in GATES:
-        raise ValueError(f"gate must be one of {GATES}, got {config.gate!r}")
-    if config.fail_above is not None:
-        check_fraction(config.fail_above, "fail_above", low_open=False, high_open=False)
-        if config.gate == "excess" and config.holdout is None:
-            raise ValueError("gate='excess' needs a holdout set (the control)")
+    gate = _check(config)
     t0 = time.perf_counter()
-    train = _load(config.train, "train", config)
-    samples = _load(config.samples, "samples", config)
-    holdout = _load(config.holdout, "holdout", config)
-    check_same_dim(samples.x, train.x, "samples", "train")
-    if holdout is not None:
-        check_same_dim(holdout.x, train.x, "holdout", "train")
+    data, notes = load_inputs(config)
+    train, samples, holdout = data["train"], data["samples"], data["holdout"]
     probe = NNRatioProbe(
         threshold=config.threshold,
         metric=config.metric,
@@ -186,30 +210,22 @@ def run_audit(config: AuditConfig) -> Report:
         }
     membership = None
     if config.membership:
-        if holdout is None:
-            raise ValueError("the membership attack needs held-out data (holdout): the "
-                             "non-members it must tell apart from the training items")
         from .probes.calibration import calibrated_attack, calibration_split
         from .probes.sample_attacks import distance_attack
 
-        both = distance_attack(np.concatenate([np.asarray(train.x), np.asarray(holdout.x)]),
-                               samples.x, metric=config.metric, backend=config.backend,
-                               progress=config.progress)
-        n_tr = train.x.shape[0]
-        split = calibration_split(n_tr, holdout.x.shape[0], seed=config.seed,
+        # each side searched on its own: a memory-mapped training set is streamed, never
+        # concatenated into memory
+        opts = dict(metric=config.metric, backend=config.backend, progress=config.progress)
+        member_scores = distance_attack(train.x, samples.x, **opts)
+        nonmember_scores = distance_attack(holdout.x, samples.x, **opts)
+        split = calibration_split(train.x.shape[0], holdout.x.shape[0], seed=config.seed,
                                   member_ids=train.ids, nonmember_ids=holdout.ids)
-        membership = calibrated_attack(both[:n_tr], both[n_tr:], split,
+        membership = calibrated_attack(member_scores, nonmember_scores, split,
                                        n_bootstrap=config.n_bootstrap,
                                        confidence=config.confidence, seed=config.seed)
-    gate = None
-    if config.fail_above is not None:
-        value = result.rate.value if config.gate == "rate" else result.excess.value
-        gate = {
-            "figure": "nn_ratio.rate" if config.gate == "rate" else "nn_ratio.excess_over_control",
-            "value": value,
-            "fail_above": config.fail_above,
-            "passed": bool(value <= config.fail_above),
-        }
+    figure = "nn_ratio.rate" if config.gate == "rate" else "nn_ratio.excess_over_control"
+    value = result.rate.value if config.gate == "rate" else (
+        None if result.excess is None else result.excess.value)
     return Report(
         config=config.resolved(),
         versions=package_versions(),
@@ -221,10 +237,11 @@ def run_audit(config: AuditConfig) -> Report:
         nn_ratio=result,
         duplicates=duplicates,
         membership=membership,
-        gate=gate,
-        notes=list(config.notes),
+        gate=gate.apply(figure, value),
+        notes=list(config.notes) + notes,
         elapsed=time.perf_counter() - t0,
         datasets={"train": train, "samples": samples, "holdout": holdout},
+        space=describe_space(train.convention, config.metric),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from fractions import Fraction
 
@@ -15,6 +16,9 @@ import numpy as np
 
 from . import __version__
 from .audit import GATES, AuditConfig, config_defaults, run_audit
+from ._io import check_writable_dir
+from .conventions import parse_declarations
+from .gate import Gate, verdict_line
 from .neighbors import BACKENDS, INDEXES, METRICS
 from .probes.duplicates import METHODS as DUP_METHODS
 
@@ -60,6 +64,7 @@ def _add_audit_options(p: argparse.ArgumentParser, required: bool = True) -> Non
     io.add_argument("--skip-unreadable", action="store_true",
                     help="image folders: skip files that cannot be decoded (listed in the report) "
                     "instead of failing")
+    _add_convention_options(io, "train, samples, holdout")
     pr = p.add_argument_group("probe")
     pr.add_argument("--threshold", type=_fraction, default=_D["threshold"], metavar="K",
                     help="flag d1/d2 < K; in (0, 1), '1/3' or a decimal (default 1/3, "
@@ -109,6 +114,23 @@ def _add_audit_options(p: argparse.ArgumentParser, required: bool = True) -> Non
     out.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
 
+def _add_convention_options(group, sets: str) -> None:
+    group.add_argument("--range", action="append", metavar="[SET=]LO,HI", dest="ranges",
+                       help="declare the value range of an input (SET one of " + sets + "; no "
+                       "SET= for all), e.g. samples=-1,1 (diffusers) or samples=0,255 (uint8): "
+                       "it is converted to the training set's range. Without it, inputs whose "
+                       "ranges differ are refused, never compared as they are. Repeatable")
+    group.add_argument("--layout", action="append", metavar="[SET=]HWC|CHW", dest="layouts",
+                       help="declare the layout of an input, e.g. samples=CHW (PyTorch's "
+                       "channels-first): it is converted to the training set's layout. "
+                       "Repeatable")
+
+
+def _declared(args, sets):
+    return (parse_declarations(getattr(args, "ranges", None), sets, "--range"),
+            parse_declarations(getattr(args, "layouts", None), sets, "--layout"))
+
+
 def _config_from(args, **extra) -> AuditConfig:
     return AuditConfig(
         train=args.train,
@@ -126,6 +148,8 @@ def _config_from(args, **extra) -> AuditConfig:
         resize=args.resize,
         mode=args.mode,
         skip_unreadable=args.skip_unreadable,
+        ranges=_declared(args, ("train", "samples", "holdout"))[0] or None,
+        layouts=_declared(args, ("train", "samples", "holdout"))[1] or None,
         duplicates=args.duplicates,
         duplicates_threshold=args.duplicates_threshold,
         membership=args.membership,
@@ -148,6 +172,7 @@ def _summary(report, paths) -> dict:
         "carlini_rate": None if nr["carlini"] is None else nr["carlini"]["rate"],
         "n_samples": nr["n_samples"],
         "n_memorized": nr["n_memorized"],
+        "space": d["space"],
         "gate": d["gate"],
         "report_json": str(paths["json"]),
         "report_html": str(paths["html"]),
@@ -158,6 +183,11 @@ def _finish(report, paths, as_json: bool) -> int:
     if as_json:
         print(json.dumps(_summary(report, paths), indent=2))
     else:
+        if report.space:
+            print(f"compared in: {report.space}")
+        for note in report.notes:
+            if note.startswith("warning"):
+                print(note, file=sys.stderr)
         print(report.nn_ratio.summary())
         for key, res in (report.duplicates or {}).items():
             print(f"duplicates ({key.replace('_', ' ')}): {res.summary()}")
@@ -167,10 +197,7 @@ def _finish(report, paths, as_json: bool) -> int:
                   f"{ev.auc.value:.3f} [{ev.auc.low:.3f}, {ev.auc.high:.3f}], TPR at 1% FPR "
                   f"{100 * ev.tpr[0.01].value:.1f}% (random: AUC 0.5, TPR 1%)")
         if report.gate is not None:
-            g = report.gate
-            verdict = "PASS" if g["passed"] else "FAIL"
-            print(f"gate: {verdict} ({g['figure']} = {100 * g['value']:.2f}%, "
-                  f"fail above {100 * g['fail_above']:.2f}%)")
+            print(verdict_line(report.gate))
         print(f"report: {paths['json']}\n        {paths['html']}")
     return EXIT_OK if report.passed else EXIT_GATE
 
@@ -218,6 +245,7 @@ def cmd_demo_model(args, generate) -> int:
     np.savez(data / "samples.npz", x=samples,
              ids=np.array([f"sample-{i}-step-{last}" for i in range(len(samples))]))
     args.train, args.samples, args.holdout = (str(data / f"{k}.npz") for k in ("train", "samples", "holdout"))
+    args.ranges = ["0,1"]  # the demo's digits and samples are pixel values in [0, 1]
     notes = [gen["note"], f"tau_gen = {curve.tau_gen}, tau_mem = {curve.tau_mem}, recommended "
              f"checkpoint (best quality before tau_mem): {curve.recommended}."]
     if curve.tau_mem is not None and (curve.tau_gen is None or curve.tau_mem <= curve.tau_gen):
@@ -322,6 +350,8 @@ def cmd_subsequences(args) -> int:
     from .report_series import write_subsequence_report
     from .sources import load_series
 
+    gate = Gate(args.fail_above, args.gate).check(has_control=args.holdout is not None,
+                                                  command="subsequences")
     t0 = time.perf_counter()
     loaded = {}
     for name in ("train", "samples", "holdout"):
@@ -351,16 +381,21 @@ def cmd_subsequences(args) -> int:
         sample_ids=sample_ids if sample_ids is not None else list(range(len(samples))),
         inputs={k: v[2] for k, v in loaded.items()}, config=config, versions=package_versions(),
         elapsed=time.perf_counter() - t0)
-    gate = res.excess if (args.gate == "excess" and res.excess is not None) else res.series_rate
-    failed = args.fail_above is not None and gate.value > args.fail_above
+    record = gate.apply("subsequences.series_rate" if args.gate == "rate" else
+                        "subsequences.excess_over_control",
+                        res.series_rate.value if args.gate == "rate" else
+                        (None if res.excess is None else res.excess.value))
+    failed = record is not None and not record["passed"]
     if args.json:
         print(json.dumps({"window_rate": res.window_rate.to_dict(),
                           "series_rate": res.series_rate.to_dict(),
                           "excess": None if res.excess is None else res.excess.to_dict(),
-                          "report": {k: str(v) for k, v in paths.items()}, "gate_failed": failed},
-                         indent=2))
+                          "report": {k: str(v) for k, v in paths.items()}, "gate": record,
+                          "gate_failed": failed}, indent=2))
     else:
         print(res.summary())
+        if record is not None:
+            print(verdict_line(record))
         print(f"report: {paths['json']}\n        {paths['html']}")
     return EXIT_GATE if failed else EXIT_OK
 
@@ -390,9 +425,12 @@ def cmd_membership(args) -> int:
 
     from .audit import package_versions
     from .probes.calibration import calibrated_attack, calibration_split
+    from ._validation import check_same_dim
+    from .conventions import harmonize
     from .report_membership import write_membership_report
     from .sources import load_dataset
 
+    gate = Gate(args.fail_above).check(has_control=True, command="membership")
     t0 = time.perf_counter()
     inputs = {}
     if args.member_scores or args.nonmember_scores:
@@ -410,28 +448,35 @@ def cmd_membership(args) -> int:
         if not (args.members and args.nonmembers and args.samples):
             raise ValueError("give --members, --nonmembers and --samples (a sample-only attack), "
                              "or --member-scores and --nonmember-scores")
-        mem = load_dataset(args.members, "members")
-        non = load_dataset(args.nonmembers, "nonmembers")
-        gen = load_dataset(args.samples, "samples")
-        inputs = {"members": mem.describe(), "nonmembers": non.describe(), "samples": gen.describe()}
-        both = np.concatenate([np.asarray(mem.x), np.asarray(non.x)])
+        if args.attack == "density" and not args.reference:
+            raise ValueError("--attack density needs --reference: real data that was not used "
+                             "in training and is not among the members or non-members")
+        sets = ("members", "nonmembers", "samples", "reference")
+        ranges, layouts = _declared(args, sets)
+        loaded = {k: None if getattr(args, k) is None else load_dataset(getattr(args, k), k)
+                  for k in sets}
+        for k in sets[1:]:
+            if loaded[k] is not None:
+                check_same_dim(loaded[k].x, loaded["members"].x, k, "members")
+        loaded, _ = harmonize(loaded, ranges=ranges, layouts=layouts)
+        mem, non, gen, ref = (loaded[k] for k in sets)
+        inputs = {k: v.describe() for k, v in loaded.items() if v is not None}
         if args.attack == "distance":
             from .probes.sample_attacks import distance_attack
 
-            scores = distance_attack(both, gen.x, progress=False if args.no_progress else None)
+            # each side on its own: a memory-mapped member set is streamed, never concatenated
+            progress = False if args.no_progress else None
+            ms = distance_attack(mem.x, gen.x, progress=progress)
+            ns = distance_attack(non.x, gen.x, progress=progress)
             attack = "distance to the nearest generated sample (GAN-Leaks)"
         else:
             from .probes.sample_attacks import density_ratio_attack
 
-            if not args.reference:
-                raise ValueError("--attack density needs --reference: real data that was not used "
-                                 "in training and is not among the members or non-members")
-            ref = load_dataset(args.reference, "reference")
-            inputs["reference"] = ref.describe()
+            both = np.concatenate([np.asarray(mem.x), np.asarray(non.x)])
             scores = density_ratio_attack(both, gen.x, ref.x, n_components=args.pca)
+            ms, ns = scores[: mem.x.shape[0]], scores[mem.x.shape[0]:]
             attack = "KDE density ratio p_gen / p_ref (DOMIAS style)"
         n_m, n_n = mem.x.shape[0], non.x.shape[0]
-        ms, ns = scores[:n_m], scores[n_m:]
         member_ids, nonmember_ids = mem.ids, non.ids
     split = calibration_split(n_m, n_n, fraction=args.calibration_fraction, seed=args.seed,
                               member_ids=member_ids, nonmember_ids=nonmember_ids)
@@ -439,15 +484,18 @@ def cmd_membership(args) -> int:
     config = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     paths = write_membership_report(args.out, res, config=config, versions=package_versions(),
                                     inputs=inputs, attack=attack, elapsed=time.perf_counter() - t0)
-    failed = args.fail_above is not None and res.evaluation.auc.value > args.fail_above
+    record = gate.apply("membership.evaluation.auc", res.evaluation.auc.value)
+    failed = record is not None and not record["passed"]
     if args.json:
         print(json.dumps({"attack": attack, **{k: v for k, v in res.to_dict().items()
                                                 if k not in ("split",)},
-                          "report": {k: str(v) for k, v in paths.items()}, "gate_failed": failed},
-                         indent=2))
+                          "report": {k: str(v) for k, v in paths.items()}, "gate": record,
+                          "gate_failed": failed}, indent=2))
     else:
         print(f"attack: {attack}")
         print(res.summary())
+        if record is not None:
+            print(verdict_line(record))
         print(f"report: {paths['json']}\n        {paths['html']}")
     return EXIT_GATE if failed else EXIT_OK
 
@@ -592,7 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="share of each side used for calibration (default 0.5)")
     mp.add_argument("--n-bootstrap", type=int, default=_D["n_bootstrap"])
     mp.add_argument("--seed", type=int, default=_D["seed"])
-    mp.add_argument("--fail-above", type=float, metavar="AUC",
+    _add_convention_options(mp, "members, nonmembers, samples, reference")
+    mp.add_argument("--fail-above", type=_fraction, metavar="AUC",
                     help="exit with code 3 when the evaluation AUC is above AUC")
     _add_output_options(mp)
     mp.set_defaults(func=cmd_membership)
@@ -633,6 +682,57 @@ _DEMO_FIXED = dict(threshold=_D["threshold"], metric=_D["metric"], backend=_D["b
                    membership=True)
 
 
+class _QuietPipe:
+    """stdout that turns a closed pipe (``memaudit ... | head``) into silence, not a traceback.
+
+    The command goes on and returns its real exit code (a failed gate stays a failure); what it
+    still prints goes nowhere.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text):
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._break()
+        return len(text)
+
+    def flush(self):
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._break()
+
+    def _break(self):
+        self.broken = True
+        try:  # the interpreter flushes stdout at exit: point the descriptor at /dev/null
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    if isinstance(exc, MemoryError):
+        return ("out of memory; give a memory-mapped .npy file for large sets, or fewer samples "
+                "at once")
+    return str(exc)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -642,12 +742,24 @@ def main(argv=None) -> int:
     if args.command == "demo":
         for key, value in _DEMO_FIXED.items():
             setattr(args, key, value)
+    stdout = sys.stdout
+    sys.stdout = _QuietPipe(stdout)
     try:
+        if getattr(args, "out", None) is not None:  # before any computation
+            check_writable_dir(args.out)
         return args.func(args)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, ImportError, RuntimeError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"memaudit: error: {msg}", file=sys.stderr)
+    except (ValueError, TypeError, KeyError, OSError, ImportError, RuntimeError,
+            MemoryError) as exc:
+        print(f"memaudit: error: {_error_text(exc)}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("memaudit: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        try:
+            sys.stdout.flush()
+        finally:
+            sys.stdout = stdout
 
 
 if __name__ == "__main__":  # pragma: no cover

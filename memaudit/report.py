@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import html
 import json
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write_text
+from ._io import atomic_write_pair, atomic_write_text, remove_stale_temporaries
 from .adapters.pixels import image_layout, png_data_uri, to_display
+from .gate import verdict_line
 from .results import jsonable
 
 __all__ = ["Report", "SCHEMA_VERSION", "atomic_write_text", "write_json_html"]
@@ -35,6 +37,7 @@ class Report:
     notes: list = field(default_factory=list)
     elapsed: float = 0.0
     datasets: dict = field(default_factory=dict, repr=False)
+    space: str = ""  # which space was compared: "pixels in [0, 1], 28x28 grayscale, L2 distance"
     created: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
@@ -71,6 +74,7 @@ class Report:
                 "schema_version": SCHEMA_VERSION,
                 "created": self.created,
                 "seed": self.config.get("seed"),
+                "space": self.space,
                 "config": self.config,
                 "versions": self.versions,
                 "inputs": self.inputs,
@@ -94,11 +98,25 @@ class Report:
 
 
 def write_json_html(out_dir, stem: str, data: dict, page: str) -> dict:
-    """Write ``stem``.json (strict JSON) and ``stem``.html into ``out_dir``, each atomically."""
+    """Write ``stem``.json (strict JSON) and ``stem``.html into ``out_dir`` as one unit.
+
+    Both files are written in full as temporaries before either is renamed (the JSON last), and
+    both carry the same run id (the JSON's ``run_id``, the page's ``memaudit-run-id`` meta tag and
+    footer): a pair whose ids differ was torn by a kill between the two renames. Temporaries left
+    by killed runs in ``out_dir`` are removed first.
+    """
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    run_id = uuid.uuid4().hex
+    data = {**data, "run_id": run_id}
+    tag = f'<meta name="memaudit-run-id" content="{run_id}">'
+    page = page.replace("<head>", "<head>" + tag, 1) if "<head>" in page else tag + page
+    footer = f'<p><small>run id <code>{run_id}</code> (the same in {stem}.json)</small></p>'
+    page = page.replace("</body>", footer + "</body>", 1) if "</body>" in page else page + footer
     paths = {"json": out / f"{stem}.json", "html": out / f"{stem}.html"}
-    atomic_write_text(paths["json"], json.dumps(data, indent=2, allow_nan=False) + "\n")
-    atomic_write_text(paths["html"], page)
+    atomic_write_pair({paths["html"]: page,
+                       paths["json"]: json.dumps(data, indent=2, allow_nan=False) + "\n"})
     return paths
 
 
@@ -126,6 +144,11 @@ def _skipped_html(desc: dict) -> str:
     items = "".join(f"<li><code>{html.escape(x['file'])}</code>: {html.escape(x['reason'])}</li>"
                     for x in skipped)
     return f"<b>{len(skipped)}</b><ul>{items}</ul>"
+
+
+def _read_as(desc: dict) -> str:
+    conv = desc.get("convention")
+    return "" if not conv else conv["description"]
 
 
 def _fmt_rate(d: dict | None) -> str:
@@ -320,7 +343,10 @@ def render_html(report: Report, data: dict) -> str:
     nr = data["nn_ratio"]
     res = report.nn_ratio
     esc = html.escape
-    rows = [("Memorized fraction f<sub>mem</sub> (d1/d2 &lt; k)", _fmt_rate(nr["rate"]))]
+    rows = []
+    if data.get("space"):
+        rows.append(("Compared in", f"<b>{esc(data['space'])}</b>"))
+    rows.append(("Memorized fraction f<sub>mem</sub> (d1/d2 &lt; k)", _fmt_rate(nr["rate"])))
     if nr["control"] is not None:
         rows.append(("Held-out control, same probe", _fmt_rate(nr["control"]["rate"])))
         rows.append(("<b>Excess over control</b>", _fmt_rate(nr["excess_over_control"])))
@@ -343,13 +369,15 @@ def render_html(report: Report, data: dict) -> str:
     if data["gate"] is not None:
         g = data["gate"]
         verdict = '<span class="pass">PASS</span>' if g["passed"] else '<span class="fail">FAIL</span>'
-        gate_html = (f"<p>Gate: {verdict} &mdash; {esc(g['figure'])} = {100 * g['value']:.2f}% "
-                     f"{'&le;' if g['passed'] else '&gt;'} fail-above {100 * g['fail_above']:.2f}%</p>")
+        gate_html = f"<p>Gate: {verdict} &mdash; {esc(verdict_line(g).split(' (', 1)[1][:-1])}"
+        if g.get("reason"):
+            gate_html += f" ({esc(g['reason'])})"
+        gate_html += "</p>"
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in data["notes"])
     inputs = "".join(
         f"<tr><td>{k}</td><td>{esc(str(v['source']))}</td><td class='num'>{v['n_items']}</td>"
         f"<td>{esc(str(tuple(v['item_shape'])))}</td><td>{v['dtype']}</td>"
-        f"<td>{_skipped_html(v)}</td></tr>"
+        f"<td>{esc(_read_as(v))}</td><td>{_skipped_html(v)}</td></tr>"
         for k, v in data["inputs"].items() if v is not None
     )
     flagged = res.flagged()[:100]
@@ -399,7 +427,7 @@ near-duplicates in the data distribution alone produce. Intervals: {esc(nr['rate
 {_membership_section(report)}
 {_tracking_section(report)}
 <h2>Inputs</h2>
-<table><tr><th>set</th><th>source</th><th>items</th><th>item shape</th><th>dtype</th><th>skipped files</th></tr>{inputs}</table>
+<table><tr><th>set</th><th>source</th><th>items</th><th>item shape</th><th>dtype</th><th>read as</th><th>skipped files</th></tr>{inputs}</table>
 <details><summary>Resolved configuration</summary><table>{config_rows}</table></details>
 <details><summary>Package versions</summary><table>{version_rows}</table></details>
 </body></html>

@@ -38,6 +38,13 @@ class Dataset:
         Where the items came from (a path or "array").
     kind : str
         "array", "npy", "npz" or "images".
+    skipped : tuple of (str, str)
+        Unreadable image files skipped on request, with the reason.
+    bit_depth : int or None
+        Image folders: 8 or 16 (the largest depth among the files); pixels are in [0, 1] either way.
+    convention : memaudit.conventions.Convention or None
+        How the values are read (pixels in which range and layout, or features), set when the
+        runner brings the inputs to one convention.
     """
 
     x: np.ndarray
@@ -46,6 +53,8 @@ class Dataset:
     source: str
     kind: str
     skipped: tuple = ()  # (path, reason) of unreadable files skipped on request
+    bit_depth: int | None = None  # image folders: 8 or 16 (the largest depth among the files)
+    convention: object = None  # set by memaudit.conventions.harmonize: how values are read
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -65,6 +74,8 @@ class Dataset:
             "item_shape": list(self.item_shape),
             "n_features": int(self.x.shape[1]),
             "dtype": str(self.x.dtype),
+            "bit_depth": self.bit_depth,
+            "convention": None if self.convention is None else self.convention.to_dict(),
             "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
         }
 
@@ -177,11 +188,59 @@ def _parse_size(resize):
     return size
 
 
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N")
+_16BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _is_gray(im) -> bool:
+    """Whether an opened image holds one channel of information (palette images: a gray palette)."""
+    if im.mode in _GRAY_MODES:
+        return True
+    if im.mode in ("P", "PA"):
+        used = sorted({int(i) for i in np.unique(np.asarray(im.convert("P") if im.mode == "PA" else im))})
+        pal = np.asarray(im.getpalette() or [], dtype=np.int64)
+        pal = pal[: 3 * (len(pal) // 3)].reshape(-1, 3)
+        used = [i for i in used if i < len(pal)]
+        return bool(used) and bool((pal[used] == pal[used][:, :1]).all())
+    return False
+
+
+def _decode(im, mode: str, size, path, name) -> tuple[np.ndarray, int]:
+    """One image as float32 (H, W) or (H, W, 3) in [0, 1] and its bit depth (8 or 16).
+
+    8-bit images (palette images through their palette, alpha dropped) are converted by PIL to
+    ``mode`` and divided by 255. 16-bit grayscale images (PIL modes I;16 and I) keep their 16 bits
+    and are divided by 65535 (PIL's own ``convert("L")`` would clip them at 255).
+    """
+    from PIL import Image
+
+    if im.mode in _16BIT_MODES:
+        a = np.asarray(im)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ValueError(f"{name}: {path} is a 32-bit integer image with values from {a.min()} "
+                             f"to {a.max()}; only 8- and 16-bit images are supported")
+        a = a.astype(np.float32) / 65535.0
+        if size is not None:
+            a = np.asarray(Image.fromarray(a, mode="F").resize((size[1], size[0]), Image.BILINEAR))
+        if mode == "RGB":
+            a = np.repeat(a[:, :, None], 3, axis=2)
+        return np.ascontiguousarray(a, dtype=np.float32), 16
+    if im.mode == "F":
+        raise ValueError(f"{name}: {path} is a floating-point image (PIL mode F), whose value range "
+                         "is not defined; save it as an 8- or 16-bit image, or as a .npy array")
+    im = im.convert(mode)
+    if size is not None:
+        im = im.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(im, dtype=np.float32) / 255.0, 8
+
+
 def load_image_folder(folder, name: str = "images", *, resize=None, mode=None,
                       skip_unreadable: bool = False) -> Dataset:
     """Read every image under ``folder`` (recursively, sorted by path) into a Dataset.
 
-    Pixels are scaled to [0, 1]. Images of different sizes are refused unless ``resize`` is given.
+    Pixels are scaled to [0, 1]: 8-bit images (grayscale, RGB, palette; alpha is dropped) divided
+    by 255, 16-bit grayscale images by 65535 (keeping their 16 bits); ``Dataset.bit_depth`` is the
+    largest depth found. Images of different sizes are refused unless ``resize`` is given.
     Unreadable files are an error, or with ``skip_unreadable`` are skipped and listed in
     ``Dataset.skipped``.
     """
@@ -201,35 +260,37 @@ def load_image_folder(folder, name: str = "images", *, resize=None, mode=None,
                 im.load()
                 images.append(im.copy())
                 readable.append(p)
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             if not skip_unreadable:
                 raise ValueError(f"{name}: cannot read image {p} ({exc}); pass skip_unreadable "
-                                 "(--skip-unreadable) to skip such files and list them") from exc
+                                 "(--skip-unreadable) to skip such files and list them") from None
             skipped.append((p.relative_to(folder).as_posix(), str(exc)))
     if not images:
         raise ValueError(f"{name}: none of the {len(files)} image files under {folder} could be read")
     files = readable
     if mode is None:
-        mode = "L" if all(im.mode in ("1", "L", "I", "I;16", "F") for im in images) else "RGB"
+        mode = "L" if all(_is_gray(im) for im in images) else "RGB"
     arrays = []
+    depth = 8
     first = None
     for p, im in zip(files, images):
-        im = im.convert(mode)
-        if size is not None:
-            im = im.resize((size[1], size[0]), Image.BILINEAR)
-        elif first is None:
-            first = (p, im.size)
-        elif im.size != first[1]:
-            raise ValueError(
-                f"{name}: images have different sizes: {first[0].name} is {first[1][0]}x{first[1][1]} "
-                f"but {p.name} is {im.size[0]}x{im.size[1]} (width x height); pass resize=(H, W) "
-                "(--resize on the command line)"
-            )
-        arrays.append(np.asarray(im, dtype=np.float32) / 255.0)
+        if size is None:
+            if first is None:
+                first = (p, im.size)
+            elif im.size != first[1]:
+                raise ValueError(
+                    f"{name}: images have different sizes: {first[0].name} is {first[1][0]}x{first[1][1]} "
+                    f"but {p.name} is {im.size[0]}x{im.size[1]} (width x height); pass resize=(H, W) "
+                    "(--resize on the command line)"
+                )
+        a, bits = _decode(im, mode, size, p, name)
+        depth = max(depth, bits)
+        arrays.append(a)
     stack = np.stack(arrays)
     ids = np.array([p.relative_to(folder).as_posix() for p in files])
     x = stack.reshape(stack.shape[0], -1)
-    return Dataset(x, ids, tuple(stack.shape[1:]), str(folder), "images", tuple(skipped))
+    return Dataset(x, ids, tuple(stack.shape[1:]), str(folder), "images", tuple(skipped),
+                   bit_depth=depth)
 
 
 def load_series(source, name: str = "series"):

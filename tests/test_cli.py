@@ -76,7 +76,7 @@ def test_json_output(sets, tmp_path, capsys):
         (["--threshold", "1.5"], "threshold must lie in (0, 1)"),
         (["--threshold", "0"], "threshold must lie in (0, 1)"),
         (["--gate", "excess", "--fail-above", "0.1"], "needs a holdout"),
-        (["--fail-above", "2"], "fail_above must lie in [0, 1]"),
+        (["--fail-above", "2"], "--fail-above) must lie in [0, 1]"),
     ],
 )
 def test_bad_settings_exit_1_with_a_message(sets, tmp_path, capsys, extra, message):
@@ -115,9 +115,10 @@ def test_help_is_complete(capsys):
     exposed = {"train", "samples", "holdout", "threshold", "metric", "backend", "index",
                "carlini_alpha", "carlini_n", "n_bootstrap", "confidence", "seed", "resize", "mode",
                "gallery", "fail_above", "gate", "skip_unreadable", "duplicates",
-               "duplicates_threshold", "membership"}
+               "duplicates_threshold", "membership", "ranges", "layouts"}
+    option = {"ranges": "range", "layouts": "layout"}  # repeatable options, one value each
     for name in exposed:
-        assert "--" + name.replace("_", "-") in text
+        assert "--" + option.get(name, name).replace("_", "-") in text
     # every AuditConfig field is on the command line, except the two that the CLI sets itself
     fields = set(AuditConfig.__dataclass_fields__) - {"notes", "progress"}
     assert fields == exposed
