@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 __all__ = ["as_2d_array", "check_finite", "check_fraction", "check_same_dim", "check_positive_int",
-           "check_ids"]
+           "check_ids", "check_seed"]
 
 
 def _to_numpy(x, name):
@@ -127,6 +127,15 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
     return int(value)
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """A seed is a non-negative integer (what numpy's SeedSequence accepts)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be a non-negative integer, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {seed}")
+    return int(seed)
 
 
 def check_ids(ids, n: int, name: str) -> np.ndarray:

@@ -13,7 +13,7 @@ from importlib import metadata
 
 import numpy as np
 
-from ._validation import check_same_dim
+from ._validation import check_positive_int, check_same_dim
 from .conventions import describe_space, harmonize
 from .gate import GATES, Gate
 from .probes.nn_ratio import DEFAULT_THRESHOLD, NNRatioProbe, NNRatioResult
@@ -154,6 +154,13 @@ def load_inputs(config, names=("train", "samples", "holdout")):
     return harmonize(loaded, ranges=config.ranges, layouts=config.layouts)
 
 
+def _probe(config: AuditConfig) -> NNRatioProbe:
+    return NNRatioProbe(threshold=config.threshold, metric=config.metric, backend=config.backend,
+                        index=config.index, carlini_alpha=config.carlini_alpha,
+                        carlini_n=config.carlini_n, n_bootstrap=config.n_bootstrap,
+                        confidence=config.confidence, seed=config.seed, progress=config.progress)
+
+
 def _check(config: AuditConfig) -> Gate:
     """Everything that can be refused before any file is read: settings, the gate."""
     if config.train is None or config.samples is None:
@@ -161,6 +168,13 @@ def _check(config: AuditConfig) -> Gate:
     if config.membership and config.holdout is None:
         raise ValueError("the membership attack needs held-out data (holdout): the "
                          "non-members it must tell apart from the training items")
+    _probe(config).check_params()
+    check_positive_int(config.gallery, "gallery", minimum=0)
+    if config.duplicates is not None:
+        from .probes.duplicates import METHODS
+
+        if config.duplicates not in METHODS:
+            raise ValueError(f"duplicates must be one of {METHODS}, got {config.duplicates!r}")
     return Gate(config.fail_above, config.gate).check(has_control=config.holdout is not None)
 
 
@@ -176,18 +190,7 @@ def run_audit(config: AuditConfig) -> Report:
     t0 = time.perf_counter()
     data, notes = load_inputs(config)
     train, samples, holdout = data["train"], data["samples"], data["holdout"]
-    probe = NNRatioProbe(
-        threshold=config.threshold,
-        metric=config.metric,
-        backend=config.backend,
-        index=config.index,
-        carlini_alpha=config.carlini_alpha,
-        carlini_n=config.carlini_n,
-        n_bootstrap=config.n_bootstrap,
-        confidence=config.confidence,
-        seed=config.seed,
-        progress=config.progress,
-    ).fit(train.x, ids=train.ids)
+    probe = _probe(config).fit(train.x, ids=train.ids)
     result: NNRatioResult = probe.score(
         samples.x,
         ids=samples.ids,

@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .._validation import (as_2d_array, check_fraction, check_ids, check_positive_int,
-                           check_same_dim)
-from ..neighbors import NeighborIndex
+                           check_same_dim, check_seed)
+from ..neighbors import BACKENDS, INDEXES, METRICS, NeighborIndex
 from ..results import Rate, jsonable
 from ..stats import rate, rate_difference
 
@@ -281,6 +281,22 @@ class NNRatioProbe:
             self.metric, self.backend, self.index, progress=self.progress, seed=self.seed, **opts
         )
 
+    def check_params(self) -> "NNRatioProbe":
+        """Refuse bad settings (one-line errors) without touching any data."""
+        check_fraction(self.threshold, "threshold")
+        if self.carlini_alpha is not None:
+            check_fraction(self.carlini_alpha, "carlini_alpha")
+            check_positive_int(self.carlini_n, "carlini_n", minimum=2)
+        check_positive_int(self.n_bootstrap, "n_bootstrap")
+        check_fraction(self.confidence, "confidence")
+        check_seed(self.seed)
+        for value, allowed, what in ((self.metric, METRICS, "metric"),
+                                     (self.backend, BACKENDS, "backend"),
+                                     (self.index, INDEXES, "index")):
+            if value not in allowed:
+                raise ValueError(f"{what} must be one of {allowed}, got {value!r}")
+        return self
+
     def fit(self, train, ids=None) -> "NNRatioProbe":
         """Index the training set.
 
@@ -291,12 +307,8 @@ class NNRatioProbe:
         ids : array-like of shape (n_train,), optional
             Names of the training items (file names, original indices); default positions.
         """
-        self.threshold_ = check_fraction(self.threshold, "threshold")
-        if self.carlini_alpha is not None:
-            check_fraction(self.carlini_alpha, "carlini_alpha")
-            check_positive_int(self.carlini_n, "carlini_n", minimum=2)
-        check_positive_int(self.n_bootstrap, "n_bootstrap")
-        check_fraction(self.confidence, "confidence")
+        self.check_params()
+        self.threshold_ = float(self.threshold)
         train = as_2d_array(train, "train")
         if train.shape[0] < 2:
             raise ValueError(
