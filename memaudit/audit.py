@@ -190,6 +190,9 @@ def run_audit(config: AuditConfig) -> Report:
     t0 = time.perf_counter()
     data, notes = load_inputs(config)
     train, samples, holdout = data["train"], data["samples"], data["holdout"]
+    if config.duplicates in ("phash", "dhash", "tiled_l2") and train.convention.kind != "pixels":
+        raise ValueError(f"--duplicates {config.duplicates} compares images, but train are "
+                         f"{train.convention.describe()}; use exact or embedding for features")
     probe = _probe(config).fit(train.x, ids=train.ids)
     result: NNRatioResult = probe.score(
         samples.x,

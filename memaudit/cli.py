@@ -272,7 +272,13 @@ def cmd_demo_model(args, generate) -> int:
 def cmd_demo(args) -> int:
     from pathlib import Path
 
+    from ._validation import check_positive_int, check_seed
     from .demo import make_demo_data, planted_recovery
+
+    Gate(args.fail_above).check(has_control=True, command="demo")  # before any training
+    check_seed(args.seed)
+    check_positive_int(args.steps, "steps (--steps)")
+    check_positive_int(args.samples_per_checkpoint, "samples per checkpoint (--samples-per-checkpoint)", 2)
 
     if not args.stand_in:
         generate = _demo_model()

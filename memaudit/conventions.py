@@ -427,7 +427,7 @@ def harmonize(datasets: dict, *, ranges: dict | None = None, layouts: dict | Non
     ranges, layouts = dict(ranges or {}), dict(layouts or {})
     names = [k for k, v in datasets.items() if v is not None]
     for k in list(ranges) + list(layouts):
-        if k not in datasets:
+        if k not in names:
             raise ValueError(f"--range/--layout name an input {k!r} that this run does not have "
                              f"(inputs: {', '.join(names)})")
     pixels = any(_is_pixels(datasets[k]) for k in names) or bool(ranges) or bool(layouts)
