@@ -193,9 +193,8 @@ def _finish(report, paths, as_json: bool) -> int:
             print(f"duplicates ({key.replace('_', ' ')}): {res.summary()}")
         if report.membership is not None:
             ev = report.membership.evaluation
-            print(f"membership (distance to nearest sample, evaluation half): AUC "
-                  f"{ev.auc.value:.3f} [{ev.auc.low:.3f}, {ev.auc.high:.3f}], TPR at 1% FPR "
-                  f"{100 * ev.tpr[0.01].value:.1f}% (random: AUC 0.5, TPR 1%)")
+            print("membership (distance to nearest sample, evaluation half):\n  "
+                  + ev.summary().replace("\n", "\n  "))
         if report.gate is not None:
             print(verdict_line(report.gate))
         print(f"report: {paths['json']}\n        {paths['html']}")

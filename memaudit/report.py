@@ -14,7 +14,7 @@ import numpy as np
 from ._io import atomic_write_pair, atomic_write_text, remove_stale_temporaries
 from .adapters.pixels import image_layout, png_data_uri, to_display
 from .gate import verdict_line
-from .results import jsonable
+from .results import jsonable, rate_text
 
 __all__ = ["Report", "SCHEMA_VERSION", "atomic_write_text", "write_json_html"]
 
@@ -152,13 +152,11 @@ def _read_as(desc: dict) -> str:
 
 
 def _fmt_rate(d: dict | None) -> str:
+    """A rate as in its text summary (``rate_text``): the score interval, then the bootstrap."""
     if not d:
         return "&ndash;"
-    pct = int(round(100 * d["confidence"]))
-    head = f"{100 * d['value']:.2f}%"
-    if d.get("count") is not None:
-        head += f" ({d['count']}/{d['n']})"
-    return f"{head} <small>{pct}% CI [{100 * d['low']:.2f}%, {100 * d['high']:.2f}%]</small>"
+    head, tail = rate_text(d)
+    return f"{html.escape(head)} <small>{html.escape(tail)}</small>"
 
 
 def _histogram_svg(ratio: np.ndarray, control: np.ndarray | None, threshold: float) -> str:

@@ -24,7 +24,8 @@ def roc_svg(fpr, tpr, n_nonmembers: int, size: int = 260) -> str:
         py = size - 25 - (np.log10(max(t, floor)) - lo) / -lo * (size - 35)
         return f"{px:.1f},{py:.1f}"
 
-    curve = " ".join(xy(f, t) for f, t in zip(fpr, tpr))
+    points = [xy(f, t) for f, t in zip(fpr, tpr)]  # every ROC point, minus repeats of a pixel
+    curve = " ".join(p for i, p in enumerate(points) if i == 0 or p != points[i - 1])
     diag = f"{xy(floor, floor)} {xy(1, 1)}"
     ticks = "".join(
         f'<text x="{xy(10.0**e, floor).split(",")[0]}" y="{size - 8}" font-size="9" '
@@ -40,20 +41,32 @@ def roc_svg(fpr, tpr, n_nonmembers: int, size: int = 260) -> str:
             f'text-anchor="middle">TPR</text></svg>')
 
 
-def _iv(d: dict, pct: bool = False) -> str:
-    f = (lambda v: f"{100 * v:.2f}%") if pct else (lambda v: f"{v:.4f}")
-    return f"{f(d['value'])} <small>[{f(d['low'])}, {f(d['high'])}]</small>"
+def _iv(d: dict, confidence: float, pct: bool = False) -> str:
+    """The figure as in the text summary: value, leading interval, the other one beside it."""
+    from .probes.membership import interval_text
+
+    text = html.escape(interval_text(d, confidence, pct))
+    head, _, rest = text.partition(", ")
+    return f"<b>{head}</b>, <small>{rest}</small>"
 
 
 def membership_html(res, title: str = "Membership inference") -> str:
     """A section: what the attacker achieves on the evaluation split, the ROC, the split manifest."""
     d = res.to_dict()
     ev = d["evaluation"]
-    pct = int(round(100 * ev["confidence"]))
-    rows = [("ROC AUC", _iv(ev["auc"]), "0.5")]
+    conf = ev["confidence"]
+    pct = int(round(100 * conf))
+    rows = [("ROC AUC", _iv(ev["auc"], conf), "0.5")]
     for f, iv in ev["tpr_at_fpr"].items():
-        rows.append((f"TPR at {100 * float(f):g}% FPR", _iv(iv, True), f"{100 * float(f):g}%"))
-    rows.append(("balanced accuracy at the calibrated threshold", _iv(d["balanced_accuracy"]), "0.5"))
+        label = f"TPR at {100 * float(f):g}% FPR"
+        if iv["resolved"]:
+            rows.append((label, _iv(iv, conf, True), f"{100 * float(f):g}%"))
+        else:
+            n = ev["n_nonmembers"]
+            rows.append((label, f"<b>not resolved</b>: {n} non-members resolve FPRs of 1/{n} or "
+                         "more", f"{100 * float(f):g}%"))
+    rows.append(("balanced accuracy at the calibrated threshold",
+                 _iv(d["balanced_accuracy"], conf), "0.5"))
     table = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
     split = d["split"]
     counts = (f"calibration: {len(split['calibration']['members'])} members, "
@@ -62,16 +75,20 @@ def membership_html(res, title: str = "Membership inference") -> str:
               f"{len(split['evaluation']['nonmembers'])} non-members; seed {split['seed']}")
     flag = ("<p class='note'><b>Optimistic:</b> the setting and threshold were chosen on the "
             "evaluated items.</p>" if d["optimistic"] else "")
-    notes = "".join(f"<p><small>{html.escape(n)}</small></p>" for n in ev["notes"])
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' if n.startswith("warning")
+                    else f"<p><small>{html.escape(n)}</small></p>" for n in ev["notes"])
     chosen = (f"Threshold {d['threshold']:.4g}" if d["setting"] is None else
               f"Attack setting <code>{html.escape(str(d['setting']))}</code> and threshold "
               f"{d['threshold']:.4g}")
     return f"""<h2>{html.escape(title)}</h2>{flag}
-<p>{chosen} chosen on the calibration split; the figures below are on the disjoint
-evaluation split ({pct}% stratified bootstrap intervals; random guessing in the last column).</p>
+{notes}<p>{chosen} chosen on the calibration split; the figures below are on the disjoint
+evaluation split ({ev['n_members']} members, {ev['n_nonmembers']} non-members). Each figure has
+a {pct}% stratified bootstrap interval and a closed-form one that stays informative at the bounds;
+the one that covers better is shown first (docs/probes/membership.md); random guessing in the last
+column.</p>
 <div style="display:flex;gap:24px;align-items:flex-start"><table>
-<tr><th>figure</th><th>value</th><th>random</th></tr>{table}</table>
-{roc_svg(ev['roc']['fpr'], ev['roc']['tpr'], ev['n_nonmembers'])}</div>{notes}
+<tr><th>figure</th><th>value and {pct}% interval</th><th>random</th></tr>{table}</table>
+{roc_svg(ev['roc']['fpr'], ev['roc']['tpr'], ev['n_nonmembers'])}</div>
 <details><summary>Split manifest ({counts})</summary>
 <pre>{html.escape(json.dumps(split, indent=1))}</pre></details>
 """

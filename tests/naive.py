@@ -125,13 +125,19 @@ def naive_hamming_pairs(bits, max_distance, other=None):
 
 
 def naive_tpr_at_fpr(members, nonmembers, fpr):
-    """Max TPR over every threshold (each distinct score, and +inf) with FPR <= fpr; >= is member."""
+    """Max TPR over every threshold (each distinct score, and +inf) with FPR <= fpr; >= is member.
+
+    A plain double loop: thresholds outside, items inside; FPR compared as a count of false
+    positives against fpr * n (so that 0.01 of 100 non-members allows exactly one)."""
     best = 0.0
     for thr in sorted(set(members) | set(nonmembers)) + [float("inf")]:
-        f = sum(x >= thr for x in nonmembers) / len(nonmembers)
-        t = sum(x >= thr for x in members) / len(members)
-        if f <= fpr:
-            best = max(best, t)
+        fp = tp = 0
+        for x in nonmembers:
+            fp += x >= thr
+        for x in members:
+            tp += x >= thr
+        if fp <= fpr * len(nonmembers) + 1e-9:
+            best = max(best, tp / len(members))
     return best
 
 
@@ -180,3 +186,12 @@ def naive_subsequence(queries, train, length, normalize=True, zone=None):
         d2, s2, o2 = rest[0] if rest else (np.inf, -1, -1)
         out.append((d1, s1, o1, d2, s2, o2))
     return out
+
+
+def naive_auc(members, nonmembers):
+    """P(member > non-member) + P(tie) / 2 over every pair (the Mann-Whitney statistic)."""
+    total = 0.0
+    for a in members:
+        for b in nonmembers:
+            total += 1.0 if a > b else 0.5 if a == b else 0.0
+    return total / (len(members) * len(nonmembers))

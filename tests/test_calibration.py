@@ -6,6 +6,8 @@ from scipy.stats import norm
 
 from memaudit.probes.calibration import (SplitManifest, balanced_accuracy, best_threshold,
                                          calibrated_attack, calibration_split)
+from memaudit.probes.membership import membership_metrics
+from memaudit.stats import wilson_interval
 
 
 def test_split_is_stratified_disjoint_and_seeded():
@@ -75,3 +77,53 @@ def test_bad_scores(rng):
         calibrated_attack(np.r_[rng.normal(size=9), np.nan], rng.normal(size=10), split)
     with pytest.raises(ValueError, match="same settings"):
         calibrated_attack({1: rng.normal(size=10)}, {2: rng.normal(size=10)}, split)
+
+
+def test_balanced_accuracy_interval_stays_informative_at_one():
+    # a perfect attack: every bootstrap resample gives 1, the MOVER-Wilson interval does not
+    split = calibration_split(40, 40, seed=0)
+    res = calibrated_attack(np.arange(40.0) + 100, np.arange(40.0), split, n_bootstrap=200)
+    ba = res.balanced_accuracy
+    assert ba.value == 1 and ba.collapsed
+    m, n = len(split.evaluation_members), len(split.evaluation_nonmembers)
+    lo_m, lo_n = wilson_interval(m, m)[0], wilson_interval(n, n)[0]
+    assert ba.score == pytest.approx((1 - 0.5 * np.hypot(1 - lo_m, 1 - lo_n), 1.0))
+    assert "balanced accuracy at the calibrated threshold 1.0000, 95% CI [0.8861, 1.0000] " \
+           "(Wilson, MOVER; bootstrap [1.0000, 1.0000], collapsed to a point)" in res.summary()
+
+
+def test_balanced_accuracy_bootstrap_and_mover_agree_in_the_middle(rng):
+    n = 600
+    split = calibration_split(n, n, seed=2)
+    res = calibrated_attack(rng.normal(1, 1, n), rng.normal(0, 1, n), split, n_bootstrap=2000)
+    ba = res.balanced_accuracy
+    assert ba.low == pytest.approx(ba.score[0], abs=0.01)
+    assert ba.high == pytest.approx(ba.score[1], abs=0.01)
+
+
+def test_streams_come_from_a_seed_sequence(rng):
+    n = 120
+    m, nm = rng.normal(1, 1, n), rng.normal(0, 1, n)
+    split = calibration_split(n, n, seed=5)
+    res = calibrated_attack(m, nm, split, n_bootstrap=100, seed=5)
+    first, second = np.random.SeedSequence(5).spawn(2)
+    alone = membership_metrics(m[split.evaluation_members], nm[split.evaluation_nonmembers],
+                               n_bootstrap=100, seed=first)
+    assert res.evaluation.to_dict() == alone.to_dict()
+    assert "seed 5, stream (0,)" in res.evaluation.method
+    again = calibrated_attack(m, nm, split, n_bootstrap=100, seed=5)
+    assert again.balanced_accuracy == res.balanced_accuracy
+    other = calibrated_attack(m, nm, split, n_bootstrap=100, seed=6)
+    assert other.balanced_accuracy.low != res.balanced_accuracy.low or \
+        other.balanced_accuracy.high != res.balanced_accuracy.high
+
+
+def test_html_marks_what_cannot_be_trusted():
+    from memaudit.report_membership import membership_html
+
+    split = calibration_split(12, 12, seed=0)
+    res = calibrated_attack(np.arange(12.0) + 100, np.arange(12.0), split, n_bootstrap=50)
+    page = membership_html(res)
+    assert "<b>not resolved</b>: 6 non-members resolve FPRs of 1/6 or more" in page
+    assert '<p class="note">warning: only 6 members and 6 non-members' in page
+    assert "collapsed to a point" in page and "score interval" in page

@@ -11,7 +11,8 @@ disjoint *evaluation* split:
    the setting with the best calibration AUC, picks the threshold that maximises balanced accuracy
    on the calibration split, then reports on the evaluation split: AUC and TPR at fixed FPR with
    intervals (:func:`memaudit.probes.membership.membership_metrics`) and the balanced accuracy at
-   the calibrated threshold, with a stratified bootstrap interval.
+   the calibrated threshold, with a stratified bootstrap interval and, beside it, the MOVER
+   interval built from the Wilson intervals of its TPR and TNR (informative at 0.5 and 1).
 
 Choosing on the evaluation split is refused (``select_on="evaluation"`` raises) unless the caller
 insists with ``allow_optimistic=True``, in which case the result is flagged ``optimistic`` and
@@ -26,7 +27,9 @@ import numpy as np
 
 from .._validation import check_fraction, check_ids, check_positive_int
 from ..results import jsonable
-from .membership import Interval, MembershipResult, _scores, membership_metrics, DEFAULT_FPRS
+from ..stats import mover_interval, wilson_interval
+from .membership import (DEFAULT_FPRS, Interval, MembershipResult, _scores, interval_text,
+                         membership_metrics)
 
 __all__ = ["SplitManifest", "calibration_split", "calibrated_attack", "CalibratedAttack",
            "balanced_accuracy", "best_threshold"]
@@ -132,10 +135,31 @@ class CalibratedAttack:
     def summary(self) -> str:
         head = (f"setting {self.setting!r} and threshold {self.threshold:.4g} chosen on "
                 f"{'THE EVALUATION SPLIT (optimistic)' if self.optimistic else 'the calibration split'}")
-        ba = self.balanced_accuracy
+        ba = interval_text(self.balanced_accuracy.to_dict(), self.evaluation.confidence)
         return "\n".join([head, self.evaluation.summary(),
-                          f"balanced accuracy {ba.value:.4f} [{ba.low:.4f}, {ba.high:.4f}] (random 0.5)"]
+                          f"balanced accuracy at the calibrated threshold {ba} (random 0.5)"]
                          + list(self.notes))
+
+
+def _balanced_accuracy_interval(members, nonmembers, threshold, n_bootstrap, confidence,
+                                seed) -> Interval:
+    """Balanced accuracy at a fixed threshold: a stratified bootstrap and, beside it, the MOVER
+    interval of (TPR + TNR) / 2 from the two Wilson intervals (informative at 0.5 and 1).
+
+    At a fixed threshold a stratified resample's true positives are Binomial(m, TPR) and its true
+    negatives Binomial(n, TNR), so the resamples are drawn from those binomials (the same law as
+    resampling the scores).
+    """
+    m, n = members.size, nonmembers.size
+    tp, tn = int((members >= threshold).sum()), int((nonmembers < threshold).sum())
+    rng = np.random.default_rng(seed)
+    boot = 0.5 * (rng.binomial(m, tp / m, n_bootstrap) / m
+                  + rng.binomial(n, tn / n, n_bootstrap) / n)
+    lo, hi = np.percentile(boot, [50 * (1 - confidence), 50 * (1 + confidence)])
+    score = mover_interval((tp / m, tn / n), (wilson_interval(tp, m, confidence),
+                                              wilson_interval(tn, n, confidence)), (0.5, 0.5))
+    return Interval(0.5 * (tp / m + tn / n), float(lo), float(hi), score=score,
+                    score_method="Wilson, MOVER")
 
 
 def _by_setting(scores, n, name):
@@ -167,6 +191,12 @@ def calibrated_attack(member_scores, nonmember_scores, split: SplitManifest, *,
     select_on : {"calibration", "evaluation"}, default="calibration"
         Where the setting and the threshold are chosen. "evaluation" is refused unless
         ``allow_optimistic=True``; the result is then flagged ``optimistic``.
+    fprs, n_bootstrap, confidence
+        As in :func:`memaudit.probes.membership.membership_metrics`.
+    seed : int, default=0
+        ``SeedSequence(seed).spawn(2)``: the first stream drives the bootstrap of the evaluation
+        AUC and TPRs, the second that of the balanced accuracy. The split is drawn beforehand by
+        :func:`calibration_split` (``default_rng(seed)`` of its own seed).
 
     Returns
     -------
@@ -194,13 +224,13 @@ def calibrated_attack(member_scores, nonmember_scores, split: SplitManifest, *,
     setting = max(cal_auc, key=lambda k: (cal_auc[k], -list(ms).index(k)))
     thr, cal_bal = best_threshold(ms[setting][cm], ns[setting][cn])
     ev_m, ev_n = ms[setting][em], ns[setting][en]
+    # two independent streams: the bootstrap of the evaluation figures, then that of the
+    # balanced accuracy (the split itself was drawn by calibration_split from its own seed)
+    metrics_stream, accuracy_stream = np.random.SeedSequence(seed).spawn(2)
     evaluation = membership_metrics(ev_m, ev_n, fprs=fprs, n_bootstrap=n_bootstrap,
-                                    confidence=confidence, seed=seed)
-    rng = np.random.default_rng(seed + 1)
-    boot = np.array([balanced_accuracy(ev_m[rng.integers(0, ev_m.size, ev_m.size)],
-                                       ev_n[rng.integers(0, ev_n.size, ev_n.size)], thr)
-                     for _ in range(n_bootstrap)])
-    lo, hi = np.percentile(boot, [50 * (1 - confidence), 50 * (1 + confidence)])
+                                    confidence=confidence, seed=metrics_stream)
+    balanced = _balanced_accuracy_interval(ev_m, ev_n, thr, n_bootstrap, confidence,
+                                           accuracy_stream)
     notes = ()
     if select_on == "evaluation":
         notes = ("OPTIMISTIC: the setting and the threshold were chosen on the evaluated items; "
@@ -208,5 +238,5 @@ def calibrated_attack(member_scores, nonmember_scores, split: SplitManifest, *,
     return CalibratedAttack(
         setting=setting, threshold=thr, calibration_auc=cal_auc,
         calibration_balanced_accuracy=cal_bal, evaluation=evaluation,
-        balanced_accuracy=Interval(balanced_accuracy(ev_m, ev_n, thr), float(lo), float(hi)),
-        split=split, optimistic=select_on == "evaluation", notes=notes)
+        balanced_accuracy=balanced, split=split, optimistic=select_on == "evaluation",
+        notes=notes)
