@@ -478,7 +478,8 @@ def cmd_membership(args) -> int:
             from .probes.sample_attacks import density_ratio_attack
 
             both = np.concatenate([np.asarray(mem.x), np.asarray(non.x)])
-            scores = density_ratio_attack(both, gen.x, ref.x, n_components=args.pca)
+            scores = density_ratio_attack(both, gen.x, ref.x, n_components=args.pca,
+                                          seed=args.seed)
             ms, ns = scores[: mem.x.shape[0]], scores[mem.x.shape[0]:]
             attack = "KDE density ratio p_gen / p_ref (DOMIAS style)"
         n_m, n_n = mem.x.shape[0], non.x.shape[0]

@@ -414,7 +414,7 @@ def render_html(report: Report, data: dict) -> str:
 <p><small>A sample is memorized when its nearest training item is closer than k = {nr['threshold']:.4g}
 times its second-nearest (d1/d2 &lt; k, {esc(nr['metric'])} distance; {esc(nr['threshold_source'])}).
 The control is real held-out data through the same probe: its rate is the floor that
-near-duplicates in the data distribution alone produce. Intervals: {esc(nr['rate']['method'])}.</small></p>
+near-duplicates in the data distribution alone produce. Intervals: {esc(nr['rate'].get('score_method') or '')} score interval first, then the {esc(nr['rate']['method'])}.</small></p>
 <h2>Distribution of d1/d2</h2>
 {_histogram_svg(res.ratio, control_ratio, res.threshold)}
 <h2>Closest generated / training pairs</h2>

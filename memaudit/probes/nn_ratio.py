@@ -35,6 +35,9 @@ __all__ = ["NNRatioProbe", "NNRatioResult", "nn_ratio", "DEFAULT_THRESHOLD"]
 DEFAULT_THRESHOLD = 1 / 3
 THRESHOLD_SOURCE = "k = 1/3: Bonnaire et al. 2025 (Eq. 6), after Yoon et al. 2023 and Gu et al. 2023"
 CARLINI_SOURCE = "alpha = 0.5 over the 50 nearest: Carlini et al. 2023 (Eq. 1)"
+# the bootstrap streams spawned from SeedSequence(seed), in this order
+STREAMS = ("samples f_mem", "samples Carlini rate", "control f_mem", "control Carlini rate",
+           "excess over control", "closer to train than held-out")
 
 
 @dataclass(frozen=True)
@@ -230,7 +233,8 @@ class NNRatioProbe:
     n_bootstrap : int, default=1000
     confidence : float, default=0.95
     seed : int, default=0
-        Seeds the bootstrap.
+        Seeds the bootstraps: ``SeedSequence(seed).spawn(6)`` gives one stream per figure, in the
+        order of ``STREAMS`` (and seeds an approximate index's training and recall sample).
     progress : bool or None, default=None
         Progress bar on stderr for long searches.
     search_options : dict, optional
@@ -320,7 +324,7 @@ class NNRatioProbe:
         self.index_ = self._search().fit(train, name="train")
         return self
 
-    def _score_one(self, samples, ids, name: str) -> NNRatioResult:
+    def _score_one(self, samples, ids, name: str, seeds) -> NNRatioResult:
         samples = as_2d_array(samples, name)
         check_same_dim(samples, self.train_, name, "train")
         sample_ids = check_ids(ids, samples.shape[0], f"{name} ids")
@@ -337,7 +341,7 @@ class NNRatioProbe:
             c_score = _ratio(d1, mean_m)
             c_flag = c_score < self.carlini_alpha
             c_rate = rate(c_flag, n_bootstrap=self.n_bootstrap, confidence=self.confidence,
-                          seed=self.seed, label=name)
+                          seed=seeds[1], label=name)
         return NNRatioResult(
             d1=d1,
             d2=d2,
@@ -348,7 +352,7 @@ class NNRatioProbe:
             sample_ids=sample_ids,
             memorized=memorized,
             rate=rate(memorized, n_bootstrap=self.n_bootstrap, confidence=self.confidence,
-                      seed=self.seed, label=name),
+                      seed=seeds[0], label=name),
             threshold=self.threshold_,
             threshold_source=THRESHOLD_SOURCE if self.threshold_ == DEFAULT_THRESHOLD else "user",
             carlini_score=c_score,
@@ -378,17 +382,19 @@ class NNRatioProbe:
         """
         if not hasattr(self, "train_"):
             raise RuntimeError("NNRatioProbe is not fitted: call fit(train) before score()")
-        result = self._score_one(samples, ids, "samples")
+        # one independent bootstrap stream per figure (see STREAMS)
+        streams = np.random.SeedSequence(self.seed).spawn(len(STREAMS))
+        result = self._score_one(samples, ids, "samples", streams[0:2])
         if holdout is None:
             return result
-        control = self._score_one(holdout, holdout_ids, "holdout")
+        control = self._score_one(holdout, holdout_ids, "holdout", streams[2:4])
         excess = rate_difference(result.rate, control.rate, n_bootstrap=self.n_bootstrap,
-                                 confidence=self.confidence, seed=self.seed)
-        closer, sizes = self._closer_to_train(samples, holdout, result.d1)
+                                 confidence=self.confidence, seed=streams[4])
+        closer, sizes = self._closer_to_train(samples, holdout, result.d1, streams[5])
         return replace(result, control=control, excess=excess, closer_to_train=closer,
                         closer_sizes=sizes)
 
-    def _closer_to_train(self, samples, holdout, d_train):
+    def _closer_to_train(self, samples, holdout, d_train, seed):
         """Share of samples nearer to the training set than to the held-out set.
 
         For a sample drawn independently of both sets, its nearest neighbour in the union of n_t
@@ -397,7 +403,7 @@ class NNRatioProbe:
         """
         d_hold = self._search().fit(holdout, name="holdout").search(samples, k=1).distances[:, 0]
         share = rate(d_train < d_hold, n_bootstrap=self.n_bootstrap, confidence=self.confidence,
-                     seed=self.seed)
+                     seed=seed)
         n_t, n_h = self.train_.shape[0], as_2d_array(holdout, "holdout", check_values=False).shape[0]
         return share, {"n_train": int(n_t), "n_holdout": int(n_h), "expected": n_t / (n_t + n_h)}
 
