@@ -294,13 +294,14 @@ def _tracking_section(report: Report) -> str:
     w, h, pad = 520, 180, 36
     xs = np.log10(np.maximum(c.steps, 1))
     x0, x1 = xs.min(), max(xs.max(), xs.min() + 1e-9)
-    top = max(float(np.max(c.f_mem_high)), 0.05)
+    shown_low, shown_high, how = c._shown_interval()
+    top = max(float(np.max(shown_high)), 0.05)
 
     def pt(x, y):
         return f"{pad + (x - x0) / (x1 - x0) * (w - 2 * pad):.1f},{h - pad - y / top * (h - 2 * pad):.1f}"
 
-    band = " ".join(pt(x, y) for x, y in zip(xs, c.f_mem_high)) + " " + " ".join(
-        pt(x, y) for x, y in zip(xs[::-1], c.f_mem_low[::-1]))
+    band = " ".join(pt(x, y) for x, y in zip(xs, shown_high)) + " " + " ".join(
+        pt(x, y) for x, y in zip(xs[::-1], shown_low[::-1]))
     line = " ".join(pt(x, y) for x, y in zip(xs, c.f_mem))
     marks = ""
     for t, name, color in ((c.tau_gen, "tau_gen", "#17692c"), (c.tau_mem, "tau_mem", "#a31515"),
@@ -320,11 +321,11 @@ def _tracking_section(report: Report) -> str:
         f"<tr><td class='num'>{int(s)}</td><td class='num'>{100 * f:.1f}%</td>"
         f"<td class='num'><small>[{100 * lo:.1f}%, {100 * hi:.1f}%]</small></td>"
         f"<td class='num'>{'' if c.quality is None else f'{c.quality[i]:.4g}'}</td></tr>"
-        for i, (s, f, lo, hi) in enumerate(zip(c.steps, c.f_mem, c.f_mem_low, c.f_mem_high)))
+        for i, (s, f, lo, hi) in enumerate(zip(c.steps, c.f_mem, shown_low, shown_high)))
     rules = "".join(f"<li>{k}: {html.escape(str(v))}</li>" for k, v in c.rules.items() if v)
     return (f"<h2>Memorization over training</h2><p>tau_gen = {c.tau_gen}, tau_mem = {c.tau_mem}, "
             f"recommended checkpoint: <b>{c.recommended}</b></p>{svg}<table><tr><th>step</th>"
-            f"<th>f_mem</th><th>95% CI</th><th>{html.escape(c.quality_name or 'quality')}</th></tr>"
+            f"<th>f_mem</th><th>95% CI ({how})</th><th>{html.escape(c.quality_name or 'quality')}</th></tr>"
             f"{rows}</table><ul>{rules}</ul>")
 
 

@@ -173,11 +173,19 @@ class TrainingCurve:
     rules: dict
     threshold: float
     results: list = field(repr=False, default_factory=list)
+    f_mem_wilson: np.ndarray | None = None  # (n_steps, 2): the Wilson interval, shown in tables
+
+    def _shown_interval(self):
+        """The interval shown in tables and plots: Wilson (informative at 0), else the bootstrap."""
+        if self.f_mem_wilson is not None:
+            return self.f_mem_wilson[:, 0], self.f_mem_wilson[:, 1], "Wilson"
+        return self.f_mem_low, self.f_mem_high, "bootstrap"
 
     def to_dict(self) -> dict:
         return jsonable({
             "steps": self.steps, "f_mem": self.f_mem, "f_mem_low": self.f_mem_low,
-            "f_mem_high": self.f_mem_high, "control_f_mem": self.control,
+            "f_mem_high": self.f_mem_high, "f_mem_wilson": self.f_mem_wilson,
+            "control_f_mem": self.control,
             "excess_low": self.excess_low, "n_samples": self.n_samples,
             "quality": self.quality, "quality_name": self.quality_name, "losses": self.losses,
             "tau_mem": self.tau_mem, "tau_gen": self.tau_gen, "recommended": self.recommended,
@@ -185,11 +193,13 @@ class TrainingCurve:
         })
 
     def summary(self) -> str:
-        lines = [f"{'step':>10s} {'f_mem':>8s} {'95% CI':>19s}" + (" quality" if self.quality is not None else "")]
+        lo, hi, how = self._shown_interval()
+        head = f"95% CI ({how})"
+        lines = [f"{'step':>10s} {'f_mem':>8s} {head:>19s}" + (" quality" if self.quality is not None else "")]
         for i, s in enumerate(self.steps):
             q = f" {self.quality[i]:.4g}" if self.quality is not None else ""
             lines.append(f"{int(s):>10d} {100 * self.f_mem[i]:7.2f}% "
-                         f"[{100 * self.f_mem_low[i]:6.2f}%, {100 * self.f_mem_high[i]:6.2f}%]{q}")
+                         f"[{100 * lo[i]:6.2f}%, {100 * hi[i]:6.2f}%]{q}")
         lines.append(f"tau_gen = {self.tau_gen}, tau_mem = {self.tau_mem}, "
                      f"recommended checkpoint: {self.recommended}")
         return "\n".join(lines)
@@ -205,7 +215,8 @@ class TrainingCurve:
         axes = np.atleast_1d(axes)
         ax = axes[0]
         ax.plot(self.steps, self.f_mem, "o-", label="f_mem")
-        ax.fill_between(self.steps, self.f_mem_low, self.f_mem_high, alpha=0.3)
+        lo, hi, _ = self._shown_interval()
+        ax.fill_between(self.steps, lo, hi, alpha=0.3)
         if self.control is not None:
             ax.plot(self.steps, self.control, "s--", label="held-out control")
         ax.set_xscale("log")
@@ -292,6 +303,7 @@ def track_memorization(samples_by_step, train, holdout=None, *, threshold: float
     f_mem = np.array([r.rate.value for r in results])
     low = np.array([r.rate.low for r in results])
     high = np.array([r.rate.high for r in results])
+    wilson = np.array([r.rate.wilson for r in results], dtype=float)
     control = excess_low = None
     if holdout is not None:
         control = np.array([r.control.rate.value for r in results])
@@ -329,5 +341,5 @@ def track_memorization(samples_by_step, train, holdout=None, *, threshold: float
         excess_low=excess_low, n_samples=np.array([r.n_samples for r in results]),
         quality=quality_arr, quality_name=None if ref is None else f"{quality_label} (lower is better)",
         losses=loss_dict, tau_mem=tau_mem, tau_gen=tau_gen, recommended=recommended, rules=rules,
-        threshold=probe.threshold_, results=results,
+        threshold=probe.threshold_, results=results, f_mem_wilson=wilson,
     )
