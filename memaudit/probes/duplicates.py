@@ -73,7 +73,7 @@ DEFAULTS = {
                        "memaudit's default; check it against a held-out control"),
 }
 CONTROL_SHARE = 0.01  # a threshold is recommended by the control when <= 1% of held-out items match
-_FLOAT_BLOCK_BYTES = 64 << 20  # float32 rows per block of the embedding / tiled_l2 search
+_FLOAT_BLOCK_BYTES = 32 << 20  # float32 rows per block of the embedding / tiled_l2 search
 PAIRS_LISTED = 10_000  # pairs written to JSON (best first); all are in DuplicateResult.pairs
 _MATCHES_LISTED = 10  # reference items listed per query in JSON (best first)
 
@@ -369,7 +369,7 @@ def _float_blocks(x, name, prep, whole):
     """``[(start, stop)]`` row ranges of the float search and a loader ``k -> prepared block``.
 
     In-memory inputs are one block (prepared once); memory-mapped ones are cut into blocks of
-    about 64 MiB of float32, each read (and checked) when needed, its pages released after.
+    about 32 MiB of float32, each read (and checked) when needed, its pages released after.
     """
     n, d = x.shape
     rows = n if whole else max(1, _FLOAT_BLOCK_BYTES // (4 * d))
@@ -380,8 +380,9 @@ def _float_blocks(x, name, prep, whole):
         if k in cache:
             return cache[k]
         s, e = ranges[k]
-        parts = [prep(b, s + o) for o, b in iter_blocks(x[s:e], name, row_bytes=8 * d)]
-        block = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        block = np.empty((e - s, d), dtype=np.float32)
+        for o, b in iter_blocks(x[s:e], name, row_bytes=8 * d):
+            block[o : o + len(b)] = prep(b, s + o)
         if whole:
             cache[k] = block
         return block
