@@ -431,7 +431,7 @@ def test_copy_rate_with_its_held_out_control(mnist_split, rng):
                                         ("tiled_l2", {"threshold": 0.2})])
 def test_memory_mapped_sets_in_many_blocks_give_the_same_answer(tmp_path, rng, monkeypatch, method, kw):
     import memaudit.hashing as hashing
-    import memaudit.probes.duplicates as dup
+    import memaudit.probes._range_search as engine
 
     x = _smooth_images(rng, 60, 12)
     x[[10, 30, 50]] = x[[2, 3, 2]]
@@ -443,7 +443,7 @@ def test_memory_mapped_sets_in_many_blocks_give_the_same_answer(tmp_path, rng, m
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "q.npy", q)
     monkeypatch.setattr(hashing, "_BLOCK_BYTES", 8 * 144 * 7)  # 7 items per hashing block
-    monkeypatch.setattr(dup, "_FLOAT_BLOCK_BYTES", 4 * 144 * 9)  # 9 items per search block
+    monkeypatch.setattr(engine, "FLOAT_BLOCK_BYTES", 4 * 144 * 9)  # 9 items per search block
     mx = np.load(tmp_path / "x.npy", mmap_mode="r")
     mq = np.load(tmp_path / "q.npy", mmap_mode="r")
     got_in = find_duplicates(mx, method, value_range=(0, 1), **kw)

@@ -47,10 +47,11 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .._progress import Progress
 from .._validation import as_2d_array, check_fraction, check_ids, check_same_dim
 from ..hashing import HASH_BITS, PixelScale, _digests, _perceptual, iter_blocks, pixel_scale
 from ..results import jsonable
+from ._range_search import (binary_pairs, embedding_pairs, float_pairs, measure_recall,
+                            normalized, range_index, range_pairs)
 
 __all__ = ["DuplicateResult", "CopyRateResult", "find_duplicates", "find_copies",
            "find_copies_with_control", "tiled_l2_distance", "component_limit", "parse_threshold",
@@ -73,7 +74,6 @@ DEFAULTS = {
                        "memaudit's default; check it against a held-out control"),
 }
 CONTROL_SHARE = 0.01  # a threshold is recommended by the control when <= 1% of held-out items match
-_FLOAT_BLOCK_BYTES = 32 << 20  # float32 rows per block of the embedding / tiled_l2 search
 PAIRS_LISTED = 10_000  # pairs written to JSON (best first); all are in DuplicateResult.pairs
 _MATCHES_LISTED = 10  # reference items listed per query in JSON (best first)
 
@@ -187,8 +187,8 @@ class DuplicateResult:
         a, b = ("query", "reference") if self.cross else ("a", "b")
         listed = self.pairs[:max_pairs]
         pairs = [{a: int(i), f"{a}_id": self.ids[i], b: int(j), f"{b}_id": other[j],
-                  self.score_name: float(s)}
-                 for (i, j), s in zip(listed.tolist(), self.scores[:max_pairs])]
+                  self.score_name: s}
+                 for (i, j), s in zip(listed.tolist(), self._score_values(self.scores[:max_pairs]))]
         out = {
             "probe": "duplicates",
             "method": self.method,
@@ -227,8 +227,12 @@ class DuplicateResult:
             top = run[:cap]
             out.append({"query": i, "query_id": self.ids[i], "n_matches": len(run),
                         "reference": self.pairs[top, 1], "reference_ids": self.reference_ids[self.pairs[top, 1]],
-                        self.score_name: self.scores[top]})
+                        self.score_name: self._score_values(self.scores[top])})
         return out
+
+    def _score_values(self, scores):
+        """Scores as JSON numbers: Hamming distances as integers."""
+        return [int(v) for v in scores] if self.method in HASH_METHODS else [float(v) for v in scores]
 
     def summary(self) -> str:
         what = "queries matching a reference item" if self.cross else "items in duplicate groups"
@@ -327,218 +331,6 @@ def _exact_pairs(h_q, h_r, cross):
     j = order[starts + np.arange(counts.sum())] if counts.sum() else np.zeros(0, np.int64)
     pairs = np.stack([i, j], axis=1).astype(np.int64)
     return pairs, np.zeros(len(pairs))
-
-
-# ----------------------------------------------------------------------------- hashes
-def _blocked_range_search(index, queries, radius, step, desc, progress):
-    """Range search of ``queries`` in blocks of ``step``: (query rows, matched rows, values)."""
-    out_i, out_j, out_v = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
-    with Progress(queries.shape[0], desc, progress) as bar:
-        for s in range(0, queries.shape[0], step):
-            lims, vals, idx = index.range_search(queries[s : s + step], radius)
-            out_i.append(np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64))) + s)
-            out_j.append(idx.astype(np.int64))
-            out_v.append(vals)
-            bar.update(min(step, queries.shape[0] - s))
-    return tuple(np.concatenate(v) for v in (out_i, out_j, out_v))
-
-
-def _binary_pairs(codes_q, codes_r, max_distance, cross, progress):
-    import faiss
-
-    index = faiss.IndexBinaryFlat(HASH_BITS)
-    index.add(codes_r)
-    # FAISS keeps distances strictly below the radius
-    i, j, dd = _blocked_range_search(index, codes_q, int(max_distance) + 1, 65536,
-                                     "hamming range search", progress)
-    keep = np.ones(i.size, bool) if cross else i < j
-    return np.stack([i[keep], j[keep]], axis=1).astype(np.int64), dd[keep].astype(float)
-
-
-# ----------------------------------------------------------------------------- float searches
-def _normalized(block, name, offset=0):
-    x = np.ascontiguousarray(block, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise ValueError(f"{name}: item {offset + int(np.flatnonzero(norms[:, 0] == 0)[0])} has zero "
-                         "norm; cosine similarity is undefined for it")
-    return x / norms
-
-
-def _float_blocks(x, name, prep, whole):
-    """``[(start, stop)]`` row ranges of the float search and a loader ``k -> prepared block``.
-
-    In-memory inputs are one block (prepared once); memory-mapped ones are cut into blocks of
-    about 32 MiB of float32, each read (and checked) when needed, its pages released after.
-    """
-    n, d = x.shape
-    rows = n if whole else max(1, _FLOAT_BLOCK_BYTES // (4 * d))
-    ranges = [(s, min(n, s + rows)) for s in range(0, n, rows)]
-    cache = {}  # the one block of an in-memory input, prepared once
-
-    def load(k):
-        if k in cache:
-            return cache[k]
-        s, e = ranges[k]
-        block = np.empty((e - s, d), dtype=np.float32)
-        for o, b in iter_blocks(x[s:e], name, row_bytes=8 * d):
-            block[o : o + len(b)] = prep(b, s + o)
-        if whole:
-            cache[k] = block
-        return block
-
-    return ranges, load
-
-
-def _float_pairs(xq, xr, cross, prep_q, prep_r, build, radius, refine, names, progress, desc):
-    """Exact range search over blocks of the reference (and of the queries).
-
-    ``build(block)`` makes a FAISS index of one reference block; ``refine(qb, rb, i, j, v)`` turns
-    candidate pairs (local rows, search values) into (kept mask, scores). Within one set, block
-    ``a`` of queries is searched against blocks ``b >= a`` only and pairs keep ``i < j``.
-    """
-    whole = not (isinstance(xq, np.memmap) or isinstance(xr, np.memmap))
-    r_ranges, r_load = _float_blocks(xr, names[1], prep_r, whole)
-    if cross:
-        q_ranges, q_load = _float_blocks(xq, names[0], prep_q, whole)
-    else:
-        q_ranges, q_load = r_ranges, r_load
-    out_i, out_j, out_s = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
-    total = len(r_ranges) * len(q_ranges) if cross else len(r_ranges) * (len(r_ranges) + 1) // 2
-    with Progress(total, desc, progress) as bar:
-        for b, (rs, _) in enumerate(r_ranges):
-            rb = r_load(b)
-            index = build(rb)
-            for a, (qs, _) in enumerate(q_ranges if cross else q_ranges[: b + 1]):
-                qb = rb if (not cross and a == b) else q_load(a)
-                lims, vals, idx = index.range_search(qb, radius)
-                i = np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64)))
-                j = idx.astype(np.int64)
-                if not cross and a == b:
-                    keep = i < j
-                    i, j, vals = i[keep], j[keep], vals[keep]
-                keep, scores = refine(qb, rb, i, j, vals)
-                out_i.append(i[keep] + qs)
-                out_j.append(j[keep] + rs)
-                out_s.append(scores[keep])
-                bar.update(1)
-    i, j, s = (np.concatenate(v) for v in (out_i, out_j, out_s))
-    return np.stack([i, j], axis=1).astype(np.int64), s.astype(float)
-
-
-def _embedding_pairs(xq, xr, thr, cross, names, progress):
-    import faiss
-
-    def build(rb):
-        idx = faiss.IndexFlatIP(rb.shape[1])
-        idx.add(rb)
-        return idx
-
-    def refine(qb, rb, i, j, sim):  # FAISS keeps inner products strictly above the radius
-        return sim >= thr, sim
-
-    return _float_pairs(xq, xr, cross,
-                        lambda b, o: _normalized(b, names[0], o),
-                        lambda b, o: _normalized(b, names[1], o), build,
-                        np.nextafter(np.float32(thr), np.float32(-1)), refine, names, progress,
-                        "cosine range search")
-
-
-def _range_index(xr, index, nlist, nprobe, seed):
-    import faiss
-
-    if index != "exact":
-        return _IVFBuckets(xr, nlist, nprobe, seed)
-    idx = faiss.IndexFlatIP(xr.shape[1])
-    idx.add(xr)
-    return idx
-
-
-class _IVFBuckets:
-    """Approximate cosine range search: k-means cells, then one GEMM per cell.
-
-    Every reference vector lives in the cell of its nearest centroid; a query is compared, by a
-    dense matrix product, with the members of its ``nprobe`` nearest cells. Near-duplicates sit next
-    to each other, so they share a cell or a neighbouring one. Unlike FAISS's IVF scanner, which
-    compares one query with one list at a time, this runs at GEMM speed.
-    """
-
-    def __init__(self, xr, nlist, nprobe, seed):
-        import faiss
-
-        n, d = xr.shape
-        self.nlist = min(nlist or max(1, int(np.sqrt(n))), n)
-        self.nprobe = min(int(nprobe), self.nlist)
-        rng = np.random.default_rng(seed)
-        sample = xr if n <= 64 * self.nlist else xr[np.sort(rng.choice(n, 64 * self.nlist,
-                                                                      replace=False))]
-        km = faiss.Kmeans(d, self.nlist, niter=10, seed=int(seed), spherical=True, verbose=False)
-        km.train(np.ascontiguousarray(sample))
-        self.centroids = km.centroids
-        _, home = faiss.knn(xr, self.centroids, 1, metric=faiss.METRIC_INNER_PRODUCT)
-        self.xr = xr
-        order = np.argsort(home[:, 0], kind="stable")
-        self.members = np.split(order, np.cumsum(np.bincount(home[:, 0], minlength=self.nlist))[:-1])
-
-    def range_search(self, xq, thresh):
-        """FAISS-like output: (lims, similarities, indices), similarities > thresh."""
-        import faiss
-
-        _, probes = faiss.knn(xq, self.centroids, self.nprobe, metric=faiss.METRIC_INNER_PRODUCT)
-        rows, cols, sims = [], [], []
-        cell_of = probes.ravel()
-        q_of = np.repeat(np.arange(xq.shape[0]), self.nprobe)
-        order = np.argsort(cell_of, kind="stable")
-        bounds = np.cumsum(np.bincount(cell_of, minlength=self.nlist))[:-1]
-        for cell, qs in zip(range(self.nlist), np.split(q_of[order], bounds)):
-            m = self.members[cell]
-            if qs.size == 0 or m.size == 0:
-                continue
-            sim = xq[qs] @ self.xr[m].T
-            i, j = np.nonzero(sim > thresh)
-            rows.append(qs[i])
-            cols.append(m[j])
-            sims.append(sim[i, j])
-        rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        cols = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-        sims = np.concatenate(sims) if sims else np.zeros(0, np.float32)
-        order = np.argsort(rows, kind="stable")
-        rows, cols, sims = rows[order], cols[order], sims[order]
-        lims = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=xq.shape[0]))])
-        return lims, sims, cols
-
-
-def _range_pairs(idx, xq, min_sim, cross, progress, desc="cosine range search"):
-    # FAISS's exact search in blocks of queries; the cell-by-cell GEMMs take all queries at once.
-    # FAISS keeps inner products strictly above the threshold: lower it by one ulp.
-    step = xq.shape[0] if isinstance(idx, _IVFBuckets) else 16384
-    i, j, sim = _blocked_range_search(idx, xq, np.nextafter(np.float32(min_sim), -1), step, desc,
-                                      progress)
-    keep = sim >= min_sim
-    i, j, sim = i[keep], j[keep], sim[keep]
-    if not cross:  # a pair may be found from either end: orient it (low, high) and keep it once
-        a, b = np.minimum(i, j), np.maximum(i, j)
-        keep = a != b
-        pairs, first = np.unique(np.stack([a[keep], b[keep]], axis=1), axis=0, return_index=True)
-        return pairs.astype(np.int64), sim[keep][first].astype(float)
-    return np.stack([i, j], axis=1).astype(np.int64), sim.astype(float)
-
-
-def _measure_recall(idx, fq, fr, thr, cross, m, seed):
-    """Share of the exact pairs of a seeded query sample that the approximate index also found."""
-    rng = np.random.default_rng(seed)
-    m = min(int(m), fq.shape[0])
-    rows = np.sort(rng.choice(fq.shape[0], size=m, replace=False))
-    exact = _range_index(fr, "exact", None, 1, seed)
-    e_pairs, _ = _range_pairs(exact, fq[rows], thr, True, False)
-    a_pairs, _ = _range_pairs(idx, fq[rows], thr, True, False)
-    if not cross:  # within a set: the query matching itself is not a duplicate pair
-        e_pairs = e_pairs[rows[e_pairs[:, 0]] != e_pairs[:, 1]]
-        a_pairs = a_pairs[rows[a_pairs[:, 0]] != a_pairs[:, 1]]
-    if len(e_pairs) == 0:
-        return 1.0, m
-    found = {tuple(p) for p in a_pairs.tolist()}
-    return float(np.mean([tuple(p) in found for p in e_pairs.tolist()])), m
 
 
 # ----------------------------------------------------------------------------- tiled l2
@@ -641,7 +433,7 @@ def _tiled_pairs(xq, xr, thr, cross, item_shape, scale, names, progress):
     # global RMS <= largest tile RMS, so every match lies within this L2 radius (FAISS keeps
     # squared distances strictly below it; widen by a relative 1e-5 against float32 rounding)
     radius = np.float32(thr**2 * d * (1 + 1e-5) + 1e-6)
-    return _float_pairs(xq, xr, cross, prep(names[0]), prep(names[1]), build, radius, refine,
+    return float_pairs(xq, xr, cross, prep(names[0]), prep(names[1]), build, radius, refine,
                         names, progress, "l2 range search (tiled_l2)")
 
 
@@ -850,17 +642,17 @@ def _run(xq, xr, method, thr, source, cross, item_shape, ids, ref_ids, index, nl
         if method == "exact":
             pairs, scores = _exact_pairs(fq, fr, cross)
         else:
-            pairs, scores = _binary_pairs(fq, fr, thr, cross, progress)
+            pairs, scores = binary_pairs(fq, fr, thr, cross, progress)
     elif method == "tiled_l2":
         pairs, scores = _tiled_pairs(xq, xr, thr, cross, item_shape, scale, names, progress)
     elif index == "exact":
-        pairs, scores = _embedding_pairs(xq, xr, thr, cross, names, progress)
+        pairs, scores = embedding_pairs(xq, xr, thr, cross, names, progress)
     else:
-        fq = _normalized(_checked(xq, names[0]), names[0])
-        fr = _normalized(_checked(xr, names[1]), names[1]) if cross else fq
-        idx = _range_index(fr, index, nlist, nprobe, seed)
-        pairs, scores = _range_pairs(idx, fq, thr, cross, progress)
-        recall, sample = _measure_recall(idx, fq, fr, thr, cross, recall_sample, seed)
+        fq = normalized(_checked(xq, names[0]), names[0])
+        fr = normalized(_checked(xr, names[1]), names[1]) if cross else fq
+        idx = range_index(fr, index, nlist, nprobe, seed)
+        pairs, scores = range_pairs(idx, fq, thr, cross, progress)
+        recall, sample = measure_recall(idx, fq, fr, thr, cross, recall_sample, seed)
     pairs, scores = _best_first(pairs, scores, method)
     n_q, n_r = xq.shape[0], (xr.shape[0] if cross else 0)
     groups = _groups(pairs, n_q, n_r, cross)
@@ -869,7 +661,7 @@ def _run(xq, xr, method, thr, source, cross, item_shape, ids, ref_ids, index, nl
     warning = _component_warning(method, thr, check)
     if warning:
         notes.insert(0, warning)
-    if scale is not None and scale.source != "given" and method != "tiled_l2":
+    if scale is not None and scale.source.startswith("joint"):
         notes.append(f"pixel convention computed from the data ({scale}); give value_range "
                      "(and levels) to state it")
     return DuplicateResult(
