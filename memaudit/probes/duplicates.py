@@ -633,12 +633,19 @@ def _checked(x, name):
 
 
 def _run(xq, xr, method, thr, source, cross, item_shape, ids, ref_ids, index, nlist, nprobe,
-         recall_sample, seed, progress, scale, names):
+         recall_sample, seed, progress, scale, names, ref_features=None):
+    """One search; ``ref_features`` = (hashes, notes) of the reference when already computed."""
     notes = []
     recall = sample = None
     if method in ("exact", "phash", "dhash"):
         fq = _features(xq, method, item_shape, scale, names[0], notes)
-        fr = _features(xr, method, item_shape, scale, names[1], notes) if cross else fq
+        if not cross:
+            fr = fq
+        elif ref_features is not None:
+            fr = ref_features[0]
+            notes += ref_features[1]
+        else:
+            fr = _features(xr, method, item_shape, scale, names[1], notes)
         if method == "exact":
             pairs, scores = _exact_pairs(fq, fr, cross)
         else:
@@ -805,12 +812,16 @@ def find_copies_with_control(samples, reference, holdout, method: str = "embeddi
     scale = _scale(method, sets, value_range, levels)
     r_ids = check_ids(reference_ids, r.shape[0], "reference_ids")
     common = (index, nlist, nprobe, recall_sample, seed, progress, scale)
+    ref = None
+    if method in ("exact", "phash", "dhash"):  # hash the reference once for both searches
+        ref_notes = []
+        ref = (_features(r, method, item_shape, scale, "reference", ref_notes), ref_notes)
     res_s = _run(q, r, method, thr, source, True, item_shape,
                  check_ids(sample_ids, q.shape[0], "sample_ids"), r_ids, *common,
-                 ("samples", "reference"))
+                 ("samples", "reference"), ref)
     res_h = _run(h, r, method, thr, source, True, item_shape,
                  check_ids(holdout_ids, h.shape[0], "holdout_ids"), r_ids, *common,
-                 ("holdout", "reference"))
+                 ("holdout", "reference"), ref)
     s1, s2, s3 = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(3))
     r_s = rate(res_s.matched, n_bootstrap=n_bootstrap, confidence=confidence, seed=s1,
                label="samples")
