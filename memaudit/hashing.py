@@ -1,97 +1,326 @@
-"""Image hashes for duplicate detection: content hashes of decoded pixels, pHash and dHash.
+"""Pixel conventions and image hashes: content hashes of quantized pixels, pHash and dHash.
 
-- Content hash: BLAKE2b of the decoded image quantized to 8 bits, plus its shape. Two files that
-  decode to the same pixels (a PNG re-saved with another compression level, a BMP copy) get the same
-  hash; the file bytes play no part.
-- pHash (perceptual hash, as in Zauner 2010 and the imagehash package): resize the grayscale image
-  to 32x32, take the 2-D DCT-II, keep the 8x8 lowest frequencies, set a bit where a coefficient is
-  above their median. 64 bits.
-- dHash (difference hash, Krawetz 2013): resize to 9 wide by 8 high, set a bit where a pixel is
-  brighter than its right neighbour. 64 bits.
+One convention for every set compared: a :class:`PixelScale` maps pixel values in ``[lo, hi]`` to
+integer levels ``q = round((x - lo) * levels / (hi - lo))``, the same map for the training set, the
+samples and the held-out set, so that a sample's hash depends on its own pixels and the stated
+convention only.
 
-Perceptual hashes are compared by Hamming distance; ``memaudit.probes.duplicates`` searches them
-with FAISS binary indexes.
+- Content hash: BLAKE2b of an item's quantized pixels and its shape. Two files that decode to the
+  same pixels (a PNG re-saved with another compression level, a BMP copy) get the same hash; the
+  file bytes play no part. Values outside ``[lo, hi]`` keep their own levels (no clipping).
+- pHash and dHash are bit for bit those of the imagehash package (J. Buchner, version 4.3):
+  each image is converted to 8 bits once, ``round((x - lo) * 255 / (hi - lo))`` clipped to 0..255,
+  then hashed as imagehash does: PIL ``convert("L")`` (ITU-R 601-2 luma for colour), a LANCZOS
+  resize, and for pHash (Zauner 2010) the unnormalised DCT-II of ``scipy.fftpack`` along both
+  axes of the 32 x 32 image, the top-left 8 x 8 coefficients and a bit set where a coefficient is
+  above their median; for dHash (Krawetz 2013) a 9 x 8 image and a bit set where a pixel is
+  darker than its right neighbour. Bits are packed row by row, first bit highest, so that
+  ``codes[i].tobytes().hex() == str(imagehash.phash(image))``.
+
+Memory-mapped inputs are read in blocks whose pages are released after use
+(``memaudit.neighbors._release``), and every block is checked for NaN and Inf.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import numbers
+from dataclasses import dataclass
 
 import numpy as np
-from scipy.fft import dctn
 
-__all__ = ["content_hashes", "phash", "dhash", "hamming", "to_grayscale_images", "HASH_BITS"]
+from ._validation import check_finite
+
+__all__ = ["PixelScale", "pixel_scale", "content_hashes", "phash", "dhash", "hamming",
+           "uint8_images", "HASH_BITS"]
 
 HASH_BITS = 64
+PHASH_SIZE = 32  # imagehash: hash_size 8 x highfreq_factor 4
+_BLOCK_BYTES = 32 << 20  # float64 working memory per block
 
 
-def to_grayscale_images(x: np.ndarray, item_shape) -> np.ndarray:
-    """Reshape flat rows ``(n, d)`` into grayscale images ``(n, H, W)`` (RGB averaged)."""
+@dataclass(frozen=True)
+class PixelScale:
+    """How pixel values become integer levels: ``q = round((x - lo) * levels / (hi - lo))``.
+
+    Attributes
+    ----------
+    lo, hi : float
+        The value range: ``lo`` is level 0 (black), ``hi`` level ``levels`` (white).
+    levels : int
+        Levels above 0: 255 for 8-bit images, 65535 for 16-bit ones.
+    source : str
+        Where the convention comes from: ``"given"`` or how it was computed from the data.
+    """
+
+    lo: float
+    hi: float
+    levels: int
+    source: str
+
+    @property
+    def span(self) -> float:
+        return self.hi - self.lo
+
+    def quantize(self, block: np.ndarray) -> np.ndarray:
+        """Integer levels of ``block`` (int64); values outside [lo, hi] are not clipped."""
+        return np.rint((np.asarray(block, np.float64) - self.lo) * (self.levels / self.span)).astype(np.int64)
+
+    def to_uint8(self, block: np.ndarray) -> tuple[np.ndarray, int]:
+        """8-bit pixels ``round((x - lo) * 255 / (hi - lo))`` clipped to 0..255, and how many
+        items of the block had a pixel outside 0..255 before clipping."""
+        v = np.rint((np.asarray(block, np.float64) - self.lo) * (255.0 / self.span))
+        outside = int(((v < 0) | (v > 255)).reshape(v.shape[0], -1).any(axis=1).sum())
+        return np.clip(v, 0, 255).astype(np.uint8), outside
+
+    def to_unit(self, block: np.ndarray) -> np.ndarray:
+        """Pixels mapped to [0, 1] (float32): ``(x - lo) / (hi - lo)``."""
+        return ((np.asarray(block, np.float64) - self.lo) / self.span).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"value_range": [self.lo, self.hi], "levels": self.levels, "source": self.source}
+
+    def __str__(self) -> str:
+        return f"pixels [{self.lo:g}, {self.hi:g}] -> levels 0..{self.levels} ({self.source})"
+
+
+def iter_blocks(x: np.ndarray, name: str, row_bytes: int | None = None):
+    """Yield ``(start, block)`` over the rows of ``x``, each block checked for NaN/Inf.
+
+    A memory-mapped ``x`` is copied block by block and its pages are released after each copy,
+    so that a file larger than memory is read once in bounded memory.
+    """
+    from .neighbors import _release
+
+    n = x.shape[0]
+    per_row = int(row_bytes or 8 * max(1, int(np.prod(x.shape[1:]))))
+    rows = max(1, _BLOCK_BYTES // per_row)
+    mm = getattr(x, "_mmap", None) if isinstance(x, np.memmap) else None
+    for start in range(0, n, rows):
+        block = x[start : start + rows]
+        if mm is not None:
+            block = np.array(block)
+            _release(mm)
+        check_finite(block.reshape(block.shape[0], -1), name, offset=start)
+        yield start, block
+
+
+def _dtype_class(dt: np.dtype) -> str:
+    if dt == np.uint8:
+        return "uint8"
+    if dt == np.uint16:
+        return "uint16"
+    return "integer" if dt.kind in "iu" else "float"
+
+
+def pixel_scale(*sets, value_range=None, levels=None) -> PixelScale:
+    """The one pixel convention used for every set compared.
+
+    Parameters
+    ----------
+    *sets : (array, name) pairs
+        The sets that will be compared with each other (names are used in messages).
+    value_range : (lo, hi), optional
+        The declared convention: ``lo`` is black, ``hi`` white, e.g. ``(0, 1)`` for images read
+        from files, ``(-1, 1)`` for diffusers outputs, ``(0, 255)`` for uint8 arrays.
+    levels : int, optional
+        Levels above 0 in ``[lo, hi]``: 255 for 8-bit sources (the default with a ``value_range``),
+        65535 for 16-bit ones.
+
+    Returns
+    -------
+    PixelScale
+        With ``value_range``: that range. Without, by dtype (all sets must share it): uint8 is
+        ``(0, 255)`` with 255 levels and uint16 ``(0, 65535)`` with 65535 levels (pixels as
+        stored); other integers span the joint minimum to maximum of all sets with one level per
+        integer; floats span the joint minimum to maximum of all sets with 255 levels.
+    """
+    if levels is not None:
+        if isinstance(levels, bool) or not isinstance(levels, numbers.Integral) or levels < 1:
+            raise ValueError(f"levels must be a positive integer (255 for 8-bit images, 65535 for "
+                             f"16-bit ones), got {levels!r}")
+        levels = int(levels)
+    if value_range is not None:
+        try:
+            lo, hi = (float(v) for v in value_range)
+        except (TypeError, ValueError):
+            raise ValueError(f"value_range must be a pair (lo, hi) of numbers, got {value_range!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"value_range must be finite with lo < hi, got {value_range!r}")
+        return PixelScale(lo, hi, levels or 255, "given")
+    classes = {_dtype_class(np.asarray(x[:0]).dtype) for x, _ in sets}
+    if len(classes) > 1:
+        desc = ", ".join(f"{name} {np.asarray(x[:0]).dtype}" for x, name in sets)
+        raise ValueError(f"the sets have different pixel types ({desc}), so their value ranges may "
+                         "differ; give value_range=(lo, hi) (and levels) to say how each maps to pixels")
+    cls = classes.pop()
+    if cls == "uint8":
+        return PixelScale(0.0, 255.0, levels or 255, "uint8 pixels as stored")
+    if cls == "uint16":
+        return PixelScale(0.0, 65535.0, levels or 65535, "uint16 pixels as stored")
+    lo, hi = math.inf, -math.inf
+    for x, name in sets:
+        for _, block in iter_blocks(x, name):
+            lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+    names = " + ".join(name for _, name in sets)
+    if hi <= lo:
+        hi = lo + 1.0  # constant data: every item is level 0
+    if cls == "integer":
+        return PixelScale(lo, hi, levels or int(hi - lo), f"joint range of {names}, one level per integer")
+    return PixelScale(lo, hi, levels or 255, f"joint min..max of {names}")
+
+
+def _scale_for(x, value_range, levels, scale, name="items") -> PixelScale:
+    return scale if scale is not None else pixel_scale((x, name), value_range=value_range, levels=levels)
+
+
+def content_hashes(x, item_shape=(), *, value_range=None, levels=None, scale=None,
+                   name: str = "items") -> np.ndarray:
+    """One hex digest per item, from its quantized pixels and its shape.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n_items, ...)
+    item_shape : tuple
+        Hashed with the pixels, so that items of different shapes never match.
+    value_range, levels :
+        The pixel convention (see :func:`pixel_scale`); ``scale`` gives it ready-made.
+
+    Returns
+    -------
+    ndarray of str, shape (n_items,)
+    """
+    x = np.asarray(x) if not isinstance(x, np.ndarray) else x
+    scale = _scale_for(x, value_range, levels, scale, name)
+    return np.array([d.hex() for d in _digests(x, item_shape, scale, name)], dtype=object)
+
+
+def _digests(x, item_shape, scale: PixelScale, name: str) -> np.ndarray:
+    """16-byte BLAKE2b digests (``S16`` array) of each item's levels and shape."""
+    shape = repr(tuple(int(s) for s in item_shape)).encode()
+    out = np.empty(x.shape[0], dtype="S16")
+    for start, block in iter_blocks(x, name):
+        q = scale.quantize(block.reshape(block.shape[0], -1))
+        for k, row in enumerate(q):
+            out[start + k] = hashlib.blake2b(row.tobytes() + shape, digest_size=16).digest()
+    return out
+
+
+def _image_shape(item_shape, name):
     from .adapters.pixels import image_layout
 
     layout = image_layout(item_shape)
     if layout is None:
         raise ValueError(
-            f"perceptual hashes need images; items of shape {tuple(item_shape)} are not images "
+            f"perceptual hashes need images; {name} of shape {tuple(item_shape)} are not images "
             "(give an image folder, or arrays shaped (n, H, W), (n, H, W, C) or (n, C, H, W))"
         )
-    x = np.asarray(x, dtype=np.float64)
-    n = x.shape[0]
+    return layout
+
+
+def _as_images(block: np.ndarray, item_shape, layout) -> np.ndarray:
+    """Rows of one block as (n, H, W) or (n, H, W, 3) images."""
+    n = block.shape[0]
     if layout == "flat-square":
-        s = int(np.sqrt(x.shape[1]))
-        return x.reshape(n, s, s)
-    imgs = x.reshape((n,) + tuple(item_shape))
+        s = math.isqrt(int(np.prod(item_shape)))
+        return block.reshape(n, s, s)
+    imgs = block.reshape((n,) + tuple(item_shape))
     if layout == "CHW":
-        imgs = imgs.mean(axis=1)
-    elif layout == "HWC":
-        imgs = imgs.mean(axis=3)
-    return imgs
+        imgs = np.moveaxis(imgs, 1, 3)
+    if imgs.ndim == 4 and imgs.shape[3] == 1:
+        imgs = imgs[..., 0]
+    return np.ascontiguousarray(imgs)
 
 
-def _resize(imgs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a batch of float images (n, H, W) to (n, h, w) with PIL's antialiased bilinear filter."""
+def uint8_images(x, item_shape=None, *, value_range=None, scale=None, name: str = "items"):
+    """Yield ``(start, uint8 images, items clipped)`` blocks: the 8-bit conversion of the hashes.
+
+    Images come out as (n, H, W) or, for colour, (n, H, W, 3), whatever the input layout (HW, HWC,
+    CHW or flat squares).
+    """
+    item_shape = tuple(item_shape) if item_shape is not None else tuple(np.shape(x))[1:]
+    layout = _image_shape(item_shape, name)
+    scale = _scale_for(x, value_range, None, scale, name)
+    for start, block in iter_blocks(x, name):
+        u8, clipped = scale.to_uint8(block)
+        yield start, _as_images(u8, item_shape, layout), clipped
+
+
+def _pil_small(u8: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """imagehash's preprocessing of 8-bit images (n, H, W[, 3]): ``convert("L")`` (colour only)
+    then a LANCZOS resize to ``size`` (width, height); returns (n, height, width) uint8."""
     from PIL import Image
 
-    h, w = size
-    out = np.empty((imgs.shape[0], h, w), dtype=np.float64)
-    for i, im in enumerate(imgs):
-        out[i] = np.asarray(Image.fromarray(im.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR))
+    h, w = u8.shape[1:3]
+    out = np.empty((len(u8), size[1] * size[0]), dtype=np.uint8)
+    im = Image.new("RGB" if u8.ndim == 4 else "L", (w, h))  # one image, refilled: fewer allocations
+    for i, arr in enumerate(u8):
+        im.frombytes(arr.tobytes())
+        gray = im.convert("L") if u8.ndim == 4 else im
+        out[i] = np.frombuffer(gray.resize(size, Image.Resampling.LANCZOS).tobytes(), np.uint8)
+    return out.reshape(len(u8), size[1], size[0])
+
+
+def _phash_block(u8: np.ndarray) -> np.ndarray:
+    import scipy.fftpack
+
+    small = _pil_small(u8, (PHASH_SIZE, PHASH_SIZE))
+    # imagehash: dct(dct(pixels, axis=0), axis=1), unnormalised DCT-II; top-left 8 x 8 > median
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(small, axis=1), axis=2)[:, :8, :8].reshape(len(u8), 64)
+    return np.packbits(dct > np.median(dct, axis=1, keepdims=True), axis=1)
+
+
+def _dhash_block(u8: np.ndarray) -> np.ndarray:
+    small = _pil_small(u8, (9, 8))  # PIL sizes are (width, height)
+    # imagehash: pixels[:, 1:] > pixels[:, :-1], a bit where the right neighbour is brighter
+    return np.packbits((small[:, :, 1:] > small[:, :, :-1]).reshape(len(u8), 64), axis=1)
+
+
+def _perceptual(kind, x, item_shape, value_range, scale, name, clipped=None):
+    x = x if isinstance(x, np.ndarray) else np.asarray(x)
+    fn = _phash_block if kind == "phash" else _dhash_block
+    out = np.empty((x.shape[0], HASH_BITS // 8), dtype=np.uint8)
+    n_clipped = 0
+    for start, u8, c in uint8_images(x, item_shape, value_range=value_range, scale=scale, name=name):
+        out[start : start + len(u8)] = fn(u8)
+        n_clipped += c
+    if clipped is not None:
+        clipped.append(n_clipped)
     return out
 
 
-def phash(imgs: np.ndarray) -> np.ndarray:
-    """64-bit perceptual hashes of grayscale images (n, H, W), packed as (n, 8) uint8."""
-    small = _resize(imgs, (32, 32))
-    coeffs = dctn(small, type=2, axes=(1, 2), norm="ortho")[:, :8, :8].reshape(len(imgs), 64)
-    bits = coeffs > np.median(coeffs, axis=1, keepdims=True)
-    return np.packbits(bits, axis=1)
+def phash(images, item_shape=None, *, value_range=None, scale=None) -> np.ndarray:
+    """64-bit perceptual hashes, packed as (n, 8) uint8, equal to ``imagehash.phash``'s.
+
+    Parameters
+    ----------
+    images : array of shape (n, H, W), (n, H, W, C), (n, C, H, W) or flat (n, d) with item_shape
+        C is 1 or 3. uint8 images are hashed as they are; other values are converted to 8 bits by
+        ``value_range`` (default: see :func:`pixel_scale`).
+    item_shape : tuple, optional
+        Shape of one image when ``images`` is flat.
+
+    Examples
+    --------
+    >>> import numpy as np, imagehash
+    >>> from PIL import Image
+    >>> img = (np.arange(32 * 32).reshape(32, 32) % 251).astype(np.uint8)
+    >>> phash(img[None])[0].tobytes().hex() == str(imagehash.phash(Image.fromarray(img)))
+    True
+    """
+    return _perceptual("phash", images, item_shape, value_range, scale, "images")
 
 
-def dhash(imgs: np.ndarray) -> np.ndarray:
-    """64-bit difference hashes of grayscale images (n, H, W), packed as (n, 8) uint8."""
-    small = _resize(imgs, (8, 9))
-    bits = (small[:, :, :-1] > small[:, :, 1:]).reshape(len(imgs), 64)
-    return np.packbits(bits, axis=1)
+def dhash(images, item_shape=None, *, value_range=None, scale=None) -> np.ndarray:
+    """64-bit difference hashes, packed as (n, 8) uint8, equal to ``imagehash.dhash``'s.
+
+    Same inputs as :func:`phash`.
+    """
+    return _perceptual("dhash", images, item_shape, value_range, scale, "images")
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamming distances between packed hashes a (n, 8) and b (m, 8): (n, m) int."""
     x = np.bitwise_xor(a[:, None, :], b[None, :, :])
     return np.unpackbits(x, axis=2).sum(axis=2)
-
-
-def content_hashes(x: np.ndarray, item_shape=()) -> np.ndarray:
-    """One hex digest per item, from its pixels quantized to 8 bits and its shape.
-
-    The scale is decided once for the whole set: values within [0, 1] (how image folders load) are
-    multiplied by 255; anything else (uint8 arrays, [0, 255] floats) is used as it is. Each item is
-    then rounded to integers and hashed with its shape.
-    """
-    x = np.asarray(x)
-    scale = 255.0 if (x.size and x.min() >= 0 and x.max() <= 1) else 1.0
-    out = np.empty(x.shape[0], dtype=object)
-    shape = repr(tuple(int(s) for s in item_shape)).encode()
-    for i, row in enumerate(x):
-        q = np.round(np.asarray(row, dtype=np.float64) * scale).astype(np.int64)
-        out[i] = hashlib.blake2b(q.tobytes() + shape, digest_size=16).hexdigest()
-    return out

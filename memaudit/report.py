@@ -237,8 +237,13 @@ def _gallery_html(report: Report, gallery: list[dict]) -> str:
 
 
 def _thumbs(ds, positions, lo, hi) -> str:
+    """Thumbnails (or, for items that are not images, ids) of ``ds``'s items at ``positions``."""
+    positions = [int(i) for i in positions]
+    if not positions:
+        return ""
     if ds is None or image_layout(ds.item_shape) is None:
-        return ", ".join(f"<code>{html.escape(str(ds.ids[i]))}</code>" for i in positions)
+        names = [ds.ids[i] if ds is not None else i for i in positions]
+        return ", ".join(f"<code>{html.escape(str(v))}</code>" for v in names)
     rows = np.asarray(ds.x[np.asarray(positions)], dtype=np.float64)
     imgs = to_display(rows, ds.item_shape, lo, hi)
     return "".join(
@@ -247,25 +252,57 @@ def _thumbs(ds, positions, lo, hi) -> str:
     )
 
 
-def duplicates_html(res, queries, reference=None, max_groups: int = 8, max_members: int = 8) -> str:
-    """HTML of a duplicates result: the summary, its threshold and the largest groups as galleries."""
+def duplicates_html(res, queries, reference=None, max_groups: int = 8, max_members: int = 8,
+                    max_pairs: int = 20) -> str:
+    """HTML of a duplicates result: its summary and notes (warnings first), a table of the closest
+    pairs (``max_pairs``, the rest in the JSON) and the largest groups as galleries; a group far
+    larger than copies form shows only a few members."""
     esc = html.escape
-    parts = [f"<p>{esc(res.summary())}</p>"]
+    lines = res.summary().split("\n")
+    parts = [f"<p>{esc(lines[0])}</p>"]
+    for note in res.notes:
+        cls = "note" if note.startswith("warning:") else ""
+        parts.append(f'<p class="{cls}">{esc(note)}</p>' if cls else f"<p><small>{esc(note)}</small></p>")
     sets = [ds for ds in (queries, reference) if ds is not None]
     vals = np.concatenate([np.asarray(ds.x[: min(len(ds), 2000)], dtype=np.float64).ravel()
                            for ds in sets]) if sets else np.zeros(1)
     lo, hi = float(np.percentile(vals, 0.5)), float(np.percentile(vals, 99.5))
+    other = reference if res.cross else queries
+    if res.n_pairs:
+        name = res.score_name
+        head = ("<tr><th>sample</th><th>training item</th>" if res.cross
+                else "<tr><th>item</th><th>item</th>") + f"<th>{name}</th></tr>"
+        rows = []
+        for (i, j), score in zip(res.pairs[:max_pairs].tolist(), res.scores[:max_pairs]):
+            rows.append(f"<tr><td>{_thumbs(queries, [i], lo, hi)}<br><small>position {i}</small></td>"
+                        f"<td>{_thumbs(other, [j], lo, hi)}<br><small>position {j}</small></td>"
+                        f"<td class='num'>{score:.4g}</td></tr>")
+        more = res.n_pairs - min(max_pairs, res.n_pairs)
+        from .probes.duplicates import PAIRS_LISTED
+
+        listed = min(res.n_pairs, PAIRS_LISTED)
+        tail = (f"<p><small>{more} more pair(s); the JSON lists the closest {listed} of "
+                f"{res.n_pairs}.</small></p>" if more else "")
+        parts.append(f"<h3>Closest pairs</h3><table>{head}{''.join(rows)}</table>{tail}")
     if not res.groups:
         parts.append("<p>No group found.</p>")
+    limit = res.components.get("limit")
     for k, g in enumerate(res.groups[:max_groups]):
+        size = sum(len(v) for v in g.values())
+        cap = 4 if limit is not None and size > limit else max_members
         if res.cross:
-            q, r = list(g["queries"][:max_members]), list(g["reference"][:max_members])
+            q, r = list(g["queries"][:cap]), list(g["reference"][:cap])
+            shown = (f" (far larger than copies form: {cap} of each shown, all in the JSON)"
+                     if cap < max_members else "")
             parts.append(f'<div class="group"><b>group {k + 1}</b>: {len(g["queries"])} sample(s) '
-                         f'&harr; {len(g["reference"])} training item(s)<br>samples: '
+                         f'&harr; {len(g["reference"])} training item(s){shown}<br>samples: '
                          f'{_thumbs(queries, q, lo, hi)}<br>training: {_thumbs(reference, r, lo, hi)}</div>')
         else:
-            m = list(g["members"][:max_members])
-            more = f" (first {max_members} shown)" if len(g["members"]) > max_members else ""
+            m = list(g["members"][:cap])
+            more = ""
+            if len(g["members"]) > cap:
+                more = (f" (far larger than copies form: {cap} shown, all in the JSON)"
+                        if cap < max_members else f" (first {cap} shown)")
             parts.append(f'<div class="group"><b>group {k + 1}</b>: {len(g["members"])} items{more}<br>'
                          f'{_thumbs(queries, m, lo, hi)}</div>')
     if len(res.groups) > max_groups:
@@ -434,8 +471,39 @@ near-duplicates in the data distribution alone produce. Intervals: {esc(nr['rate
 
 
 def write_duplicates_report(out_dir, results: dict, datasets: dict, config: dict,
-                            versions: dict, elapsed: float = 0.0) -> dict:
-    """Write duplicates.json and duplicates.html for ``memaudit duplicates`` (atomically)."""
+                            versions: dict, elapsed: float = 0.0, control=None) -> dict:
+    """Write duplicates.json and duplicates.html for ``memaudit duplicates`` (atomically).
+
+    ``control`` (a :class:`memaudit.probes.duplicates.CopyRateResult`, from ``--holdout``) adds
+    the copy rate beside its held-out control (JSON key ``copy_rate``).
+    """
+    def copy_rate_html(control) -> str:
+        """Rows of the copy rate, its held-out control and the excess (``memaudit duplicates --holdout``)."""
+        def row(label, r, sign=""):
+            count = "" if r.count is None else f"{r.count} / {r.n}"
+            wilson = "" if r.wilson is None else f"[{100 * r.wilson[0]:.2f}%, {100 * r.wilson[1]:.2f}%]"
+            return (f"<tr><td>{label}</td><td class='num'>{100 * r.value:{sign}.2f}%</td><td class='num'>{count}</td>"
+                    f"<td class='num'>[{100 * r.low:.2f}%, {100 * r.high:.2f}%]</td><td class='num'>{wilson}</td></tr>")
+
+        pct = int(round(100 * control.rate.confidence))
+        parts = ["<h2>Copy rate and its held-out control</h2>",
+                 "<p>Share of items that match at least one training item, through the same matcher: "
+                 "generated samples, and held-out real items the model never saw (the control: what "
+                 "near-twins in the data alone produce). The excess is the difference.</p>",
+                 f"<table><tr><th></th><th>rate</th><th>count</th><th>{pct}% bootstrap</th>"
+                 f"<th>{pct}% Wilson</th></tr>",
+                 row("samples", control.rate), row("held-out control", control.control_rate),
+                 row("excess over control", control.excess, "+"), "</table>",
+                 f"<p>{html.escape(control.summary())}</p>"]
+        by = control.by_threshold
+        if by is not None:
+            cells = "".join(f"<tr><td class='num'>{d}</td><td class='num'>{100 * a:.2f}%</td>"
+                            f"<td class='num'>{100 * b:.2f}%</td></tr>"
+                            for d, a, b in zip(by["threshold"], by["samples"], by["holdout"]))
+            parts.append("<details><summary>Matched share by Hamming distance</summary><table><tr><th>"
+                         f"distance at most</th><th>samples</th><th>held-out</th></tr>{cells}</table></details>")
+        return "".join(parts)
+
     out = Path(out_dir)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     data = jsonable({
@@ -448,14 +516,17 @@ def write_duplicates_report(out_dir, results: dict, datasets: dict, config: dict
         "inputs": {k: v.describe() for k, v in datasets.items() if v is not None},
         "elapsed_seconds": round(elapsed, 3),
         "results": {k: v.to_dict() for k, v in results.items()},
+        "copy_rate": None if control is None else control.to_dict(),
     })
     esc = html.escape
-    sections = []
+    sections = [] if control is None else [copy_rate_html(control)]
     titles = {"train": "Inside the training set", "samples": "Inside the samples",
-              "samples_vs_train": "Samples that copy training items"}
+              "samples_vs_train": "Samples that copy training items",
+              "holdout_vs_train": "Held-out items that match training items (the control)"}
+    pairs_of = {"samples_vs_train": "samples", "holdout_vs_train": "holdout"}
     for key, res in results.items():
-        if key == "samples_vs_train":
-            body = duplicates_html(res, datasets.get("samples"), datasets.get("train"))
+        if key in pairs_of:
+            body = duplicates_html(res, datasets.get(pairs_of[key]), datasets.get("train"))
         else:
             body = duplicates_html(res, datasets.get(key))
         sections.append(f"<h2>{titles.get(key, esc(key))}</h2>{body}")

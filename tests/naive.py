@@ -81,33 +81,56 @@ def assert_neighbors_match(distances, indices, queries, reference, k, metric="l2
     return want_d, want_i
 
 
-def naive_dct2(block):
-    """Orthonormal 2-D DCT-II by its definition (double sum), for a square block."""
+def naive_dct2(block, norm="ortho"):
+    """2-D DCT-II of a square block by its definition, sum_x sum_y block[x, y] cos(.) cos(.), as
+    a product with the explicit cosine basis: orthonormal, or with ``norm=None`` unnormalised as
+    ``scipy.fftpack.dct`` along both axes (a factor 2 per axis)."""
     n = block.shape[0]
-    out = np.zeros((n, n))
-    for u in range(n):
-        for v in range(n):
-            s = 0.0
-            for x in range(n):
-                for y in range(n):
-                    s += block[x, y] * np.cos(np.pi * (2 * x + 1) * u / (2 * n)) * np.cos(
-                        np.pi * (2 * y + 1) * v / (2 * n))
-            cu = np.sqrt(1 / n) if u == 0 else np.sqrt(2 / n)
-            cv = np.sqrt(1 / n) if v == 0 else np.sqrt(2 / n)
-            out[u, v] = cu * cv * s
-    return out
+    k = np.arange(n)
+    basis = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n))  # basis[u, x]
+    if norm == "ortho":
+        c = np.where(k == 0, np.sqrt(1 / n), np.sqrt(2 / n))
+    else:
+        c = np.full(n, 2.0)
+    return c[:, None] * c[None, :] * (basis @ np.asarray(block, np.float64) @ basis.T)
 
 
 def naive_phash_bits(small32):
-    """64 pHash bits of an already-resized 32x32 image: low 8x8 DCT block above its median."""
-    coeffs = naive_dct2(small32)[:8, :8].ravel()
+    """64 pHash bits of an already-resized 32x32 8-bit image, as imagehash sets them: the
+    unnormalised DCT-II, its top-left 8x8 block, a bit where a coefficient is above their median,
+    row by row."""
+    coeffs = naive_dct2(np.asarray(small32, np.float64), norm=None)[:8, :8].ravel()
     med = np.median(coeffs)
     return [int(c > med) for c in coeffs]
 
 
 def naive_dhash_bits(small9x8):
-    """64 dHash bits of an already-resized 8-row, 9-column image: left brighter than right."""
-    return [int(small9x8[r, c] > small9x8[r, c + 1]) for r in range(8) for c in range(8)]
+    """64 dHash bits of an already-resized 8-row, 9-column image, as imagehash sets them: a bit
+    where the right neighbour is brighter, row by row."""
+    return [int(small9x8[r, c + 1] > small9x8[r, c]) for r in range(8) for c in range(8)]
+
+
+def naive_components(n, edges):
+    """Connected components of an undirected graph on 0..n-1 by depth-first search: sizes, largest
+    first."""
+    adj = [[] for _ in range(n)]
+    for a, b in edges:
+        adj[a].append(b)
+        adj[b].append(a)
+    seen, sizes = [False] * n, []
+    for s in range(n):
+        if seen[s]:
+            continue
+        seen[s], stack, size = True, [s], 0
+        while stack:
+            v = stack.pop()
+            size += 1
+            for w in adj[v]:
+                if not seen[w]:
+                    seen[w] = True
+                    stack.append(w)
+        sizes.append(size)
+    return sorted(sizes, reverse=True)
 
 
 def naive_hamming_pairs(bits, max_distance, other=None):

@@ -230,7 +230,9 @@ def test_duplicates_command(tmp_path, rng, capsys):
     assert copies == [{"queries": ["gen_001.png"], "reference": ["train_007.png"], "size": 2}]
     assert report["inputs"]["train"]["skipped"][0]["file"] == "corrupt.png"
     html = (tmp_path / "dup" / "duplicates.html").read_text()
-    assert "corrupt.png" in html and html.count("data:image/png;base64,") == 2 * 2 + 2
+    # thumbnails: the two groups inside train and the copy group (2 * 2 + 2), and the same six
+    # items again in the table of closest pairs
+    assert "corrupt.png" in html and html.count("data:image/png;base64,") == 2 * (2 * 2 + 2)
 
 
 def test_audit_with_a_duplicates_section(sets, tmp_path):

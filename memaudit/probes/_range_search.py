@@ -1,0 +1,229 @@
+"""Range search engines of the duplicates probe: Hamming (FAISS binary), cosine and L2 over blocks.
+
+- :func:`binary_pairs`: every pair of 64-bit codes within a Hamming distance (``IndexBinaryFlat``).
+- :func:`float_pairs`: an exact range search over blocks of the reference (and of the queries):
+  in-memory inputs are one block; memory-mapped ones are read in blocks of about
+  ``FLOAT_BLOCK_BYTES`` (pages released, every block checked for NaN/Inf), so memory is bounded
+  by the block size. :func:`embedding_pairs` runs it on inner products of unit vectors.
+- :class:`IVFBuckets`: approximate cosine range search (k-means cells, one GEMM per cell) with
+  :func:`measure_recall` against exact search on a sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._progress import Progress
+from ..hashing import HASH_BITS, iter_blocks
+
+FLOAT_BLOCK_BYTES = 32 << 20  # float32 rows per block of the float search (memory-mapped inputs)
+
+
+def blocked_range_search(index, queries, radius, step, desc, progress):
+    """Range search of ``queries`` in blocks of ``step``: (query rows, matched rows, values)."""
+    out_i, out_j, out_v = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
+    with Progress(queries.shape[0], desc, progress) as bar:
+        for s in range(0, queries.shape[0], step):
+            lims, vals, idx = index.range_search(queries[s : s + step], radius)
+            out_i.append(np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64))) + s)
+            out_j.append(idx.astype(np.int64))
+            out_v.append(vals)
+            bar.update(min(step, queries.shape[0] - s))
+    return tuple(np.concatenate(v) for v in (out_i, out_j, out_v))
+
+
+def binary_pairs(codes_q, codes_r, max_distance, cross, progress):
+    import faiss
+
+    index = faiss.IndexBinaryFlat(HASH_BITS)
+    index.add(codes_r)
+    # FAISS keeps distances strictly below the radius
+    i, j, dd = blocked_range_search(index, codes_q, int(max_distance) + 1, 65536,
+                                     "hamming range search", progress)
+    keep = np.ones(i.size, bool) if cross else i < j
+    return np.stack([i[keep], j[keep]], axis=1).astype(np.int64), dd[keep].astype(float)
+
+
+def normalized(block, name, offset=0):
+    x = np.ascontiguousarray(block, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"{name}: item {offset + int(np.flatnonzero(norms[:, 0] == 0)[0])} has zero "
+                         "norm; cosine similarity is undefined for it")
+    return x / norms
+
+
+def float_blocks(x, name, prep, whole):
+    """``[(start, stop)]`` row ranges of the float search and a loader ``k -> prepared block``.
+
+    In-memory inputs are one block (prepared once); memory-mapped ones are cut into blocks of
+    about 32 MiB of float32, each read (and checked) when needed, its pages released after.
+    """
+    n, d = x.shape
+    rows = n if whole else max(1, FLOAT_BLOCK_BYTES // (4 * d))
+    ranges = [(s, min(n, s + rows)) for s in range(0, n, rows)]
+    cache = {}  # the one block of an in-memory input, prepared once
+
+    def load(k):
+        if k in cache:
+            return cache[k]
+        s, e = ranges[k]
+        block = np.empty((e - s, d), dtype=np.float32)
+        for o, b in iter_blocks(x[s:e], name, row_bytes=8 * d):
+            block[o : o + len(b)] = prep(b, s + o)
+        if whole:
+            cache[k] = block
+        return block
+
+    return ranges, load
+
+
+def float_pairs(xq, xr, cross, prep_q, prep_r, build, radius, refine, names, progress, desc):
+    """Exact range search over blocks of the reference (and of the queries).
+
+    ``build(block)`` makes a FAISS index of one reference block; ``refine(qb, rb, i, j, v)`` turns
+    candidate pairs (local rows, search values) into (kept mask, scores). Within one set, block
+    ``a`` of queries is searched against blocks ``b >= a`` only and pairs keep ``i < j``.
+    """
+    whole = not (isinstance(xq, np.memmap) or isinstance(xr, np.memmap))
+    r_ranges, r_load = float_blocks(xr, names[1], prep_r, whole)
+    if cross:
+        q_ranges, q_load = float_blocks(xq, names[0], prep_q, whole)
+    else:
+        q_ranges, q_load = r_ranges, r_load
+    out_i, out_j, out_s = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
+    total = len(r_ranges) * len(q_ranges) if cross else len(r_ranges) * (len(r_ranges) + 1) // 2
+    with Progress(total, desc, progress) as bar:
+        for b, (rs, _) in enumerate(r_ranges):
+            rb = r_load(b)
+            index = build(rb)
+            for a, (qs, _) in enumerate(q_ranges if cross else q_ranges[: b + 1]):
+                qb = rb if (not cross and a == b) else q_load(a)
+                lims, vals, idx = index.range_search(qb, radius)
+                i = np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64)))
+                j = idx.astype(np.int64)
+                if not cross and a == b:
+                    keep = i < j
+                    i, j, vals = i[keep], j[keep], vals[keep]
+                keep, scores = refine(qb, rb, i, j, vals)
+                out_i.append(i[keep] + qs)
+                out_j.append(j[keep] + rs)
+                out_s.append(scores[keep])
+                bar.update(1)
+    i, j, s = (np.concatenate(v) for v in (out_i, out_j, out_s))
+    return np.stack([i, j], axis=1).astype(np.int64), s.astype(float)
+
+
+def embedding_pairs(xq, xr, thr, cross, names, progress):
+    import faiss
+
+    def build(rb):
+        idx = faiss.IndexFlatIP(rb.shape[1])
+        idx.add(rb)
+        return idx
+
+    def refine(qb, rb, i, j, sim):  # FAISS keeps inner products strictly above the radius
+        return sim >= thr, sim
+
+    return float_pairs(xq, xr, cross,
+                        lambda b, o: normalized(b, names[0], o),
+                        lambda b, o: normalized(b, names[1], o), build,
+                        np.nextafter(np.float32(thr), np.float32(-1)), refine, names, progress,
+                        "cosine range search")
+
+
+def range_index(xr, index, nlist, nprobe, seed):
+    import faiss
+
+    if index != "exact":
+        return IVFBuckets(xr, nlist, nprobe, seed)
+    idx = faiss.IndexFlatIP(xr.shape[1])
+    idx.add(xr)
+    return idx
+
+
+class IVFBuckets:
+    """Approximate cosine range search: k-means cells, then one GEMM per cell.
+
+    Every reference vector lives in the cell of its nearest centroid; a query is compared, by a
+    dense matrix product, with the members of its ``nprobe`` nearest cells. Near-duplicates sit next
+    to each other, so they share a cell or a neighbouring one. Unlike FAISS's IVF scanner, which
+    compares one query with one list at a time, this runs at GEMM speed.
+    """
+
+    def __init__(self, xr, nlist, nprobe, seed):
+        import faiss
+
+        n, d = xr.shape
+        self.nlist = min(nlist or max(1, int(np.sqrt(n))), n)
+        self.nprobe = min(int(nprobe), self.nlist)
+        rng = np.random.default_rng(seed)
+        sample = xr if n <= 64 * self.nlist else xr[np.sort(rng.choice(n, 64 * self.nlist,
+                                                                      replace=False))]
+        km = faiss.Kmeans(d, self.nlist, niter=10, seed=int(seed), spherical=True, verbose=False)
+        km.train(np.ascontiguousarray(sample))
+        self.centroids = km.centroids
+        _, home = faiss.knn(xr, self.centroids, 1, metric=faiss.METRIC_INNER_PRODUCT)
+        self.xr = xr
+        order = np.argsort(home[:, 0], kind="stable")
+        self.members = np.split(order, np.cumsum(np.bincount(home[:, 0], minlength=self.nlist))[:-1])
+
+    def range_search(self, xq, thresh):
+        """FAISS-like output: (lims, similarities, indices), similarities > thresh."""
+        import faiss
+
+        _, probes = faiss.knn(xq, self.centroids, self.nprobe, metric=faiss.METRIC_INNER_PRODUCT)
+        rows, cols, sims = [], [], []
+        cell_of = probes.ravel()
+        q_of = np.repeat(np.arange(xq.shape[0]), self.nprobe)
+        order = np.argsort(cell_of, kind="stable")
+        bounds = np.cumsum(np.bincount(cell_of, minlength=self.nlist))[:-1]
+        for cell, qs in zip(range(self.nlist), np.split(q_of[order], bounds)):
+            m = self.members[cell]
+            if qs.size == 0 or m.size == 0:
+                continue
+            sim = xq[qs] @ self.xr[m].T
+            i, j = np.nonzero(sim > thresh)
+            rows.append(qs[i])
+            cols.append(m[j])
+            sims.append(sim[i, j])
+        rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        cols = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+        sims = np.concatenate(sims) if sims else np.zeros(0, np.float32)
+        order = np.argsort(rows, kind="stable")
+        rows, cols, sims = rows[order], cols[order], sims[order]
+        lims = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=xq.shape[0]))])
+        return lims, sims, cols
+
+
+def range_pairs(idx, xq, min_sim, cross, progress, desc="cosine range search"):
+    # FAISS's exact search in blocks of queries; the cell-by-cell GEMMs take all queries at once.
+    # FAISS keeps inner products strictly above the threshold: lower it by one ulp.
+    step = xq.shape[0] if isinstance(idx, IVFBuckets) else 16384
+    i, j, sim = blocked_range_search(idx, xq, np.nextafter(np.float32(min_sim), -1), step, desc,
+                                      progress)
+    keep = sim >= min_sim
+    i, j, sim = i[keep], j[keep], sim[keep]
+    if not cross:  # a pair may be found from either end: orient it (low, high) and keep it once
+        a, b = np.minimum(i, j), np.maximum(i, j)
+        keep = a != b
+        pairs, first = np.unique(np.stack([a[keep], b[keep]], axis=1), axis=0, return_index=True)
+        return pairs.astype(np.int64), sim[keep][first].astype(float)
+    return np.stack([i, j], axis=1).astype(np.int64), sim.astype(float)
+
+
+def measure_recall(idx, fq, fr, thr, cross, m, seed):
+    """Share of the exact pairs of a seeded query sample that the approximate index also found."""
+    rng = np.random.default_rng(seed)
+    m = min(int(m), fq.shape[0])
+    rows = np.sort(rng.choice(fq.shape[0], size=m, replace=False))
+    exact = range_index(fr, "exact", None, 1, seed)
+    e_pairs, _ = range_pairs(exact, fq[rows], thr, True, False)
+    a_pairs, _ = range_pairs(idx, fq[rows], thr, True, False)
+    if not cross:  # within a set: the query matching itself is not a duplicate pair
+        e_pairs = e_pairs[rows[e_pairs[:, 0]] != e_pairs[:, 1]]
+        a_pairs = a_pairs[rows[a_pairs[:, 0]] != a_pairs[:, 1]]
+    if len(e_pairs) == 0:
+        return 1.0, m
+    found = {tuple(p) for p in a_pairs.tolist()}
+    return float(np.mean([tuple(p) in found for p in e_pairs.tolist()])), m
