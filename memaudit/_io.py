@@ -157,22 +157,25 @@ def atomic_write_pair(files: dict) -> None:
 
 
 def check_writable_dir(path, what: str = "--out") -> Path:
-    """Check, before any computation, that ``path`` is (or can be made) a writable folder.
+    """Check, before any computation, that ``path`` is a writable folder or can be created.
 
+    Nothing is left behind: the folder itself is created only when the report is written.
     Raises ``ValueError`` with one line naming the problem: the path is a file, a parent is a
-    file, or the folder cannot be created or written to.
+    file, or the folder (or the nearest existing parent) cannot be written to.
     """
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ValueError(f"{what} {p} is a file, not a folder; give a folder for the report")
     probe = p
     while not probe.exists():
+        if probe.parent == probe:
+            break
         probe = probe.parent
-    if not probe.is_dir():
+    if probe.exists() and not probe.is_dir():
         raise ValueError(f"{what} {p}: {probe} is a file, so the folder cannot be created")
     try:
-        p.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".write-check.{os.getpid()}.", suffix=".tmp", dir=p)
+        fd, tmp = tempfile.mkstemp(prefix=f".write-check.{os.getpid()}.", suffix=".tmp",
+                                   dir=probe)
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:

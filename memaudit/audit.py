@@ -14,7 +14,7 @@ from importlib import metadata
 import numpy as np
 
 from ._validation import check_positive_int, check_same_dim
-from .conventions import describe_space, harmonize
+from .conventions import describe_space, harmonize, pixel_scale
 from .gate import GATES, Gate
 from .probes.nn_ratio import DEFAULT_THRESHOLD, NNRatioProbe, NNRatioResult
 from .report import Report
@@ -204,15 +204,14 @@ def run_audit(config: AuditConfig) -> Report:
     if config.duplicates is not None:
         from .probes.duplicates import find_copies, find_duplicates
 
-        shape = train.item_shape
+        # one quantization for every set: the training set's range and precision
+        opts = dict(item_shape=train.item_shape, threshold=config.duplicates_threshold,
+                    seed=config.seed, progress=config.progress, **pixel_scale(train))
         duplicates = {
-            "train": find_duplicates(train.x, config.duplicates, ids=train.ids, item_shape=shape,
-                                     threshold=config.duplicates_threshold, seed=config.seed,
-                                     progress=config.progress),
+            "train": find_duplicates(train.x, config.duplicates, ids=train.ids, **opts),
             "samples_vs_train": find_copies(samples.x, train.x, config.duplicates,
                                             sample_ids=samples.ids, reference_ids=train.ids,
-                                            item_shape=shape, threshold=config.duplicates_threshold,
-                                            seed=config.seed, progress=config.progress),
+                                            **opts),
         }
     membership = None
     if config.membership:

@@ -83,8 +83,10 @@ def _add_audit_options(p: argparse.ArgumentParser, required: bool = True) -> Non
     pr.add_argument("--membership", action="store_true",
                     help="also run the sample-only membership attack (distance to the nearest "
                     "generated sample) on training vs held-out items; needs --holdout")
-    pr.add_argument("--duplicates-threshold", type=float, metavar="T",
-                    help="threshold of --duplicates (default per method: see memaudit duplicates -h)")
+    pr.add_argument("--duplicates-threshold", metavar="T",
+                    help="threshold of --duplicates: an integer Hamming distance 0..64 (phash, "
+                    "dhash), a number in (0, 1] (embedding, tiled_l2), none for exact (default "
+                    "per method: see memaudit duplicates -h)")
     st = p.add_argument_group("statistics")
     st.add_argument("--n-bootstrap", type=int, default=_D["n_bootstrap"], metavar="B",
                     help=f"bootstrap resamples for intervals (default {_D['n_bootstrap']})")
@@ -131,6 +133,19 @@ def _declared(args, sets):
             parse_declarations(getattr(args, "layouts", None), sets, "--layout"))
 
 
+def _duplicates_threshold(args):
+    from .probes.duplicates import parse_threshold
+
+    if args.duplicates_threshold is None:
+        return None
+    if args.duplicates is None:
+        raise ValueError("--duplicates-threshold applies to --duplicates METHOD; give the method")
+    try:
+        return parse_threshold(args.duplicates, args.duplicates_threshold)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("--threshold", "--duplicates-threshold")) from None
+
+
 def _config_from(args, **extra) -> AuditConfig:
     return AuditConfig(
         train=args.train,
@@ -151,7 +166,7 @@ def _config_from(args, **extra) -> AuditConfig:
         ranges=_declared(args, ("train", "samples", "holdout"))[0] or None,
         layouts=_declared(args, ("train", "samples", "holdout"))[1] or None,
         duplicates=args.duplicates,
-        duplicates_threshold=args.duplicates_threshold,
+        duplicates_threshold=_duplicates_threshold(args),
         membership=args.membership,
         gallery=args.gallery,
         fail_above=args.fail_above,
@@ -315,6 +330,8 @@ def cmd_duplicates(args) -> int:
     from .audit import package_versions
     from .probes.duplicates import (find_copies, find_copies_with_control, find_duplicates,
                                     parse_threshold)
+    from ._validation import check_same_dim
+    from .conventions import harmonize, pixel_scale
     from .report import write_duplicates_report
     from .sources import load_dataset
 
@@ -324,15 +341,21 @@ def cmd_duplicates(args) -> int:
         raise ValueError("--holdout is the control of the samples' copy rate: give --samples too")
     progress = False if args.no_progress else None
     opts = dict(resize=args.resize, mode=args.mode, skip_unreadable=args.skip_unreadable)
-    train = load_dataset(args.train, "train", **opts)
-    samples = load_dataset(args.samples, "samples", **opts) if args.samples else None
-    holdout = load_dataset(args.holdout, "holdout", **opts) if args.holdout else None
-    # the pixel convention: image folders are read in [0, 1] from 8-bit pixels; arrays follow the
-    # library's rule (by dtype; floats on the joint range of all sets), stated in the report
-    folders = all(ds.kind == "images" for ds in (train, samples, holdout) if ds is not None)
-    convention = {"value_range": (0.0, 1.0), "levels": 255} if folders else {}
+    sets = ("train", "samples", "holdout")
+    ranges, layouts = _declared(args, sets)
+    loaded = {k: load_dataset(getattr(args, k), k, **opts) if getattr(args, k) else None
+              for k in sets}
+    for k in sets[1:]:
+        if loaded[k] is not None:
+            check_same_dim(loaded[k].x, loaded["train"].x, k, "train")
+    # one convention for every set (refused or converted as in audit); the probe quantizes with
+    # the training set's range and precision
+    loaded, notes = harmonize(loaded, ranges=ranges, layouts=layouts)
+    train, samples, holdout = (loaded[k] for k in sets)
+    for note in notes:
+        print(note, file=sys.stderr)
     common = dict(threshold=threshold, index=args.index, seed=args.seed, progress=progress,
-                  item_shape=train.item_shape, **convention)
+                  item_shape=train.item_shape, **pixel_scale(train))
     results = {"train": find_duplicates(train.x, args.method, ids=train.ids, **common)}
     control = None
     if holdout is not None:
@@ -600,6 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     dup.add_argument("--mode", choices=["L", "RGB"], help="image folders: grayscale or colour")
     dup.add_argument("--skip-unreadable", action="store_true",
                      help="skip image files that cannot be decoded (they are listed in the report)")
+    _add_convention_options(dup, "train, samples, holdout")
     dup.add_argument("--seed", type=int, default=_D["seed"],
                      help="seed (IVF training, recall sample, intervals of the copy rates)")
     _add_output_options(dup)

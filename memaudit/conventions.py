@@ -38,7 +38,7 @@ import numpy as np
 from ._validation import check_finite
 
 __all__ = ["Convention", "harmonize", "observe", "parse_declarations", "NOMINAL_RANGES",
-           "describe_space"]
+           "describe_space", "pixel_scale"]
 
 # nominal pixel ranges, tried in this order on the observed values (each within 1% of its span)
 NOMINAL_RANGES = ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0))
@@ -465,6 +465,21 @@ def harmonize(datasets: dict, *, ranges: dict | None = None, layouts: dict | Non
     for k, v in datasets.items():
         out.setdefault(k, v)
     return {k: out[k] for k in datasets}, notes
+
+
+def pixel_scale(ds) -> dict:
+    """The ``value_range`` and ``levels`` the duplicates probe quantizes a harmonized set with.
+
+    Pixels of a known range are quantized to 8 bits (255 levels), or to 16 bits when the training
+    set came from 16-bit files or uint16 arrays, so that "exact" means identical pixels at the
+    sources' precision; features and pixels of unknown range get ``{}`` (the probe then uses one
+    scale over all sets, stated in its result).
+    """
+    conv = getattr(ds, "convention", None)
+    if conv is None or conv.kind != "pixels" or conv.value_range is None:
+        return {}
+    sixteen = conv.range_source in ("16-bit image files", "dtype uint16")
+    return {"value_range": tuple(conv.value_range), "levels": 65535 if sixteen else 255}
 
 
 def describe_space(train_convention: Convention, metric: str) -> str:

@@ -485,7 +485,9 @@ def test_cli_duplicates_takes_a_hamming_threshold_and_a_holdout(dup_files, tmp_p
     s = report["results"]["samples_vs_train"]
     assert s["threshold"] == 0 and {3, 8} <= {p["query"] for p in s["pairs"]}
     assert report["copy_rate"]["copy_rate"]["count"] == len({p["query"] for p in s["pairs"]})
-    assert report["results"]["samples_vs_train"]["scale"]["source"] == "uint8 pixels as stored"
+    # the runner passes the training set's convention (uint8: 0..255 at 8 bits) to every set
+    scale = report["results"]["samples_vs_train"]["scale"]
+    assert scale["value_range"] == [0, 255] and scale["levels"] == 255
     page = (out / "duplicates.html").read_text()
     assert "Copy rate and its held-out control" in page and "Closest pairs" in page
 
