@@ -85,6 +85,20 @@ def test_truncated_latest_checkpoint_and_torn_stats_line_resume_bit_identically(
         torch.testing.assert_close(redone[k], v, rtol=0, atol=0)
 
 
+def test_a_checkpoint_whose_header_opens_but_content_fails_is_passed_over(straight, tmp_path):
+    from safetensors.torch import save_file
+
+    run = tmp_path / "killed"
+    train(CFG, run, stop_after=20, **QUIET)
+    bad = checkpoint_path(run, 18)  # whole safetensors file, but not this run's config
+    save_file({"x": torch.zeros(3)}, str(bad), metadata={"config": '{"no_such_field": 1}', "step": "18"})
+    logged = []
+    with pytest.warns(RunFileWarning, match=re.escape(f"checkpoint {bad} cannot be read")):
+        train(CFG, run, log=logged.append)
+    assert logged[0] == f"resumed {run} at step 16"
+    _assert_same_end(straight, run)
+
+
 def test_a_run_whose_only_checkpoint_is_truncated_starts_again_with_a_warning(straight, tmp_path):
     run = tmp_path / "r"
     train(CFG, run, stop_after=2, **QUIET)  # only step 1 was saved

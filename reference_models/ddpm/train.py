@@ -250,7 +250,7 @@ def _resume_point(run: Path):
         try:
             return load_checkpoint(path)
         except CheckpointError as exc:  # the header opened but the tensors did not
-            warnings.warn(f"skipping checkpoint {path}: {exc}", RunFileWarning, stacklevel=2)
+            warnings.warn(f"{exc}; trying the previous checkpoint", RunFileWarning, stacklevel=2)
     return None
 
 
