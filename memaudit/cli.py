@@ -238,6 +238,7 @@ def _demo_model():
 def cmd_demo_model(args, generate) -> int:
     from pathlib import Path
 
+    from ._io import atomic_savez
     from .tracking import track_memorization
 
     out = Path(args.out)
@@ -253,11 +254,11 @@ def cmd_demo_model(args, generate) -> int:
     last = max(gen["samples_by_step"])
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
-    np.savez(data / "train.npz", x=gen["train"], ids=gen["train_ids"])
-    np.savez(data / "holdout.npz", x=gen["holdout"], ids=gen["holdout_ids"])
+    atomic_savez(data / "train.npz", x=gen["train"], ids=gen["train_ids"])
+    atomic_savez(data / "holdout.npz", x=gen["holdout"], ids=gen["holdout_ids"])
     samples = gen["samples_by_step"][last]
-    np.savez(data / "samples.npz", x=samples,
-             ids=np.array([f"sample-{i}-step-{last}" for i in range(len(samples))]))
+    atomic_savez(data / "samples.npz", x=samples,
+                 ids=np.array([f"sample-{i}-step-{last}" for i in range(len(samples))]))
     args.train, args.samples, args.holdout = (str(data / f"{k}.npz") for k in ("train", "samples", "holdout"))
     args.ranges = ["0,1"]  # the demo's digits and samples are pixel values in [0, 1]
     notes = [gen["note"], f"tau_gen = {curve.tau_gen}, tau_mem = {curve.tau_mem}, recommended "

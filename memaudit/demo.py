@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._io import atomic_savez
+
 __all__ = ["make_demo_data", "DemoData"]
 
 STAND_IN_NOTE = (
@@ -41,7 +43,7 @@ class DemoData:
     note: str
 
     def save(self, folder) -> dict:
-        """Write train.npz, samples.npz and holdout.npz (each with an ``ids`` array)."""
+        """Write train.npz, samples.npz and holdout.npz (each with an ``ids`` array), atomically."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths = {}
@@ -51,7 +53,7 @@ class DemoData:
             ("holdout", self.holdout, self.holdout_ids),
         ):
             paths[name] = folder / f"{name}.npz"
-            np.savez(paths[name], x=x, ids=ids)
+            atomic_savez(paths[name], x=x, ids=ids)
         return paths
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoints import read_stats
 from .track import samples_at_checkpoints
 from .train import TrainConfig, prepare_data, train
 
@@ -34,10 +35,7 @@ def generate(out_dir, *, seed: int = 0, steps: int = 3000, n_samples: int = 200,
     train(cfg, run, log=log or (lambda m: None))
     x_tr, x_ho, mean, tr_idx, ho_idx = prepare_data(cfg)
     samples = samples_at_checkpoints(run, n_samples, steps=50, seed=seed)
-    losses = {}
-    for line in (run / "stats.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        losses[rec["step"]] = (rec["train_loss_eval"], rec["holdout_loss_eval"])
+    losses = {rec["step"]: (rec["train_loss_eval"], rec["holdout_loss_eval"]) for rec in read_stats(run)}
     return {
         "train": x_tr.numpy()[:, 0] + mean, "train_ids": np.array([f"digit-{i}" for i in tr_idx]),
         "holdout": x_ho.numpy()[:, 0] + mean,

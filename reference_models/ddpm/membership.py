@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memaudit._io import atomic_write_text
+from memaudit._io import atomic_path, atomic_write_text
 from memaudit.probes.calibration import calibrated_attack, calibration_split
 from memaudit.probes.diffusion_attacks import NoisePredictor, loss_attack, pia_attack, secmi_attack
 
+from .checkpoints import checkpoint_step, readable_checkpoints
 from .diffusion import Schedule
 from .train import build_model, load_checkpoint, prepare_data
 
@@ -53,9 +54,7 @@ def noise_predictor(checkpoint, batch_size: int = 512) -> NoisePredictor:
 def membership_over_training(run, *, max_nonmembers: int | None = None, every: int = 1,
                              n_bootstrap: int = 500, seed: int = 0, log=None) -> dict:
     run = Path(run)
-    files = sorted((run / "checkpoints").glob("step_*.safetensors"))[::every]
-    if not files:
-        raise FileNotFoundError(f"{run} has no checkpoints")
+    files = readable_checkpoints(run, every=every, required=True)
     cfg = load_checkpoint(files[-1])["config"]
     x_tr, x_ho, _, tr_idx, ho_idx = prepare_data(cfg)
     members, nonmembers = x_tr.numpy(), x_ho.numpy()
@@ -72,7 +71,7 @@ def membership_over_training(run, *, max_nonmembers: int | None = None, every: i
     rows = []
     for path in files:
         model = noise_predictor(path)
-        step = load_checkpoint(path)["step"]
+        step = checkpoint_step(path)
         row = {"step": step}
         for name, attack in attacks.items():
             res = calibrated_attack(attack(model, members), attack(model, nonmembers), split,
@@ -125,7 +124,8 @@ def plot(out: dict, path) -> None:
                  "non-members; AUC on the evaluation half")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memaudit._io import atomic_write_text
+from memaudit._io import atomic_path, atomic_write_text
 from memaudit.probes.nn_ratio import NNRatioProbe
 from memaudit.tracking import estimate_tau_gen, level_crossing, tau_gen_threshold
 
@@ -105,9 +105,10 @@ def _one_run(job):
 
 def _flags(run: Path) -> tuple[np.ndarray, np.ndarray]:
     """Steps and the (n_checkpoints, n_samples) memorized flags of one run, from its samples."""
+    from .checkpoints import readable_checkpoints
     from .train import load_checkpoint, prepare_data
 
-    cfg = load_checkpoint(sorted((run / "checkpoints").glob("step_*.safetensors"))[-1])["config"]
+    cfg = load_checkpoint(readable_checkpoints(run, required=True)[-1])["config"]
     x_train = prepare_data(cfg)[0].reshape(cfg.n_train, -1).numpy()
     probe = NNRatioProbe(carlini_alpha=None, n_bootstrap=1).fit(x_train)
     with np.load(run / "samples.npz") as z:
@@ -278,7 +279,8 @@ def plot(summary: dict, path) -> None:
     for a in ax:
         a.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 

@@ -14,13 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from memaudit._io import atomic_path, atomic_write_text
+from memaudit._io import atomic_path, atomic_savez, atomic_write_text
 from memaudit.tracking import track_memorization
 
+from .checkpoints import RunFileWarning, checkpoint_step, read_stats, readable_checkpoints
 from .diffusion import Schedule, ddim_sample, ddpm_sample
 from .train import build_model, load_checkpoint, prepare_data
 
@@ -36,10 +39,7 @@ def samples_at_checkpoints(run, n_samples: int = 500, *, steps: int = 50, seed: 
     """
     if sampler not in ("ddim", "ddpm"):
         raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
-    run = Path(run)
-    files = sorted((run / "checkpoints").glob("step_*.safetensors"))[::every]
-    if not files:
-        raise FileNotFoundError(f"{run} has no checkpoints (checkpoints/step_*.safetensors)")
+    files = readable_checkpoints(run, every=every, required=True)
     out = {}
     seeds = list(range(seed, seed + n_samples))
     for path in files:
@@ -68,30 +68,27 @@ def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, ever
     The samples are kept in samples.npz (one array per step) so that a rerun does not sample again.
     """
     run = Path(run)
-    cfg = load_checkpoint(sorted((run / "checkpoints").glob("step_*.safetensors"))[-1])["config"]
+    files = readable_checkpoints(run, every=every, required=True)
+    cfg = load_checkpoint(files[-1])["config"]
     x_train, x_hold, _, _, _ = prepare_data(cfg)
     cache = run / "samples.npz"
     key = f"{sampler}-{steps}-{n_samples}-{seed}"
     samples = None
     if cache.exists():
-        with np.load(cache) as z:
-            if str(z["key"]) == key:
-                samples = {int(k[5:]): z[k] for k in z.files if k.startswith("step_")}
-            n_ck = len(sorted((run / "checkpoints").glob("step_*.safetensors"))[::every])
-            if samples is not None and len(samples) != n_ck:
-                samples = None
+        try:
+            with np.load(cache) as z:
+                if str(z["key"]) == key:
+                    samples = {int(k[5:]): z[k] for k in z.files if k.startswith("step_")}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            warnings.warn(f"ignoring the sample cache {cache}: unreadable ({exc}); sampling again",
+                          RunFileWarning, stacklevel=2)
+        if samples is not None and set(samples) != {checkpoint_step(f) for f in files}:
+            samples = None
     if samples is None:
         samples = samples_at_checkpoints(run, n_samples, steps=steps, seed=seed, every=every,
                                          sampler=sampler, log=log)
-        with atomic_path(cache) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, key=np.array(key), **{f"step_{k}": v for k, v in samples.items()})
-    losses = {}
-    stats = run / "stats.jsonl"
-    if stats.exists():
-        for line in stats.read_text().splitlines():
-            rec = json.loads(line)
-            losses[rec["step"]] = (rec["train_loss_eval"], rec["holdout_loss_eval"])
+        atomic_savez(cache, key=np.array(key), **{f"step_{k}": v for k, v in samples.items()})
+    losses = {rec["step"]: (rec["train_loss_eval"], rec["holdout_loss_eval"]) for rec in read_stats(run)}
     flat = {k: v.reshape(v.shape[0], -1) for k, v in samples.items()}
     curve = track_memorization(flat, x_train.reshape(x_train.shape[0], -1).numpy(),
                                x_hold.reshape(x_hold.shape[0], -1).numpy(),
@@ -110,7 +107,8 @@ def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, ever
         axes[0].figure.suptitle(f"{run.name}: n = {cfg.n_train}, {n_samples} samples per checkpoint",
                                 fontsize=9)
         axes[0].figure.tight_layout()
-        axes[0].figure.savefig(run / "tracking.png", dpi=110)
+        with atomic_path(run / "tracking.png", suffix=".png") as tmp:
+            axes[0].figure.savefig(tmp, dpi=110)
         plt.close(axes[0].figure)
     except ImportError:  # plots are optional
         pass

@@ -8,7 +8,9 @@ index ``eval_index``, 40 ~ t = 0.01 as in the paper) and checkpoints/step_XXXXXX
 log-spaced grid of steps. A checkpoint holds the model, the optimizer state (SGD momentum buffers or
 Adam moments: the paper's code loses them on resume) and every random state, with the config in its
 metadata; it loads without executing pickles. Rerunning the same command resumes from the last
-checkpoint and ends with the same weights as an uninterrupted run.
+readable checkpoint and ends with the same weights as an uninterrupted run (a truncated latest
+checkpoint and a torn last line of stats.jsonl are skipped with a warning; see
+``reference_models.ddpm.checkpoints``).
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from memaudit._io import atomic_path
+from memaudit._io import atomic_path, atomic_savez, atomic_write_text, remove_stale_temporaries
 
+from .checkpoints import (CheckpointError, RunFileWarning, append_stats, checkpoint_files,
+                          checkpoint_path, checkpoint_problem, read_stats, readable_checkpoints)
 from .data import gmm_sample, load_celeba_folder, load_digits, load_mnist, split
 from .diffusion import Schedule, denoising_loss, training_loss
 from .mlp import ResidualMLP
@@ -196,21 +201,30 @@ def _save_checkpoint(path: Path, cfg, step, model, opt, gen, rng, mean):
 
 
 def load_checkpoint(path) -> dict:
-    """Read a checkpoint (safetensors: no pickle is executed): model weights, config, step, states."""
-    from safetensors import safe_open
+    """Read a checkpoint (safetensors: no pickle is executed): model weights, config, step, states.
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    cfg = TrainConfig.from_json(meta["config"])
-    return {
-        "config": cfg,
-        "step": int(meta["step"]),
-        "data_mean": float(meta["data_mean"]),
-        "model": {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
-        "tensors": tensors,
-        "meta": meta,
-    }
+    Raises :class:`~reference_models.ddpm.checkpoints.CheckpointError` (a ``ValueError``) naming
+    the file when it is truncated, empty, not safetensors or lacks the run's metadata.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {problem}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        return {
+            "config": TrainConfig.from_json(meta["config"]),
+            "step": int(meta["step"]),
+            "data_mean": float(meta["data_mean"]),
+            "model": {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
+            "tensors": tensors,
+            "meta": meta,
+        }
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from None
 
 
 def _restore(ck, model, opt, gen, rng):
@@ -230,9 +244,23 @@ def _restore(ck, model, opt, gen, rng):
     rng.bit_generator.state = json.loads(ck["meta"]["numpy_rng"])
 
 
-def _latest(run: Path) -> Path | None:
-    files = sorted((run / "checkpoints").glob("step_*.safetensors"))
-    return files[-1] if files else None
+def _resume_point(run: Path):
+    """The latest checkpoint that loads (falling back past unreadable ones, with a warning)."""
+    for path in reversed(readable_checkpoints(run)):
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as exc:  # the header opened but the tensors did not
+            warnings.warn(f"{exc}; trying the previous checkpoint", RunFileWarning, stacklevel=2)
+    return None
+
+
+def _other_config(run: Path, cfg: TrainConfig) -> bool:
+    """Whether run/config.json holds a different run (unreadable or absent: no)."""
+    try:
+        theirs = TrainConfig.from_json((run / "config.json").read_text())
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    return theirs.to_json() != cfg.to_json()
 
 
 # ----------------------------------------------------------------------------- training
@@ -242,11 +270,21 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = True, stop_after: int | N
 
     ``stop_after`` ends the run early after that step (as a kill would); calling ``train`` again
     resumes from the last checkpoint.
+
+    Resume is robust to damaged files: stale temporaries of killed runs are deleted; an unreadable
+    latest checkpoint (truncated, empty) is skipped with a warning and the run resumes from the
+    previous readable one; torn lines of stats.jsonl are dropped with a warning. When no
+    checkpoint is readable the run starts again from step 0 with a warning, unless config.json
+    holds another config (then ``ValueError``, as for a readable checkpoint of another config).
+    Every file is written atomically except stats.jsonl, which is appended one fsynced record per
+    checkpoint and rewritten atomically on resume.
     """
     if int(cfg.noise_draws) < 1:
         raise ValueError(f"noise_draws must be >= 1, got {cfg.noise_draws}")
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
+    for folder in (run, run / "checkpoints"):  # temporaries left by killed runs
+        remove_stale_temporaries(folder)
     x_train, x_hold, mean, tr_idx, ho_idx = prepare_data(cfg)
     model = build_model(cfg).to(cfg.device)
     opt = _make_optimizer(cfg, model)
@@ -255,22 +293,27 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = True, stop_after: int | N
     rng = np.random.default_rng(cfg.seed + 2)  # batches
     torch.manual_seed(cfg.seed + 3)  # dropout
     start = 0
-    last = _latest(run) if resume else None
-    stats_path = run / "stats.jsonl"
-    if last is not None:
-        ck = load_checkpoint(last)
+    ck = None
+    if resume:
+        ck = _resume_point(run)
+        if ck is None and checkpoint_files(run):
+            warnings.warn(f"{run} has checkpoints but none is readable; training from step 0",
+                          RunFileWarning, stacklevel=2)
+    if ck is not None:
         if ck["config"].to_json() != cfg.to_json():
             raise ValueError(f"{run} holds a run with another config; use a new folder or resume=False")
         _restore(ck, model, opt, gen, rng)
         start = ck["step"]
-        lines = stats_path.read_text().splitlines() if stats_path.exists() else []
-        kept = [ln for ln in lines if json.loads(ln)["step"] <= start]
-        stats_path.write_text("".join(ln + "\n" for ln in kept))
+        kept = [rec for rec in read_stats(run) if rec["step"] <= start]  # torn lines dropped
+        atomic_write_text(run / "stats.jsonl", "".join(json.dumps(rec) + "\n" for rec in kept))
         log(f"resumed {run} at step {start}")
     else:
-        (run / "config.json").write_text(json.dumps(json.loads(cfg.to_json()), indent=2) + "\n")
-        np.savez(run / "split.npz", train_indices=tr_idx, holdout_indices=ho_idx, data_mean=mean)
-        stats_path.write_text("")
+        if resume and _other_config(run, cfg):
+            raise ValueError(f"{run} holds a run with another config (config.json); use a new "
+                             "folder or resume=False")
+        atomic_write_text(run / "config.json", json.dumps(json.loads(cfg.to_json()), indent=2) + "\n")
+        atomic_savez(run / "split.npz", train_indices=tr_idx, holdout_indices=ho_idx, data_mean=mean)
+        atomic_write_text(run / "stats.jsonl", "")
     x_train, x_hold = x_train.to(cfg.device), x_hold.to(cfg.device)
     n = x_train.shape[0]
     batch = min(n, cfg.batch_size)
@@ -300,10 +343,8 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = True, stop_after: int | N
                 "eval_index": cfg.eval_index,
                 "seconds": round(time.perf_counter() - t0, 2),
             }
-            with open(stats_path, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-            _save_checkpoint(run / "checkpoints" / f"step_{step:08d}.safetensors", cfg, step, model,
-                             opt, gen, rng, mean)
+            append_stats(run, rec)
+            _save_checkpoint(checkpoint_path(run, step), cfg, step, model, opt, gen, rng, mean)
             log(f"step {step:>8d}  loss {rec['loss']:.4f}  train@{cfg.eval_index} "
                 f"{rec['train_loss_eval']:.4f}  held-out@{cfg.eval_index} {rec['holdout_loss_eval']:.4f}")
             running, count = 0.0, 0

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from memaudit._io import atomic_path, atomic_write_text
 from memaudit.tracking import level_crossing
 
 from .constants import rf_constants
@@ -33,6 +34,12 @@ from .spectrum import empirical_rho1, theory_density
 
 PAPER_ESCORE_EXPONENT = 0.59  # Bonnaire et al. 2025, Fig. 13 (psi_p = 32, t = 0.01)
 ONSET_LEVEL = 0.1  # L_gen departs from 0: the first tau where L_gen >= 0.1
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Save a figure atomically (a killed study never leaves half a PNG)."""
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
 
 
 def _log(msg: str) -> None:
@@ -70,7 +77,7 @@ def spectrum_part(out: Path, d: int, psi_p: float, psi_n: float, t: float, seed:
                  fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "spectrum.png", dpi=110)
+    _save_figure(fig, out / "spectrum.png")
     plt.close(fig)
     mass = float(np.nansum(dens) * (grid[1] - grid[0]))
     return {"d": d, "psi_p": psi_p, "psi_n": psi_n, "t": t,
@@ -136,7 +143,7 @@ def plot_losses(out, taus, curves, rows, psi_p, t, plt):
     fig.suptitle(rf"Random-features dynamics (closed form, Gaussian equivalent), $\psi_p$={psi_p:g}, t={t:g}",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "losses.png", dpi=110)
+    _save_figure(fig, out / "losses.png")
     plt.close(fig)
 
 
@@ -160,7 +167,7 @@ def plot_score(out, taus, curves, rows, score_rows, plt):
     axes[1].set_title(f"paper (psi_p=32, t=0.01): slope -{PAPER_ESCORE_EXPONENT}", fontsize=9)
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "escore.png", dpi=110)
+    _save_figure(fig, out / "escore.png")
     plt.close(fig)
 
 
@@ -186,7 +193,7 @@ def sampled_part(out, d, psi_p, psi_ns, t, taus, dtau, seed, plt):
     ax.set_title(f"Sampled tanh features, fresh noise each step (d = {d}) vs closed form", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "sampled.png", dpi=110)
+    _save_figure(fig, out / "sampled.png")
     plt.close(fig)
     return res
 
@@ -290,7 +297,7 @@ def plot_grid(out: Path, g: dict, plt):
         ax.legend(fontsize=7, loc="upper left")
         fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(out / "heatmap.png", dpi=110)
+    _save_figure(fig, out / "heatmap.png")
     plt.close(fig)
 
     fitted = [p for p in g["psi_p"] if f"{p:g}" in g["exponents"]]
@@ -323,7 +330,7 @@ def plot_grid(out: Path, g: dict, plt):
     ax.set_ylabel(r"$\tau$ where $L_{gen}$ = half its limit")
     ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(out / "onset.png", dpi=110)
+    _save_figure(fig, out / "onset.png")
     plt.close(fig)
 
 
@@ -374,7 +381,7 @@ def write_table(out: Path, rows, psi_p, t, d, seeds) -> str:
         f"E_score minimum {fit_exponent(x, [r['score_min'] for r in rows]):.2f}.",
     ]
     text = "\n".join(lines) + "\n"
-    (out / "table.md").write_text(text)
+    atomic_write_text(out / "table.md", text)
     return text
 
 
@@ -478,9 +485,9 @@ def main(argv=None) -> int:
         table += "\n" + grid_table(grid)
         results["grid"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
                            for k, v in grid.items() if not k.startswith("_")}
-    (out / "table.md").write_text(table)
+    atomic_write_text(out / "table.md", table)
     results["elapsed_seconds"] = time.perf_counter() - t_start
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=float) + "\n")
     print(table)
     if not a.grid_only:
         print(f"spectrum: empirical rho_1 edges {results['spectrum']['empirical_edges']} vs predicted "

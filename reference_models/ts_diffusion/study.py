@@ -29,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from memaudit._io import atomic_write_text
+from memaudit._io import atomic_path, atomic_write_bytes, atomic_write_text
 from memaudit.probes.subsequence import SubsequenceProbe
 
+from ..ddpm.checkpoints import readable_checkpoints
 from ..ddpm.membership import membership_over_training
 from ..ddpm.sweep import crossing_step
 from ..ddpm.train import load_checkpoint, prepare_data
@@ -41,7 +42,7 @@ __all__ = ["study_run", "main"]
 
 def study_run(run: Path, sub_length: int = 16, sub_stride: int = 8, max_nonmembers: int = 256,
               log=None) -> dict:
-    cfg = load_checkpoint(sorted((run / "checkpoints").glob("step_*.safetensors"))[-1])["config"]
+    cfg = load_checkpoint(readable_checkpoints(run, required=True)[-1])["config"]
     x_tr, x_ho, mean, _, _ = prepare_data(cfg)
     train = x_tr.numpy()[:, 0, :]  # (n, L): each training window is a series for the probe
     hold = x_ho.numpy()[:, 0, :]
@@ -107,7 +108,8 @@ def _plot(rows, path) -> None:
     for a in ax:
         a.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -132,12 +134,9 @@ def main(argv=None) -> int:
     try:
         _plot(rows, sweep / "study.png")
         if a.figures:
-            import shutil
-
-            Path(a.figures).mkdir(parents=True, exist_ok=True)
-            shutil.copy(sweep / "study.png", Path(a.figures) / "study.png")
-            if (sweep / "sweep.png").exists():
-                shutil.copy(sweep / "sweep.png", Path(a.figures) / "sweep.png")
+            for name in ("study.png", "sweep.png"):
+                if (sweep / name).exists():
+                    atomic_write_bytes(Path(a.figures) / name, (sweep / name).read_bytes())
     except ImportError:
         pass
     print(_table(rows))
