@@ -14,7 +14,7 @@ from importlib import metadata
 import numpy as np
 
 from ._validation import check_positive_int, check_same_dim
-from .conventions import describe_space, harmonize, pixel_scale
+from .conventions import describe_space, harmonize, pixel_scale, require_images
 from .gate import GATES, Gate
 from .probes.nn_ratio import DEFAULT_THRESHOLD, NNRatioProbe, NNRatioResult
 from .report import Report
@@ -190,9 +190,8 @@ def run_audit(config: AuditConfig) -> Report:
     t0 = time.perf_counter()
     data, notes = load_inputs(config)
     train, samples, holdout = data["train"], data["samples"], data["holdout"]
-    if config.duplicates in ("phash", "dhash", "tiled_l2") and train.convention.kind != "pixels":
-        raise ValueError(f"--duplicates {config.duplicates} compares images, but train are "
-                         f"{train.convention.describe()}; use exact or embedding for features")
+    if config.duplicates is not None:
+        require_images(config.duplicates, train, "--duplicates")
     probe = _probe(config).fit(train.x, ids=train.ids)
     result: NNRatioResult = probe.score(
         samples.x,

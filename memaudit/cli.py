@@ -17,6 +17,7 @@ import numpy as np
 from . import __version__
 from .audit import GATES, AuditConfig, config_defaults, run_audit
 from ._io import check_writable_dir
+from ._validation import check_seed
 from .conventions import parse_declarations
 from .gate import Gate, verdict_line
 from .neighbors import BACKENDS, INDEXES, METRICS
@@ -332,7 +333,7 @@ def cmd_duplicates(args) -> int:
     from .probes.duplicates import (find_copies, find_copies_with_control, find_duplicates,
                                     parse_threshold)
     from ._validation import check_same_dim
-    from .conventions import harmonize, pixel_scale
+    from .conventions import harmonize, pixel_scale, require_images
     from .report import write_duplicates_report
     from .sources import load_dataset
 
@@ -353,6 +354,7 @@ def cmd_duplicates(args) -> int:
     # the training set's range and precision
     loaded, notes = harmonize(loaded, ranges=ranges, layouts=layouts)
     train, samples, holdout = (loaded[k] for k in sets)
+    require_images(args.method, train)
     for note in notes:
         print(note, file=sys.stderr)
     common = dict(threshold=threshold, index=args.index, seed=args.seed, progress=progress,
@@ -459,17 +461,22 @@ def _load_scores(path, name):
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{name}: {p} does not exist")
-    if p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    if p.suffix == ".npy":
-        return np.load(p, allow_pickle=False)
-    if p.suffix in (".csv", ".txt"):
-        try:
-            return np.loadtxt(p, delimiter=",", ndmin=1)
-        except ValueError as exc:
-            raise ValueError(f"{name}: could not read {p} as one number per line ({exc})") from exc
-    raise ValueError(f"{name}: {p} is not a .npy, .npz or .csv file of scores")
+    if p.suffix not in (".npz", ".npy", ".csv", ".txt"):
+        raise ValueError(f"{name}: {p} is not a .npy, .npz or .csv file of scores")
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        if p.suffix == ".npy":
+            return np.load(p, allow_pickle=False)
+        scores = np.loadtxt(p, delimiter=",", ndmin=1)
+    except (ValueError, OSError, EOFError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{name}: could not read {p} as {p.suffix} scores ({first})") from None
+    if scores.ndim != 1:
+        raise ValueError(f"{name}: {p.name} holds a table of shape {scores.shape}; give one score "
+                         "per line")
+    return scores
 
 
 def cmd_membership(args) -> int:
@@ -809,7 +816,9 @@ def main(argv=None) -> int:
     stdout = sys.stdout
     sys.stdout = _QuietPipe(stdout)
     try:
-        if getattr(args, "out", None) is not None:  # before any computation
+        if getattr(args, "seed", None) is not None:  # before any computation
+            check_seed(args.seed, "seed (--seed)")
+        if getattr(args, "out", None) is not None:
             check_writable_dir(args.out)
         return args.func(args)
     except (ValueError, TypeError, KeyError, OSError, ImportError, RuntimeError,

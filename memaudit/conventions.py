@@ -38,7 +38,7 @@ import numpy as np
 from ._validation import check_finite
 
 __all__ = ["Convention", "harmonize", "observe", "parse_declarations", "NOMINAL_RANGES",
-           "describe_space", "pixel_scale"]
+           "describe_space", "pixel_scale", "require_images"]
 
 # nominal pixel ranges, tried in this order on the observed values (each within 1% of its span)
 NOMINAL_RANGES = ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0))
@@ -465,6 +465,15 @@ def harmonize(datasets: dict, *, ranges: dict | None = None, layouts: dict | Non
     for k, v in datasets.items():
         out.setdefault(k, v)
     return {k: out[k] for k in datasets}, notes
+
+
+def require_images(method: str, ds, option: str = "--method") -> None:
+    """Refuse image-only duplicate methods (phash, dhash, tiled_l2) on a set that is not images."""
+    conv = getattr(ds, "convention", None)
+    if method in ("phash", "dhash", "tiled_l2") and (conv is None or conv.kind != "pixels"):
+        what = conv.describe() if conv is not None else "not images"
+        raise ValueError(f"{option} {method} compares images, but train are {what}; use exact or "
+                         "embedding for features")
 
 
 def pixel_scale(ds) -> dict:

@@ -80,6 +80,29 @@ def make_data(root: Path) -> dict:
     rgb = rng.integers(0, 256, size=(30, 6, 6, 3), dtype=np.uint8)
     save("rgb_chw", np.ascontiguousarray(np.moveaxis(rgb[:8], 3, 1)).astype(np.float32) / 255)
     save("rgb_flat", (rgb[:8].reshape(8, -1)).astype(np.float32) / 255)
+    save("ms", rng.normal(size=30))
+    save("ns", rng.normal(size=30))
+    save("ms2d", rng.normal(size=(30, 2)))
+    nan_scores = rng.normal(size=30)
+    nan_scores[3] = np.nan
+    save("ms_nan", nan_scores)
+    save("ms_short", rng.normal(size=29))
+    save("ms1", rng.normal(size=1))
+    p = root / "ms.npz"
+    np.savez(p, t10=rng.normal(size=30), t50=rng.normal(size=30))
+    f["ms_npz"] = str(p)
+    p = root / "ns.npz"
+    np.savez(p, t10=rng.normal(size=30), t99=rng.normal(size=30))
+    f["ns_npz"] = str(p)
+    p = root / "ms.csv"
+    p.write_text("\n".join(f"{v:.6f}" for v in rng.normal(size=30)) + "\n")
+    f["ms_csv"] = str(p)
+    p = root / "ms_bad.csv"
+    p.write_text("0.1\nnot a number\n0.3\n")
+    f["ms_bad_csv"] = str(p)
+    p = root / "scores.json"
+    p.write_text("[1, 2]")
+    f["json"] = str(p)
     p = root / "junk.npy"
     p.write_bytes(b"this is not a numpy file")
     f["junk"] = str(p)
@@ -218,7 +241,7 @@ CASES = [
          "--n-bootstrap 0"),
     Case("audit-confidence", _A + " --confidence 1.5", 1, "confidence must lie in (0, 1)",
          "--confidence above 1"),
-    Case("audit-seed", _A + " --seed -1", 1, "seed must be a non-negative integer",
+    Case("audit-seed", _A + " --seed -1", 1, "seed (--seed) must be a non-negative integer",
          "a negative seed"),
     Case("audit-gallery", _A + " --gallery -1", 1, "gallery must be at least 0",
          "a negative gallery size"),
@@ -253,6 +276,116 @@ CASES = [
     Case("audit-out-unwritable", "audit --train {t} --samples {s} --out /proc/memaudit", 1,
          "is not writable", "--out in a place that cannot be written"),
     Case("audit-no-args", "audit --train {t}", 2, "required", "missing required options"),
+    # ------------------------------------------------------------------ duplicates
+    Case("dup-missing", "duplicates --train {missing} --out {out}", 1, "does not exist",
+         "training file does not exist"),
+    Case("dup-threshold-float", "duplicates --train {imgs} --threshold 8.5 --out {out}", 1,
+         "an integer from 0 to 64", "a fractional Hamming distance"),
+    Case("dup-threshold-big", "duplicates --train {imgs} --threshold 65 --out {out}", 1,
+         "an integer from 0 to 64", "a Hamming distance above 64"),
+    Case("dup-threshold-neg", "duplicates --train {imgs} --threshold -1 --out {out}", 1,
+         "an integer from 0 to 64", "a negative Hamming distance"),
+    Case("dup-threshold-int", "duplicates --train {imgs} --threshold 8 --out {out}", 0,
+         "threshold 8", "an integer Hamming distance (the right answer)"),
+    Case("dup-threshold-exact", "duplicates --train {t} --method exact --threshold 1 --out {out}",
+         1, "does not apply to method exact", "a threshold for exact hashes"),
+    Case("dup-threshold-cosine", "duplicates --train {feats} --method embedding --threshold 0 "
+         "--out {out}", 1, "cosine similarity in (0, 1]", "a cosine similarity of 0"),
+    Case("dup-threshold-cosine-big", "duplicates --train {feats} --method embedding --threshold 1.5 "
+         "--out {out}", 1, "cosine similarity in (0, 1]", "a cosine similarity above 1"),
+    Case("dup-threshold-tiled", "duplicates --train {t} --method tiled_l2 --threshold 2 --out {out}",
+         1, "in (0, 1]", "a tiled l2 distance above 1"),
+    Case("dup-method", "duplicates --train {t} --method md5 --out {out}", 2, "invalid choice",
+         "an unknown method"),
+    Case("dup-nan-memmap", "duplicates --train {t_nan} --method exact --out {out}", 1, "NaN",
+         "NaN in a memory-mapped training set"),
+    Case("dup-inf-samples", "duplicates --train {t} --samples {s_inf} --method exact --out {out}",
+         1, "Inf", "Inf in the samples"),
+    Case("dup-dim", "duplicates --train {t} --samples {wide} --out {out}", 1, "features per item",
+         "samples with another number of features"),
+    Case("dup-holdout-no-samples", "duplicates --train {t} --holdout {h} --out {out}", 1,
+         "give --samples too", "a holdout without samples"),
+    Case("dup-phash-features", "duplicates --train {feats} --method phash --out {out}", 1,
+         "compares images, but train are features", "perceptual hashes on features"),
+    Case("dup-tiled-features", "duplicates --train {feats} --method tiled_l2 --out {out}", 1,
+         "compares images", "tiled l2 on features"),
+    Case("dup-ivf-hash", "duplicates --train {t} --method exact --index ivf --out {out}", 1,
+         "applies to method='embedding' only", "an approximate index for hashes"),
+    Case("dup-range", "duplicates --train {imgs} --samples {s11} --out {out}", 1,
+         "--range samples=-1,1", "samples in [-1, 1] against PNG files"),
+    Case("dup-range-255", "duplicates --train {imgs} --samples {s255} --method exact --out {out}", 1,
+         "--range samples=0,255", "uint8 samples against PNG files"),
+    Case("dup-range-declared", "duplicates --train {imgs} --samples {s255} --method exact "
+         "--range samples=0,255 --out {out}", 0, "samples_vs_train", "the same, declared"),
+    Case("dup-layout", "duplicates --train {rgbimgs} --samples {rgb_chw} --out {out}", 1,
+         "--layout samples=CHW", "channels-first samples against RGB images"),
+    Case("dup-empty", "duplicates --train {t0} --out {out}", 1, "is empty", "an empty training set"),
+    Case("dup-complex", "duplicates --train {cplx} --method exact --out {out}", 1,
+         "complex64 is not supported", "complex values"),
+    Case("dup-empty-folder", "duplicates --train {empty} --out {out}", 1, "no images",
+         "an empty folder"),
+    Case("dup-broken-image", "duplicates --train {broken} --out {out}", 1, "cannot read image",
+         "an undecodable image"),
+    Case("dup-out-file", "duplicates --train {t} --method exact --out {afile}", 1,
+         "is a file, not a folder", "--out is a file"),
+    Case("dup-seed", "duplicates --train {t} --method exact --out {out} --seed -1", 1,
+         "seed (--seed) must be a non-negative integer", "a negative seed"),
+    Case("dup-cosine-zero", "duplicates --train {zero} --method embedding --out {out}", 1,
+         "zero norm", "cosine similarity with an all-zero item"),
+    # ------------------------------------------------------------------ membership
+    Case("mia-one-side", "membership --member-scores {ms} --out {out}", 1,
+         "give both --member-scores and --nonmember-scores", "member scores only"),
+    Case("mia-missing-scores", "membership --member-scores {missing} --nonmember-scores {ns} "
+         "--out {out}", 1, "does not exist", "a scores file that does not exist"),
+    Case("mia-scores-2d", "membership --member-scores {ms2d} --nonmember-scores {ns} --out {out}",
+         1, "expected one score per item", "a 2-D array of scores"),
+    Case("mia-scores-nan", "membership --member-scores {ms_nan} --nonmember-scores {ns} --out {out}",
+         1, "NaN/Inf score", "a NaN score"),
+    Case("mia-scores-one", "membership --member-scores {ms1} --nonmember-scores {ns} --out {out}",
+         1, "at least 2 are needed", "one member score"),
+    Case("mia-scores-table-csv", "membership --member-scores {csv} --nonmember-scores {ns} "
+         "--out {out}", 1, "give one score per line", "a CSV table instead of one column"),
+    Case("mia-scores-bad-csv", "membership --member-scores {ms_bad_csv} --nonmember-scores {ns} "
+         "--out {out}", 1, "could not read", "a CSV with a word in it"),
+    Case("mia-scores-junk", "membership --member-scores {junk} --nonmember-scores {ns} --out {out}",
+         1, "could not read", "a .npy that is not one"),
+    Case("mia-scores-json", "membership --member-scores {json} --nonmember-scores {ns} --out {out}",
+         1, "is not a .npy, .npz or .csv file", "an unsupported scores file"),
+    Case("mia-settings", "membership --member-scores {ms_npz} --nonmember-scores {ns_npz} "
+         "--out {out}", 1, "same settings", "member and non-member settings that differ"),
+    Case("mia-scores-csv-ok", "membership --member-scores {ms_csv} --nonmember-scores {ns} "
+         "--out {out}", 0, "attack: scores given", "one score per line (the right answer)"),
+    Case("mia-no-samples", "membership --members {t} --nonmembers {h} --out {out}", 1,
+         "give --members, --nonmembers and --samples", "a sample-only attack without samples"),
+    Case("mia-density-no-reference", "membership --members {t} --nonmembers {h} --samples {s} "
+         "--attack density --out {out}", 1, "needs --reference", "the density attack without "
+         "reference data"),
+    Case("mia-dim", "membership --members {t} --nonmembers {wide} --samples {s} --out {out}", 1,
+         "features per item", "non-members with another number of features"),
+    Case("mia-range", "membership --members {imgs} --nonmembers {imgs} --samples {s11} --out {out}",
+         1, "--range samples=-1,1", "samples in [-1, 1] against PNG members"),
+    Case("mia-fraction-1", "membership --members {t} --nonmembers {h} --samples {s} "
+         "--calibration-fraction 1 --out {out}", 1, "must lie in (0, 1)",
+         "a calibration fraction of 1"),
+    Case("mia-fraction-0", "membership --members {t} --nonmembers {h} --samples {s} "
+         "--calibration-fraction 0 --out {out}", 1, "must lie in (0, 1)",
+         "a calibration fraction of 0"),
+    Case("mia-pca-0", "membership --members {t} --nonmembers {h} --samples {s} --attack density "
+         "--reference {h} --pca 0 --out {out}", 1, "n_components must be at least 1", "--pca 0"),
+    Case("mia-bootstrap", "membership --members {t} --nonmembers {h} --samples {s} --n-bootstrap 0 "
+         "--out {out}", 1, "n_bootstrap must be at least 1", "--n-bootstrap 0"),
+    Case("mia-seed", "membership --members {t} --nonmembers {h} --samples {s} --seed -1 --out {out}",
+         1, "seed (--seed) must be a non-negative integer", "a negative seed"),
+    Case("mia-nan-members", "membership --members {t_nan} --nonmembers {h} --samples {s} "
+         "--out {out}", 1, "NaN", "NaN in the members"),
+    Case("mia-one-member", "membership --members {t1} --nonmembers {h} --samples {s} --out {out}",
+         1, "at least 2 are needed", "one member"),
+    Case("mia-fail-above", "membership --member-scores {ms} --nonmember-scores {ns} --out {out} "
+         "--fail-above 1.5", 1, "must lie in [0, 1]", "--fail-above above 1"),
+    Case("mia-fail-above-nan", "membership --member-scores {ms} --nonmember-scores {ns} --out {out} "
+         "--fail-above nan", 2, "not a number or fraction", "--fail-above nan"),
+    Case("mia-out-file", "membership --member-scores {ms} --nonmember-scores {ns} --out {afile}", 1,
+         "is a file, not a folder", "--out is a file"),
     # ------------------------------------------------------------------ demo
     Case("demo-out-file", "demo --stand-in --out {afile}", 1, "is a file, not a folder",
          "--out is a file"),
