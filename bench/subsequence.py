@@ -2,6 +2,12 @@
 
     python bench/subsequence.py                 # 100 series x 10,000 points, 1,000 queries of 128
     python bench/subsequence.py --quick         # smoke test (seconds)
+    python bench/subsequence.py --stride-cost 10000   # the probe at stride 1 vs stride L only
+
+``--stride-cost N`` times ``SubsequenceProbe`` on the same training series with generated series
+of N points in all (random walks holding 20 training stretches of L steps replayed at random
+offsets), at stride L (non-overlapping windows, the old command default) and at stride 1 (every
+window, the default now), and counts the replays each finds at the right series and offset.
 
 Data: 100 training series of 10,000 points (1,000,000 points; random walks with a random sinusoid
 added, so that shapes repeat only by chance), and 1,000 query windows of length 128: half are
@@ -56,6 +62,43 @@ def make_data(n_series, length, n_queries, L, seed):
     return train, queries, truth
 
 
+def stride_cost(train, n_points, L, seed):
+    from memaudit.probes.subsequence import SubsequenceProbe
+
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
+    per = 2000
+    fake = np.cumsum(rng.standard_normal((max(1, n_points // per), per)), axis=1)
+    plants = []
+    for k in range(20):
+        g, p = k % fake.shape[0], int(rng.integers(per - L + 1))
+        s, o = int(rng.integers(len(train))), int(rng.integers(len(train[0]) - L + 1))
+        if any(g == g2 and abs(p - p2) < L for g2, p2, _, _ in plants):
+            continue
+        fake[g, p : p + L] = train[s][o : o + L]
+        plants.append((g, p, s, o))
+    print(f"training: {len(train)} series x {len(train[0]):,} points; generated: {fake.shape[0]} "
+          f"series x {per:,} points, {len(plants)} replays of {L} steps at random offsets")
+    probe = SubsequenceProbe(L, n_bootstrap=100, progress=False)
+    probe.fit(train)
+    times = {}
+    for stride in (L, 1):
+        probe.stride = stride
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = probe.score(fake)
+        times[stride] = (time.perf_counter() - t0, time.process_time() - c0)
+        hit = {(int(g), int(p)): m for g, p, m in zip(res.query_series, res.query_offset,
+                                                      res.match_id) if m}
+        found = sum(hit.get((g, p)) == f"{s}@{o}" and
+                    bool(res.memorized[(res.query_series == g) & (res.query_offset == p)][0])
+                    for g, p, s, o in plants)
+        print(f"stride {stride}: {res.d1.size:,} windows, {times[stride][0]:.2f} s wall, "
+              f"{times[stride][1]:.2f} s CPU; replays flagged at the right series and offset: "
+              f"{found}/{len(plants)}")
+    print(f"cost of stride 1 / stride {L}: {times[1][0] / times[L][0]:.1f}x wall, "
+          f"{times[1][1] / times[L][1]:.1f}x CPU")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--series", type=int, default=100)
@@ -67,6 +110,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="10 series of 2,000 points, 40 queries")
     p.add_argument("--tmp", help="unused (the other bench scripts take it)")
+    p.add_argument("--stride-cost", type=int, metavar="N",
+                   help="only time the probe at stride 1 against stride L on N generated points")
     a = p.parse_args(argv)
     if a.quick:
         a.series, a.length, a.queries, a.dtw_queries = 10, 2000, 40, 2
@@ -74,6 +119,8 @@ def main(argv=None) -> int:
     zone = int(np.ceil(L / 4))
     train, queries, truth = make_data(a.series, a.length, a.queries, L, a.seed)
     n_points = a.series * a.length
+    if a.stride_cost:
+        return stride_cost(train, a.stride_cost, L, a.seed)
     print(f"training: {a.series} series x {a.length:,} points = {n_points:,} points; "
           f"{a.queries:,} query windows of length {L}; exclusion zone {zone}")
 

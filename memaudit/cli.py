@@ -7,6 +7,7 @@ the problem); 2 bad command-line usage; 3 the audit ran but the gated rate is ab
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -395,6 +396,32 @@ def cmd_duplicates(args) -> int:
     return EXIT_OK
 
 
+def _option_int(text, flag: str, minimum: int):
+    """An integer command-line value of at least ``minimum``, or a one-line ValueError."""
+    if text is None:
+        return None
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise ValueError(f"{flag} must be an integer, got {text!r}") from None
+    if value < minimum:
+        raise ValueError(f"{flag} must be at least {minimum}, got {value}")
+    return value
+
+
+def _option_number(text, flag: str):
+    """A real number ('0.25', '1/3'), or a one-line ValueError."""
+    if text is None:
+        return None
+    try:
+        return float(Fraction(str(text).strip()))
+    except (ValueError, ZeroDivisionError):
+        try:
+            return float(text)  # 'nan', 'inf', '1e-3': refused or accepted by the probe's checks
+        except ValueError:
+            raise ValueError(f"{flag} must be a number, got {text!r}") from None
+
+
 def cmd_subsequences(args) -> int:
     import time
 
@@ -407,6 +434,25 @@ def cmd_subsequences(args) -> int:
     gate = Gate(args.fail_above, args.gate).check(has_control=args.holdout is not None,
                                                   command="subsequences")
     t0 = time.perf_counter()
+    # every option is checked before any file is read; options not given keep the probe's defaults
+    given = {"stride": _option_int(args.stride, "--stride", 1),
+             "exclusion_zone": _option_int(args.exclusion_zone, "--exclusion-zone", 0),
+             "threshold": _option_number(args.threshold, "--threshold"),
+             "max_distance": _option_number(args.max_distance, "--max-distance")}
+    probe = SubsequenceProbe(_option_int(args.window, "--window", 1), normalize=not args.raw,
+                             n_bootstrap=_option_int(args.n_bootstrap, "--n-bootstrap", 1),
+                             seed=_option_int(args.seed, "--seed", 0), layout=args.layout,
+                             progress=False if args.no_progress else None,
+                             **{k: v for k, v in given.items() if v is not None})
+    try:
+        probe._check_params()
+    except (TypeError, ValueError) as exc:
+        flag = {"threshold": "--threshold", "max_distance": "--max-distance"}
+        msg = str(exc)
+        for key, opt in flag.items():
+            if msg.startswith(key):
+                msg = opt + msg[len(key):]
+        raise ValueError(msg) from None
     loaded = {}
     for name in ("train", "samples", "holdout"):
         path = getattr(args, name)
@@ -417,19 +463,15 @@ def cmd_subsequences(args) -> int:
         desc.update(n_series=len(series), channels=series[0].shape[1],
                     lengths=[int(min(s.shape[0] for s in series)), int(max(s.shape[0] for s in series))])
         loaded[name] = (series, ids, desc)
-    probe = SubsequenceProbe(args.window, stride=args.stride or args.window,
-                             normalize=not args.raw, exclusion_zone=args.exclusion_zone,
-                             threshold=args.threshold, max_distance=args.max_distance,
-                             n_bootstrap=args.n_bootstrap, seed=args.seed,
-                             progress=False if args.no_progress else None)
     train, train_ids, _ = loaded["train"]
     samples, sample_ids, _ = loaded["samples"]
     probe.fit(train, ids=train_ids)
     res = probe.score(samples, sample_ids=sample_ids,
                       holdout=loaded["holdout"][0] if "holdout" in loaded else None)
     config = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
-    config["stride"] = probe.stride
-    config["exclusion_zone"] = probe.zone_
+    config.update(window=probe.length, stride=probe.stride, exclusion_zone=probe.zone_,
+                  threshold=probe.threshold, max_distance=probe.max_distance,
+                  n_bootstrap=probe.n_bootstrap, seed=probe.seed)
     paths = write_subsequence_report(
         args.out, res, samples, train, train_ids=probe.train_ids_,
         sample_ids=sample_ids if sample_ids is not None else list(range(len(samples))),
@@ -636,6 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seed (IVF training, recall sample, intervals of the copy rates)")
     _add_output_options(dup)
     dup.set_defaults(func=cmd_duplicates)
+    from .probes.subsequence import SubsequenceProbe
+
+    _SS = {k: v.default for k, v in inspect.signature(SubsequenceProbe).parameters.items()}
     ss = sub.add_parser(
         "subsequences",
         help="do generated time series replay stretches of training series?",
@@ -656,21 +701,31 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--train", required=True, metavar="PATH", help="training series")
     ss.add_argument("--samples", required=True, metavar="PATH", help="generated series")
     ss.add_argument("--holdout", metavar="PATH", help="held-out real series (the control)")
-    ss.add_argument("--window", type=int, required=True, metavar="L", help="window length in steps")
-    ss.add_argument("--stride", type=int, metavar="S",
-                    help="steps between windows of a generated series (default: L, no overlap)")
-    ss.add_argument("--raw", action="store_true", help="raw Euclidean distance (default z-normalised)")
-    ss.add_argument("--exclusion-zone", type=int, metavar="Z",
+    ss.add_argument("--window", required=True, metavar="L", help="window length in steps")
+    ss.add_argument("--stride", metavar="S",
+                    help="steps between compared windows of a generated series (default "
+                    f"{_SS['stride']}: every "
+                    "window, so a replayed stretch of L steps or more is compared whole at any "
+                    "offset; with S > 1 only replays of L + S - 1 steps or more are sure to be "
+                    "compared, at about 1/S of the cost)")
+    ss.add_argument("--raw", action="store_true",
+                    help="raw Euclidean distance (default z-normalised: shape only; a generated "
+                    "window constant in every channel then has no shape and is counted as not "
+                    "evaluable, never flagged)")
+    ss.add_argument("--exclusion-zone", metavar="Z",
                     help="the second match may not start within Z steps of the first in the same "
                     "series (default L - 1: no overlap)")
-    ss.add_argument("--threshold", type=_fraction, default=1 / 3, metavar="K",
-                    help="memorized when d1/d2 < K (default 1/3)")
-    ss.add_argument("--max-distance", type=float, metavar="D",
-                    help="also count windows with d1 <= D as matches")
+    ss.add_argument("--threshold", metavar="K",
+                    help="memorized when d1/d2 < K, K in (0, 1) (default 1/3); a window at "
+                    "distance 0 of two training stretches (d1 = d2 = 0) is a copy")
+    ss.add_argument("--max-distance", metavar="D",
+                    help="also count windows with d1 <= D (D >= 0) as matches")
     ss.add_argument("--layout", choices=["NTC", "NCT"], default="NTC",
                     help="3-D arrays: (series, time, channels) or (series, channels, time)")
-    ss.add_argument("--n-bootstrap", type=int, default=_D["n_bootstrap"])
-    ss.add_argument("--seed", type=int, default=_D["seed"])
+    ss.add_argument("--n-bootstrap", default=_D["n_bootstrap"], metavar="N",
+                    help=f"bootstrap resamples of the intervals (default {_D['n_bootstrap']})")
+    ss.add_argument("--seed", default=_D["seed"], metavar="SEED",
+                    help=f"seed of the bootstrap (default {_D['seed']})")
     ss.add_argument("--fail-above", type=_fraction, metavar="RATE",
                     help="exit with code 3 when the gated rate is above RATE")
     ss.add_argument("--gate", choices=["rate", "excess"], default="rate",

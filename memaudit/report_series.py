@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .probes.subsequence import CONSTANT_RULE, CONSTANT_RULE_RAW, TIE_RULE
 from .report import _CSS, _fmt_rate, write_json_html
 from .results import jsonable
 
@@ -48,7 +49,8 @@ def overlay_svg(generated: np.ndarray, training: np.ndarray, normalize: bool, wi
 
 
 def _windows_html(res, samples, train, train_ids, sample_ids, k: int = 12) -> str:
-    order = np.argsort(np.nan_to_num(res.ratio, nan=np.inf), kind="stable")[:k]
+    order = np.argsort(np.nan_to_num(res.ratio, nan=np.inf), kind="stable")
+    order = order[res.evaluable[order]][:k]  # windows without a match are not drawn
     L = res.length
     cells = []
     for i in order:
@@ -85,6 +87,9 @@ def write_subsequence_report(out_dir, result, samples, train, *, train_ids, samp
     mode = "z-normalised" if result.normalize else "raw"
     rows = [("memorized windows (d1/d2 &lt; %.3g)" % result.threshold, _fmt_rate(d["window_rate"])),
             ("generated series with a memorized window", _fmt_rate(d["series_rate"]))]
+    if result.n_not_evaluable:
+        rows.append(("constant windows, not evaluable under z-normalisation (not in the rates)",
+                     f"{result.n_not_evaluable} of {result.d1.size}"))
     if d["match_rate"]:
         rows.append((f"windows within {result.max_distance:g} of a training stretch",
                      _fmt_rate(d["match_rate"])))
@@ -94,23 +99,36 @@ def write_subsequence_report(out_dir, result, samples, train, *, train_ids, samp
         rows.append(("excess over control", _fmt_rate(d["excess"])))
     table = "".join(f"<tr><td>{a}</td><td>{b}</td></tr>" for a, b in rows)
     skipped = ", ".join(str(s) for s in result.skipped) or "none"
+    flat = ", ".join(str(s) for s in result.not_evaluable) or "none"
+    if result.stride == 1:
+        stride = ("every window (stride 1, the default): a replayed stretch of "
+                  f"{result.length} steps or more is compared whole at any offset")
+    else:
+        stride = (f"a window every {result.stride} steps (the default, 1, compares every window): "
+                  f"only replays of {result.length + result.stride - 1} steps or more are sure to "
+                  "contain a compared window")
+    constant = CONSTANT_RULE if result.normalize else CONSTANT_RULE_RAW
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>memaudit subsequences</title>
 <style>{_CSS}</style></head><body>
 <h1>memaudit: do generated series replay training stretches?</h1>
 <p><small>{esc(created)} &middot; memaudit {esc(str(versions.get('memaudit')))} &middot;
 seed {config.get('seed')} &middot; {elapsed:.1f} s</small></p>
-<p>Every window of {result.length} steps (every {result.stride} steps) of {result.n_series} generated
-series against every window of every training series, {mode} Euclidean distance. d1: nearest
-training stretch; d2: nearest stretch that does not start within {result.exclusion_zone} steps of
-the first in the same series. A window is memorized when d1/d2 &lt; {result.threshold:.3g}.
-Intervals of window rates resample whole series (overlapping windows are not independent).</p>
+<p>Windows of {result.length} steps of {result.n_series} generated series, {esc(stride)}, against
+every window of every training series, {mode} Euclidean distance (exact: float64 distances and the
+true nearest stretches). d1: nearest training stretch; d2: nearest stretch that does not start
+within {result.exclusion_zone} steps of the first in the same series. A window is memorized when
+d1/d2 &lt; {result.threshold:.3g}. Intervals of window rates resample whole series (overlapping
+windows are not independent).</p>
+<p>Ties: {esc(TIE_RULE)}. Constant windows: {esc(constant)}.</p>
 <table>{table}</table>
 <h2>Closest generated windows (red, dashed) over their training matches (black)</h2>
 {_windows_html(result, samples, train, train_ids, sample_ids)}
 <h2>Inputs</h2>
 <pre>{esc(json.dumps(data['inputs'], indent=2))}</pre>
 <p>Generated series too short for one window (not scored, listed): {esc(skipped)}</p>
+<p>Generated series whose every window is constant (not evaluable under z-normalisation, not
+counted): {esc(flat)}</p>
 <details><summary>Resolved configuration</summary><pre>{esc(json.dumps(config, indent=2))}</pre></details>
 <details><summary>Package versions</summary><pre>{esc(json.dumps(versions, indent=2))}</pre></details>
 </body></html>

@@ -183,7 +183,7 @@ def _naive_znorm(w):
     for c in range(w.shape[1]):
         col = w[:, c]
         sd = col.std()
-        if sd > 1e-8 * (1 + abs(col.mean())):
+        if sd > 1e-12 * (1 + abs(col.mean())):  # memaudit's constant rule
             out[:, c] = (col - col.mean()) / sd
     return out
 
@@ -218,3 +218,25 @@ def naive_auc(members, nonmembers):
         for b in nonmembers:
             total += 1.0 if a > b else 0.5 if a == b else 0.0
     return total / (len(members) * len(nonmembers))
+
+
+def naive_distance_profile(query, series, normalize=True):
+    """Distance of one query window (L, C) to every window of one series (T, C), one at a time."""
+    L = query.shape[0]
+    a = _naive_znorm(query) if normalize else query
+    out = np.empty(series.shape[0] - L + 1)
+    for o in range(out.size):
+        w = series[o : o + L]
+        b = _naive_znorm(w) if normalize else w
+        out[o] = np.sqrt(np.sum((a - b) ** 2))
+    return out
+
+
+def best_two_from_profiles(profiles, zone):
+    """(d1, series, offset, d2, series, offset) from per-series distance profiles: the smallest,
+    the lowest (series, offset) on ties, and the smallest outside ``zone`` steps of it."""
+    cands = sorted((float(d), s, o) for s, prof in enumerate(profiles) for o, d in enumerate(prof))
+    d1, s1, o1 = cands[0]
+    rest = [c for c in cands if not (c[1] == s1 and abs(c[2] - o1) <= zone)]
+    d2, s2, o2 = rest[0] if rest else (np.inf, -1, -1)
+    return d1, s1, o1, d2, s2, o2

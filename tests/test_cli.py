@@ -262,7 +262,7 @@ def test_subsequences_command(tmp_path, capsys):
     report = json.loads((tmp_path / "out" / "subsequences.json").read_text())
     top = report["result"]["lowest_ratio_windows"][0]
     assert (top["query_id"], top["match"], top["memorized"]) == ("gen2@64", "5@200", True)
-    assert report["config"]["stride"] == 64 and report["seed"] == 0
+    assert report["config"]["stride"] == 1 and report["seed"] == 0  # default: every window
     html = (tmp_path / "out" / "subsequences.html").read_text()
     assert "<svg" in html and "gen2" in html
     assert main(args + ["--fail-above", "0.1"]) == EXIT_GATE

@@ -24,11 +24,25 @@ from .._validation import check_ids, check_positive_int
 __all__ = ["as_series_list", "windows", "Windows"]
 
 
+def _real_array(x, name: str) -> np.ndarray:
+    """``x`` as a float64 array, refusing what is not real numbers (complex, bool, text, objects)."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "fiu":
+        what = {"c": "complex values (the imaginary part would be dropped)",
+                "b": "booleans", "O": "Python objects (ragged or mixed values)"}.get(
+                    a.dtype.kind, f"dtype {a.dtype}")
+        hint = {"c": "give the real part (x.real), the magnitude (abs(x)) or both as channels",
+                "b": "convert with x.astype(float)"}.get(a.dtype.kind, "give real numbers")
+        raise TypeError(f"{name} holds {what}; {hint}")
+    return a.astype(np.float64, copy=False)
+
+
 def as_series_list(data, name: str = "series", layout: str = "NTC") -> list[np.ndarray]:
     """A validated list of float64 arrays (length_i, channels), one per series.
 
-    Raises a ``ValueError`` that names the problem: empty input, NaN/Inf, a channel count that
-    differs between series, or an array of the wrong rank.
+    Raises a one-line ``ValueError`` or ``TypeError`` that names the problem: empty input,
+    complex, boolean or non-numeric values, NaN/Inf (with the series and step), a channel count
+    that differs between series, or an array of the wrong rank.
     """
     if layout not in ("NTC", "NCT"):
         raise ValueError(f"layout must be 'NTC' or 'NCT', got {layout!r}")
@@ -37,7 +51,7 @@ def as_series_list(data, name: str = "series", layout: str = "NTC") -> list[np.n
             raise ValueError(f"{name} is empty: give at least one series")
         out = []
         for i, s in enumerate(data):
-            a = np.asarray(s, dtype=np.float64)
+            a = _real_array(s, f"{name}[{i}]")
             if a.ndim == 1:
                 a = a[:, None]
             elif a.ndim == 2 and layout == "NCT":
@@ -47,10 +61,13 @@ def as_series_list(data, name: str = "series", layout: str = "NTC") -> list[np.n
                                  "2-D (length, channels)")
             out.append(a)
     else:
-        a = np.asarray(data)
+        try:
+            a = np.asarray(data)
+        except ValueError:  # ragged nested lists
+            a = np.empty(0, dtype=object)
         if a.dtype == object:
             raise ValueError(f"{name}: series of different lengths must be given as a list")
-        a = a.astype(np.float64)
+        a = _real_array(a, name)
         if a.ndim == 1:
             out = [a[:, None]]
         elif a.ndim == 2:

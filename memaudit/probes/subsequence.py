@@ -13,18 +13,27 @@ memorized when d1 / d2 < 1/3 (the image criterion of the memorization literature
 windows). With ``max_distance``, windows within that distance of a training stretch are also
 counted as matches.
 
-Constant windows: a z-normalised constant window is taken as all zeros, so two constant windows
-are at distance 0 and a constant and a non-constant window at sqrt(length) per channel (stumpy's
-convention); no NaN appears.
+Ties (one rule for every probe): a window at distance 0 of two training stretches (d1 = d2 = 0, a
+stretch that occurs twice in training) is a copy, ratio 0. Among stretches at the same distance the
+lowest (series, offset) is reported.
 
-Fast path: windows of one training series are cut as a strided view, copied in blocks and
-compared with all query windows by one matrix product per block and channel (float32 GEMM, with
-rolling means and norms); the best and second matches are then recomputed in float64. Memory is
-bounded by ``block_elements`` (query windows x training windows per block).
+Constant windows: a z-normalised constant channel is taken as all zeros, so a constant and a
+non-constant channel are at sqrt(length). A query window that is constant in *every* channel has no
+shape under z-normalisation (it would be at distance 0 of every flat training stretch): it is not
+evaluable, counted and reported as such, never flagged and left out of the rates' denominators. The
+raw distance (``normalize=False``) judges flat stretches like any other.
+
+Exact search: windows of one training series are cut as a strided view, copied in blocks and
+screened against all query windows by one float32 matrix product per block (raw windows centred by
+the block's mean and scaled by a power of two first); every candidate that the float32 error bound
+cannot rule out is recomputed in float64, so the matches are the float64 nearest stretches whatever
+the data's offset or magnitude. Memory is bounded by ``block_elements`` (query windows x training
+windows per block).
 """
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,103 +48,225 @@ __all__ = ["SubsequenceProbe", "SubsequenceResult", "subsequence_search", "dtw_s
            "window_distance"]
 
 DEFAULT_THRESHOLD = 1.0 / 3.0
-_CONST = 1e-8  # a window whose standard deviation is below this (relative to 1 + |mean|) is constant
+_CONST = 1e-12  # a window whose standard deviation is below this (relative to 1 + |mean|) is constant
+MAX_MAGNITUDE = 1e150  # squared differences of larger values overflow float64
+_U32 = 2.0 ** -24  # unit roundoff of float32
+_TINY = 2.0 ** -120  # absolute error allowance for float32 underflow, in scaled units
+_U64 = 2.0 ** -53  # unit roundoff of float64
 
 
-def _moments(w):
-    """Mean, std and a constant flag per row of (n, L) float64 windows."""
-    mu = w.mean(axis=1)
-    sd = w.std(axis=1)
+def _znorm(x):
+    """z-normalised copies, constant flags and rounding scales of (k, C, L) windows, in float64.
+
+    Computed from a C-contiguous copy, reducing along the last axis, so that two windows holding
+    the same values get bit-identical z-values (and distance exactly 0) wherever they come from.
+    The rounding scale of a window, sum over its non-constant channels of 2 + |mean| / std, bounds
+    the float64 error of its z-values in units of 2^-53 (up to a small factor).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    mu = x.mean(axis=-1)
+    sd = x.std(axis=-1)
     const = sd <= _CONST * (1.0 + np.abs(mu))
-    return mu, np.where(const, 1.0, sd), const
+    sd = np.where(const, 1.0, sd)
+    z = (x - mu[..., None]) / sd[..., None]
+    z[const] = 0.0
+    scale = np.where(const, 0.0, 2.0 + np.abs(mu) / sd).sum(axis=-1)
+    return z, const, scale
+
+
+def _zero_tolerance(n, scale_a, scale_b):
+    """Squared z-normalised distance below which two windows have the same shape to float64
+    precision (a rescaled copy computes to ~1e-15, not 0): (16 u sqrt(n) (s_a + s_b))^2."""
+    return (16.0 * _U64) ** 2 * n * (scale_a + scale_b) ** 2
 
 
 def window_distance(a, b, normalize: bool = True) -> np.ndarray:
     """Distances between windows ``a[i]`` and ``b[i]`` of shape (n, length, channels), in float64.
 
-    The definition every fast path is checked against (and the refinement of the best matches).
+    The definition the search computes: z-normalised (each channel centred and divided by its
+    standard deviation; a constant channel becomes zeros) or raw Euclidean distance.
     """
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    total = np.zeros(a.shape[0])
-    for c in range(a.shape[2]):
-        x, y = a[:, :, c], b[:, :, c]
-        if normalize:
-            mx, sx, cx = _moments(x)
-            my, sy, cy = _moments(y)
-            zx = np.where(cx[:, None], 0.0, (x - mx[:, None]) / sx[:, None])
-            zy = np.where(cy[:, None], 0.0, (y - my[:, None]) / sy[:, None])
-            total += np.sum((zx - zy) ** 2, axis=1)
-        else:
-            total += np.sum((x - y) ** 2, axis=1)
-    return np.sqrt(total)
+    a = np.transpose(np.asarray(a, np.float64), (0, 2, 1))
+    b = np.transpose(np.asarray(b, np.float64), (0, 2, 1))
+    n = a.shape[1] * a.shape[2]
+    if normalize:
+        (a, _, sa), (b, _, sb) = _znorm(a), _znorm(b)
+    diff = (a - b).reshape(a.shape[0], -1)
+    d2 = np.add.reduce(diff * diff, axis=1)
+    if normalize:
+        d2[d2 <= _zero_tolerance(n, sa, sb)] = 0.0
+    return np.sqrt(d2)
+
+
+def check_magnitude(series, name: str) -> None:
+    """Refuse values whose squared differences could overflow float64 (|x| > 1e150)."""
+    for i, s in enumerate(series):
+        big = np.abs(s) > MAX_MAGNITUDE
+        if big.any():
+            step = int(np.argwhere(big)[0][0])
+            raise ValueError(f"{name}[{i}] has a value of magnitude {np.abs(s).max():.3g} at step "
+                             f"{step}; the subsequence search supports |values| up to "
+                             f"{MAX_MAGNITUDE:.0e}: rescale the series")
 
 
 class _Queries:
-    """Query windows prepared once: float32 values or z-normalised values, norms, constant flags."""
+    """Query windows prepared once: (m, C * L) float64 values (raw, or z-normalised) for the exact
+    refinement; in z-normalised mode also their float32 copy, augmented for the screen."""
 
-    def __init__(self, q, normalize):  # q: (m, L, C) float64
-        self.m, self.L, self.C = q.shape
+    def __init__(self, x, normalize, scale=None):  # x: (m, C, L) float64, C-contiguous
+        self.m, self.C, self.L = x.shape
+        self.n = self.C * self.L
         self.normalize = normalize
-        self.mats, self.sq, self.const = [], [], []
-        for c in range(self.C):
-            x = q[:, :, c]
-            if normalize:
-                mu, sd, const = _moments(x)
-                z = np.where(const[:, None], 0.0, (x - mu[:, None]) / sd[:, None])
-                self.mats.append(np.ascontiguousarray(z, dtype=np.float32))
-                self.const.append(const)
-            else:
-                self.mats.append(np.ascontiguousarray(x, dtype=np.float32))
-                self.sq.append(np.sum(x * x, axis=1))
+        self.x64 = x.reshape(self.m, self.n)
+        self.scale = scale  # z-normalised: rounding scales (see _znorm)
+        if normalize:
+            self.sq = np.add.reduce(self.x64 * self.x64, axis=1)
+            self.x32 = np.ones((self.m, self.n + 1), dtype=np.float32)
+            self.x32[:, : self.n] = self.x64
+
+    @classmethod
+    def from_windows(cls, q, normalize):  # q: (m, L, C)
+        x = np.ascontiguousarray(np.transpose(np.asarray(q, np.float64), (0, 2, 1)))
+        if normalize:
+            x, const, scale = _znorm(x)
+            return cls(x, True, scale), const.all(axis=1)
+        return cls(x, False), np.zeros(x.shape[0], bool)
+
+    def take(self, idx):
+        return _Queries(self.x64[idx].reshape(-1, self.C, self.L), self.normalize,
+                        None if self.scale is None else self.scale[idx])
 
 
-def _block_d2(qs: _Queries, block):
-    """Squared distances (m, B) float32 between the queries and a block of windows (B, C, L)."""
-    L = qs.L
-    d2 = np.zeros((qs.m, block.shape[0]), dtype=np.float32)
-    for c in range(qs.C):
-        w = block[:, c, :]
+class _Block:
+    """The float32 screen of a block of training windows against the queries, with its certificate.
+
+    ``G[i, j] + sq[i]`` approximates the squared distance D[i, j] (in the block's scaled units,
+    ``D * s2``) with ``|G[i, j] + sq[i] - D[i, j] * s2| <= eq[i] + ew``: the float32 rounding of the
+    inputs and of a dot product of n + 1 terms (each |error| <= (n + 3) u (|q|^2 + 2 |w|^2), u =
+    2^-24, with |q| and |w| the norms of the compared vectors), doubled for safety, plus a term for
+    underflow. Raw windows are first centred by the block's mean per channel and scaled by a power
+    of two to |values| <= 1 (distances do not change under a common shift, and scale exactly), so
+    the bound is relative to the spread of the data, not to its offset or magnitude.
+    """
+
+    def __init__(self, qs: _Queries, view):  # view: (B, C, L) strided windows
+        self.qs = qs
+        w = np.ascontiguousarray(view, dtype=np.float64)
+        B, n = w.shape[0], qs.n
+        kappa = 2.0 * (n + 9) * _U32
+        self.wscale = None
         if qs.normalize:
-            mu, sd, wconst = _moments(w)
-            zw = ((w - mu[:, None]) / sd[:, None]).astype(np.float32)  # centred first: no cancellation
-            # d^2 = |z_q - z_w|^2 = 2 L - 2 z_q . z_w   (in place: no m x B temporaries)
-            contrib = qs.mats[c] @ zw.T
-            contrib *= -2.0
-            contrib += 2.0 * L
-            np.maximum(contrib, 0, out=contrib)
-            qconst = qs.const[c]
-            if wconst.any() or qconst.any():
-                # constant against non-constant: L; both constant: 0
-                contrib[:, wconst] = L
-                contrib[qconst, :] = L
-                contrib[np.ix_(qconst, wconst)] = 0.0
-            d2 += contrib
+            z, _, self.wscale = _znorm(w)
+            self.w64 = z.reshape(B, n)
+            wc, qx32, sq, self.s2 = self.w64, qs.x32, qs.sq, 1.0
         else:
-            dot = qs.mats[c] @ np.ascontiguousarray(w, dtype=np.float32).T
-            wsq = np.einsum("ij,ij->i", w, w)
-            contrib = qs.sq[c].astype(np.float32)[:, None] + wsq.astype(np.float32)[None, :] - 2 * dot
-            np.maximum(contrib, 0, out=contrib)
-            d2 += contrib
-    return d2
+            self.w64 = w.reshape(B, n)
+            c = w.mean(axis=(0, 2))
+            wc = (w - c[None, :, None]).reshape(B, n)
+            qc = (qs.x64.reshape(qs.m, qs.C, qs.L) - c[None, :, None]).reshape(qs.m, n)
+            top = max(np.abs(wc).max(), np.abs(qc).max())
+            # a power of two (exact), capped so that s^2 stays finite for tiny data
+            s = 2.0 ** min(500, -int(np.frexp(top)[1])) if top > 0 else 1.0
+            wc *= s
+            qc *= s
+            self.s2 = s * s
+            sq = np.add.reduce(qc * qc, axis=1)
+            qx32 = np.ones((qs.m, n + 1), dtype=np.float32)
+            qx32[:, :n] = qc
+        sw = np.add.reduce(wc * wc, axis=1)
+        w32 = np.empty((B, n + 1), dtype=np.float32)
+        np.multiply(wc, -2.0, out=w32[:, :n], casting="same_kind")
+        w32[:, n] = sw
+        # G = -2 q.w + |w|^2 in one float32 product: D ~ G + |q|^2
+        self.G = qx32 @ w32.T
+        self.sq = sq
+        self.eq = kappa * sq + (n + 1) * _TINY
+        self.ew = kappa * float(sw.max()) + (n + 1) * _TINY
+        if qs.normalize:  # room for distances snapped to 0 (_zero_tolerance)
+            self.ew += _zero_tolerance(n, qs.scale.max(initial=0.0), self.wscale.max(initial=0.0))
+
+    def mask_zone(self, centre, zone, start):
+        """Exclude the columns within ``zone`` of each row's ``centre`` (columns start at ``start``)."""
+        lo = np.clip(centre - zone - start, 0, self.G.shape[1])
+        hi = np.clip(centre + zone + 1 - start, 0, self.G.shape[1])
+        for r in np.flatnonzero((hi > lo) & (centre >= 0)):
+            self.G[r, lo[r] : hi[r]] = np.inf
+
+    def best(self, bound, active=None, pair_chunk: int = 8192):
+        """Exact (float64) smallest squared distance of each row in the block, and its column
+        (the lowest on ties), among the columns that can tie or beat ``bound`` (unscaled; inf for
+        none). Rows where no column can: (inf, -1). ``active``: the rows to consider."""
+        G = self.G
+        rows = np.arange(G.shape[0])
+        jmin = G.argmin(axis=1)
+        gmin = G[rows, jmin].astype(np.float64)
+        # certified: D <= t for the block's best, and a column with G > thr has D > t
+        t = np.minimum(np.asarray(bound, np.float64) * self.s2, gmin + self.sq + self.eq + self.ew)
+        thr = t - self.sq + self.eq + self.ew
+        thr32 = np.nextafter(thr.astype(np.float32), np.float32(np.inf))
+        thr32[~np.isfinite(gmin) | ~np.isfinite(thr)] = -np.inf
+        if active is not None:
+            thr32[~active] = -np.inf
+        has = gmin <= thr32  # rows with a candidate: their argmin is one
+        cand = G <= thr32[:, None]
+        if np.count_nonzero(cand) == np.count_nonzero(has):
+            single, multi = has, np.zeros(0, int)  # the usual case: one candidate per row
+        else:
+            counts = np.count_nonzero(cand, axis=1)
+            single, multi = counts == 1, np.flatnonzero(counts > 1)
+        best_d = np.full(G.shape[0], np.inf)
+        best_j = np.full(G.shape[0], -1)
+        r1 = np.flatnonzero(single)
+        for p0 in range(0, r1.size, pair_chunk):
+            r = r1[p0 : p0 + pair_chunk]
+            best_d[r], best_j[r] = self._exact(r, jmin[r]), jmin[r]
+        # rows with several candidates (near ties, flat stretches): a few rows at a time
+        per = max(1, pair_chunk // G.shape[1])
+        for g0 in range(0, multi.size, per):
+            rr, cc = np.nonzero(cand[multi[g0 : g0 + per]])
+            rr = multi[g0 : g0 + per][rr]
+            for p0 in range(0, rr.size, pair_chunk):
+                r, c = rr[p0 : p0 + pair_chunk], cc[p0 : p0 + pair_chunk]
+                d = self._exact(r, c)
+                # per row: the smallest, and the first (lowest column) that attains it
+                starts = np.r_[True, r[1:] != r[:-1]]
+                seg = np.cumsum(starts) - 1
+                dmin = np.minimum.reduceat(d, np.flatnonzero(starts))
+                hit = np.flatnonzero(d == dmin[seg])
+                _, pick = np.unique(seg[hit], return_index=True)
+                ur, ud, uc = r[hit[pick]], d[hit[pick]], c[hit[pick]]
+                better = ud < best_d[ur]
+                best_d[ur[better]], best_j[ur[better]] = ud[better], uc[better]
+        return best_d, best_j
+
+    def _exact(self, r, c):
+        """Squared distances of the pairs (query r[k], block window c[k]) in float64, directly
+        (z-normalised: 0 below the float64 resolution of the two windows' shapes)."""
+        diff = self.qs.x64[r] - self.w64[c]
+        d = np.add.reduce(diff * diff, axis=1)
+        if self.qs.normalize:
+            d[d <= _zero_tolerance(self.qs.n, self.qs.scale[r], self.wscale[c])] = 0.0
+        return d
 
 
-def _mask_zone(d2, centre, zone, start):
-    """Set columns within ``zone`` of each row's ``centre`` (block columns start at ``start``) to inf."""
-    lo = np.clip(centre - zone - start, 0, d2.shape[1])
-    hi = np.clip(centre + zone + 1 - start, 0, d2.shape[1])
-    for r in np.flatnonzero(hi > lo):
-        d2[r, lo[r] : hi[r]] = np.inf
-
-
-def _argmin_rows(d2):
-    j = np.argmin(d2, axis=1)
-    return d2[np.arange(d2.shape[0]), j], j
+def _block_sizes(m, n, block_elements):
+    """Queries per chunk and training windows per block: m x B <= block_elements (about)."""
+    b_cap = max(1, block_elements // (2 * n))  # float64 copies of a block: <= 4 bytes x budget
+    if m * 4096 <= block_elements:
+        return m, max(1, min(block_elements // max(m, 1), b_cap))
+    return max(1, block_elements // 4096), max(1, min(4096, b_cap))
 
 
 def subsequence_search(queries, train, length: int, *, normalize: bool = True,
                        exclusion_zone: int | None = None, block_elements: int = 1 << 24,
                        progress=None) -> dict:
     """Nearest and second-nearest training stretch of every query window (the probe's engine).
+
+    Exact: the distances are the float64 distances of :func:`window_distance`, and the stretches
+    are the true nearest ones, ties going to the lowest (series, offset). Candidates are screened
+    by a float32 matrix product with a certified error bound and every candidate that the bound
+    cannot rule out is recomputed in float64 (see :class:`_Block`), so neither a common offset of
+    the data (+1000, 1e6) nor flat stretches (exact ties) change the answer.
 
     Parameters
     ----------
@@ -145,23 +276,49 @@ def subsequence_search(queries, train, length: int, *, normalize: bool = True,
         Training series; every window (stride 1) of each is a candidate.
     length : int
     normalize : bool, default=True
-        z-normalised (True) or raw (False) Euclidean distance.
+        z-normalised (True) or raw (False) Euclidean distance. Under z-normalisation a query
+        window that is constant in every channel has no shape: it is not searched (d1 = d2 = NaN,
+        series and offsets -1, ``evaluable`` False).
     exclusion_zone : int, optional
         The second match must start more than this many steps away from the first when both lie in
         the same series (default ``length - 1``: the two stretches do not overlap).
     block_elements : int, default=2**24
-        Query windows x training windows compared at once (memory: 4 bytes each, a few times).
+        Query windows x training windows compared at once (memory: a few times 4 bytes each).
 
     Returns
     -------
     dict with arrays d1, series1, offset1, d2, series2, offset2 (d2 = inf where no second
-    stretch exists).
+    stretch exists) and evaluable.
     """
     q = np.asarray(queries, dtype=np.float64)
     m, L, C = q.shape
     zone = L - 1 if exclusion_zone is None else int(exclusion_zone)
-    qs = _Queries(q, normalize)
-    inf = np.float32(np.inf)
+    if q.size and np.abs(q).max() > MAX_MAGNITUDE:
+        i = int(np.argwhere(np.abs(q) > MAX_MAGNITUDE)[0][0])
+        raise ValueError(f"query window {i} has a value of magnitude {np.abs(q[i]).max():.3g}; the "
+                         f"subsequence search supports |values| up to {MAX_MAGNITUDE:.0e}: rescale "
+                         "the series")
+    check_magnitude(train, "train")
+    qs_all, constant = _Queries.from_windows(q, normalize)
+    keep = np.flatnonzero(~constant)
+    out = {"d1": np.full(m, np.nan), "series1": np.full(m, -1), "offset1": np.full(m, -1),
+           "d2": np.full(m, np.nan), "series2": np.full(m, -1), "offset2": np.full(m, -1),
+           "evaluable": ~constant}
+    mq, bsize = _block_sizes(keep.size, L * C, block_elements)
+    n_windows = sum(max(0, s.shape[0] - L + 1) for s in train)
+    with Progress(n_windows * max(1, -(-keep.size // max(mq, 1))), "subsequence search",
+                  progress) as bar:
+        for c0 in range(0, keep.size, max(mq, 1)):
+            idx = keep[c0 : c0 + mq]
+            found = _search(qs_all.take(idx), train, L, zone, bsize, bar)
+            for k, v in found.items():
+                out[k][idx] = v
+    return out
+
+
+def _search(qs: _Queries, train, L, zone, bsize, bar) -> dict:
+    m = qs.m
+    inf = np.inf
     best1 = np.full(m, inf)
     s1 = np.full(m, -1)
     o1 = np.full(m, -1)
@@ -171,76 +328,68 @@ def subsequence_search(queries, train, length: int, *, normalize: bool = True,
     within = np.full(m, inf)  # best stretch of series s1 outside the zone around o1
     o_within = np.full(m, -1)
     chunked = set()
-    bsize = max(256, block_elements // max(m, 1))
-    rows = np.arange(m)
-    n_windows = sum(max(0, s.shape[0] - L + 1) for s in train)
-    with Progress(n_windows, "subsequence search", progress) as bar:
-        for si, series in enumerate(train):
-            nw = series.shape[0] - L + 1
-            if nw <= 0:
-                continue
-            view = np.lib.stride_tricks.sliding_window_view(series, L, axis=0)  # (nw, C, L)
-            sb = np.full(m, inf)
-            ob = np.full(m, -1)
-            w2 = np.full(m, inf)
-            ow2 = np.full(m, -1)
-            for a in range(0, nw, bsize):
-                d2 = _block_d2(qs, view[a : a + bsize])
-                v, j = _argmin_rows(d2)
-                better = v < sb
-                sb[better], ob[better] = v[better], j[better] + a
-                if nw <= bsize:  # the whole series in one block: the second stretch now
-                    _mask_zone(d2, ob, zone, 0)
-                    w2, ow2 = _argmin_rows(d2)
-                    ow2 = np.where(np.isfinite(w2), ow2, -1)
-                bar.update(min(bsize, nw - a))
-            if nw > bsize:
-                chunked.add(si)
-            new = sb < best1
-            keep_old = new & (best1 < other)
-            other = np.where(keep_old, best1, other)
-            s_other = np.where(keep_old, s1, s_other)
-            o_other = np.where(keep_old, o1, o_other)
-            second = ~new & (sb < other)
-            other = np.where(second, sb, other)
-            s_other = np.where(second, si, s_other)
-            o_other = np.where(second, ob, o_other)
-            best1 = np.where(new, sb, best1)
-            s1 = np.where(new, si, s1)
-            o1 = np.where(new, ob, o1)
-            within = np.where(new, w2, within)
-            o_within = np.where(new, ow2, o_within)
+    for si, series in enumerate(train):
+        nw = series.shape[0] - L + 1
+        if nw <= 0:
+            continue
+        view = np.lib.stride_tricks.sliding_window_view(series, L, axis=0)  # (nw, C, L)
+        # this series' best matters only where it can tie or beat `other` (else it is neither
+        # the first nor the second stretch)
+        sb = np.full(m, inf)
+        ob = np.full(m, -1)
+        w2 = np.full(m, inf)
+        ow2 = np.full(m, -1)
+        for a in range(0, nw, bsize):
+            blk = _Block(qs, view[a : a + bsize])
+            d, j = blk.best(np.minimum(sb, other))
+            better = d < sb
+            sb[better], ob[better] = d[better], j[better] + a
+            if nw <= bsize:  # the whole series in one block: its second stretch now
+                new = sb < best1
+                if new.any():
+                    blk.mask_zone(np.where(new, ob, -1), zone, 0)
+                    w2, ow2 = blk.best(np.minimum(best1, other), active=new)
+            bar.update(min(bsize, nw - a))
+        if nw > bsize:
+            chunked.add(si)
+        new = sb < best1
+        keep_old = new & ((best1 < other) | ((best1 == other) & (s1 < s_other)))
+        other = np.where(keep_old, best1, other)
+        s_other = np.where(keep_old, s1, s_other)
+        o_other = np.where(keep_old, o1, o_other)
+        second = ~new & (sb < other)
+        other = np.where(second, sb, other)
+        s_other = np.where(second, si, s_other)
+        o_other = np.where(second, ob, o_other)
+        best1 = np.where(new, sb, best1)
+        s1 = np.where(new, si, s1)
+        o1 = np.where(new, ob, o1)
+        within = np.where(new, w2, within)
+        o_within = np.where(new, ow2, o_within)
     # a series cut into several blocks: its second stretch needs a pass that knows the first match
-    for si in chunked:
-        sel = rows[s1 == si]
+    for si in sorted(chunked):
+        sel = np.flatnonzero(s1 == si)
         if sel.size == 0:
             continue
-        sub = _Queries(q[sel], normalize)
+        sub = qs.take(sel)
         view = np.lib.stride_tricks.sliding_window_view(train[si], L, axis=0)
         w2 = np.full(sel.size, inf)
         ow2 = np.full(sel.size, -1)
         for a in range(0, view.shape[0], bsize):
-            d2 = _block_d2(sub, view[a : a + bsize])
-            _mask_zone(d2, o1[sel], zone, a)
-            v, j = _argmin_rows(d2)
-            better = v < w2
-            w2[better], ow2[better] = v[better], j[better] + a
+            blk = _Block(sub, view[a : a + bsize])
+            blk.mask_zone(o1[sel], zone, a)
+            d, j = blk.best(np.minimum(w2, other[sel]))
+            better = d < w2
+            w2[better], ow2[better] = d[better], j[better] + a
         within[sel], o_within[sel] = w2, ow2
-    use_within = within <= other
-    d2v = np.where(use_within, within, other)
+    use_within = (within < other) | ((within == other) & (s1 < s_other))
+    d2 = np.where(use_within, within, other)
     s2 = np.where(use_within, s1, s_other)
     o2 = np.where(use_within, o_within, o_other)
-    s2 = np.where(np.isfinite(d2v), s2, -1)
-    o2 = np.where(np.isfinite(d2v), o2, -1)
-    # exact float64 distances for the matches found
-    w1 = np.stack([train[s][o : o + L] for s, o in zip(s1, o1)])
-    d1 = window_distance(q, w1, normalize)
-    d2 = np.full(m, np.inf)
-    ok = np.flatnonzero(s2 >= 0)
-    if ok.size:
-        w2 = np.stack([train[s2[i]][o2[i] : o2[i] + L] for i in ok])
-        d2[ok] = window_distance(q[ok], w2, normalize)
-    return {"d1": d1, "series1": s1, "offset1": o1, "d2": d2, "series2": s2, "offset2": o2}
+    s2 = np.where(np.isfinite(d2), s2, -1)
+    o2 = np.where(np.isfinite(d2), o2, -1)
+    return {"d1": np.sqrt(best1), "series1": s1, "offset1": o1, "d2": np.sqrt(d2),
+            "series2": s2, "offset2": o2}
 
 
 def dtw_subsequence_search(queries, train, length: int, *, exclusion_zone: int | None = None) -> dict:
@@ -285,6 +434,14 @@ def dtw_subsequence_search(queries, train, length: int, *, exclusion_zone: int |
     return out
 
 
+TIE_RULE = ("a window at distance 0 of two training stretches (d1 = d2 = 0) is a copy: ratio 0; "
+            "among stretches at the same distance the lowest (series, offset) is reported")
+CONSTANT_RULE = ("a generated window that is constant in every channel has no shape under "
+                 "z-normalisation: it is not evaluable (counted, never flagged, left out of the "
+                 "rates); compare raw values (--raw) to judge flat stretches")
+CONSTANT_RULE_RAW = "constant windows are judged like any other under the raw distance"
+
+
 @dataclass(frozen=True)
 class SubsequenceResult:
     """Per generated window: the training stretch it matches best, the second one, and the flags.
@@ -294,27 +451,37 @@ class SubsequenceResult:
     query_series, query_offset : ndarray of int
         Generated series (position) and start of each query window.
     d1, d2 : ndarray
-        Distance to the nearest training stretch and to the nearest other stretch (inf if none).
+        Distance to the nearest training stretch and to the nearest other stretch (NaN where the
+        window is not evaluable).
     match_series, match_offset : ndarray of int
-        The nearest training stretch: series position and offset.
+        The nearest training stretch: series position and offset (-1 where not evaluable).
     match_id : ndarray
-        Its name, ``"<training series id>@<offset>"``.
+        Its name, ``"<training series id>@<offset>"`` (empty where not evaluable).
     second_series, second_offset : ndarray of int
     ratio : ndarray
-        d1 / d2 (1 where both are 0: a stretch that occurs twice in training).
+        d1 / d2; 0 where d1 = d2 = 0 (a window equal to a stretch that occurs twice in training
+        is a copy); NaN where the window is not evaluable.
     memorized : ndarray of bool
-        ratio < threshold.
+        ratio < threshold (False where not evaluable).
     matched : ndarray of bool or None
         d1 <= max_distance, when ``max_distance`` is set.
+    evaluable : ndarray of bool
+        False for a window constant in every channel under z-normalisation (no shape to compare).
     window_rate : Rate
-        Share of flagged windows; the interval resamples generated *series* (cluster bootstrap),
-        because overlapping windows of one series are not independent.
+        Share of flagged windows among the evaluable ones; the interval resamples generated
+        *series* (cluster bootstrap), because overlapping windows of one series are not
+        independent.
     series_rate : Rate
-        Share of generated series with at least one flagged window.
+        Share of generated series with at least one flagged window, among the series with an
+        evaluable window.
     control : SubsequenceResult or None
         The same probe on held-out real series.
     excess : Rate or None
         ``series_rate - control.series_rate``.
+    skipped : tuple of int
+        Series shorter than the window (no window).
+    not_evaluable : tuple of int
+        Series whose every window is constant under z-normalisation (not counted in the rates).
     """
 
     query_series: np.ndarray
@@ -329,6 +496,7 @@ class SubsequenceResult:
     ratio: np.ndarray
     memorized: np.ndarray
     matched: np.ndarray | None
+    evaluable: np.ndarray
     window_rate: Rate
     series_rate: Rate
     match_rate: Rate | None
@@ -340,9 +508,15 @@ class SubsequenceResult:
     exclusion_zone: int
     n_series: int
     skipped: tuple = ()
+    not_evaluable: tuple = ()
     control: "SubsequenceResult | None" = None
     excess: Rate | None = None
     query_ids: np.ndarray = field(default=None, repr=False)
+
+    @property
+    def n_not_evaluable(self) -> int:
+        """Windows left out: constant in every channel under z-normalisation."""
+        return int((~self.evaluable).sum())
 
     def to_dict(self, max_windows: int = 200) -> dict:
         order = np.argsort(self.ratio, kind="stable")[:max_windows]
@@ -350,7 +524,10 @@ class SubsequenceResult:
             "length": self.length, "stride": self.stride, "normalize": self.normalize,
             "exclusion_zone": self.exclusion_zone, "threshold": self.threshold,
             "max_distance": self.max_distance, "n_series": self.n_series,
-            "n_windows": int(self.d1.size), "skipped_series": list(self.skipped),
+            "n_windows": int(self.d1.size), "n_windows_not_evaluable": self.n_not_evaluable,
+            "skipped_series": list(self.skipped), "series_not_evaluable": list(self.not_evaluable),
+            "rules": {"ties": TIE_RULE,
+                      "constant_windows": CONSTANT_RULE if self.normalize else CONSTANT_RULE_RAW},
             "window_rate": self.window_rate, "series_rate": self.series_rate,
             "match_rate": self.match_rate, "excess": self.excess,
             "control": None if self.control is None else self.control.to_dict(max_windows=0),
@@ -358,15 +535,20 @@ class SubsequenceResult:
                 {"query_series": self.query_series[i], "query_offset": self.query_offset[i],
                  "query_id": None if self.query_ids is None else self.query_ids[i],
                  "match": self.match_id[i], "d1": self.d1[i], "d2": self.d2[i],
-                 "ratio": self.ratio[i], "memorized": self.memorized[i]} for i in order],
+                 "ratio": self.ratio[i], "memorized": self.memorized[i]}
+                for i in order if self.evaluable[i]],
         })
 
     def summary(self) -> str:
         mode = "z-normalised" if self.normalize else "raw"
-        lines = [f"subsequences ({mode}, window {self.length}, stride {self.stride}): "
+        every = "every window" if self.stride == 1 else f"a window every {self.stride} steps"
+        lines = [f"subsequences ({mode}, window {self.length}, stride {self.stride}: {every}): "
                  f"{self.d1.size} windows of {self.n_series} series",
                  f"  memorized windows (d1/d2 < {self.threshold:.3g}): {self.window_rate}",
                  f"  series with a memorized window: {self.series_rate}"]
+        if self.n_not_evaluable:
+            lines.append(f"  constant windows, not evaluable under z-normalisation (use --raw to "
+                         f"judge them): {self.n_not_evaluable} of {self.d1.size}")
         if self.match_rate is not None:
             lines.append(f"  windows within {self.max_distance:g} of a training stretch: {self.match_rate}")
         if self.control is not None:
@@ -376,9 +558,13 @@ class SubsequenceResult:
 
 
 def _ratio(d1, d2):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(d2 > 0, d1 / d2, np.where(d1 > 0, np.inf, 1.0))
-    return np.where(np.isinf(d2), np.nan, r)
+    """d1 / d2, with 0 where d1 = d2 = 0 (the tie rule of every probe: a copy) and NaN where the
+    window was not evaluated."""
+    out = np.full(np.shape(d1), np.nan)
+    ok = np.isfinite(d1) & np.isfinite(d2)
+    np.divide(d1, d2, out=out, where=ok & (d2 > 0))
+    out[ok & (d2 == 0)] = 0.0
+    return out
 
 
 class SubsequenceProbe:
@@ -390,15 +576,19 @@ class SubsequenceProbe:
         Window length in steps.
     stride : int, default=1
         Steps between query windows of a generated series (training windows always use stride 1).
+        1 compares every window, so a replay of ``length`` steps or more at any offset is compared
+        whole; with a stride S > 1 only replays of ``length + S - 1`` steps or more are sure to
+        contain a compared window (the cost is proportional to the number of query windows).
     normalize : bool, default=True
-        z-normalised Euclidean distance (shape); False compares raw values.
+        z-normalised Euclidean distance (shape); False compares raw values. Under
+        z-normalisation a window constant in every channel is not evaluable (see the module).
     exclusion_zone : int, optional
         Steps around the first match that the second match may not start in (same series).
         Default ``length - 1`` (no overlap). stumpy's matrix-profile default is ceil(length / 4).
     threshold : float, default=1/3
-        A window is memorized when d1 / d2 < threshold.
+        A window is memorized when d1 / d2 < threshold, in (0, 1).
     max_distance : float, optional
-        Also count windows with d1 <= max_distance as matches.
+        Also count windows with d1 <= max_distance (finite, >= 0) as matches.
     n_bootstrap, confidence, seed
         Intervals of the rates.
     layout : {"NTC", "NCT"}, default="NTC"
@@ -439,29 +629,44 @@ class SubsequenceProbe:
         self.metric = metric
         self.progress = progress
 
-    def fit(self, train, ids=None) -> "SubsequenceProbe":
-        """Keep the training series (every window of them is a candidate)."""
-        from .._validation import check_ids
-
+    def _check_params(self) -> int:
+        """Validate the parameters (no data needed); returns the exclusion zone."""
         check_positive_int(self.length, "length")
         check_positive_int(self.stride, "stride")
         check_fraction(self.threshold, "threshold", low_open=True)
-        if self.max_distance is not None and not self.max_distance >= 0:
-            raise ValueError(f"max_distance must be >= 0, got {self.max_distance!r}")
+        md = self.max_distance
+        if md is not None and (isinstance(md, bool) or not isinstance(md, numbers.Real)
+                               or not np.isfinite(md) or md < 0):
+            raise ValueError(f"max_distance must be a finite number >= 0, got {md!r}")
+        check_positive_int(self.n_bootstrap, "n_bootstrap")
+        check_fraction(self.confidence, "confidence")
+        check_positive_int(self.seed, "seed", minimum=0)
+        check_positive_int(self.block_elements, "block_elements")
+        if self.layout not in ("NTC", "NCT"):
+            raise ValueError(f"layout must be 'NTC' or 'NCT', got {self.layout!r}")
         if self.metric not in ("euclidean", "dtw"):
             raise ValueError(f"metric must be 'euclidean' or 'dtw', got {self.metric!r}")
         if self.metric == "dtw" and self.normalize:
             raise ValueError("metric='dtw' compares raw values: set normalize=False")
-        zone = self.length - 1 if self.exclusion_zone is None else int(self.exclusion_zone)
-        if zone < 0:
-            raise ValueError(f"exclusion_zone must be >= 0, got {self.exclusion_zone}")
+        if self.exclusion_zone is None:
+            return int(self.length) - 1
+        return check_positive_int(self.exclusion_zone, "exclusion_zone", minimum=0)
+
+    def fit(self, train, ids=None) -> "SubsequenceProbe":
+        """Keep the training series (every window of them is a candidate)."""
+        from .._validation import check_ids
+
+        zone = self._check_params()
         series = as_series_list(train, "train", self.layout)
+        check_magnitude(series, "train")
         L = self.length
-        n_windows = sum(max(0, s.shape[0] - L + 1) for s in series)
-        if n_windows == 0:
-            raise ValueError(f"every training series is shorter than the window length {L}")
-        longest = max(s.shape[0] for s in series)
-        if sum(s.shape[0] >= L for s in series) < 2 and longest - L + 1 <= zone + 1:
+        usable = [s.shape[0] - L + 1 for s in series if s.shape[0] >= L]
+        if not usable:
+            raise ValueError(f"every training series is shorter than the window length {L} "
+                             f"(longest: {max(s.shape[0] for s in series)} steps)")
+        # d2 must exist for every first match: another series, or, in the only one, a window
+        # more than `zone` steps from any offset (the middle one is the worst)
+        if len(usable) < 2 and usable[0] // 2 <= zone:
             raise ValueError("the training series hold no two windows outside each other's exclusion "
                              "zone, so the nearest-neighbour ratio d1/d2 is undefined: give longer "
                              "or more training series, or a smaller exclusion_zone")
@@ -475,47 +680,72 @@ class SubsequenceProbe:
         """Match every window of the generated ``samples`` (and of ``holdout``, the control)."""
         if not hasattr(self, "train_"):
             raise RuntimeError("call fit(train) before score(samples)")
-        res = self._score(samples, sample_ids, "samples", self.seed)
+        prepared = [self._windows(samples, sample_ids, "samples")]
+        if holdout is not None:
+            prepared.append(self._windows(holdout, None, "holdout"))
+        res = self._score(*prepared[0], "samples", self.seed)
         if holdout is None:
             return res
-        ctrl = self._score(holdout, None, "holdout", self.seed + 1)
+        ctrl = self._score(*prepared[1], "holdout", self.seed + 1)
         excess = rate_difference(res.series_rate, ctrl.series_rate, n_bootstrap=self.n_bootstrap,
                                  confidence=self.confidence, seed=self.seed + 2)
         return SubsequenceResult(**{**res.__dict__, "control": ctrl, "excess": excess})
 
-    def _score(self, data, ids, name, seed):
+    def _windows(self, data, ids, name):
+        """Validated windows of a set (every check before any search)."""
         w = windows(data, self.length, self.stride, ids=ids, layout=self.layout, name=name)
         if w.channels != self.channels_:
             raise ValueError(f"{name} have {w.channels} channels but the training series have "
                              f"{self.channels_}")
         q = w.x.reshape(len(w), self.length, w.channels)
+        big = np.abs(q) > MAX_MAGNITUDE
+        if big.any():
+            i = int(np.argwhere(big)[0][0])
+            raise ValueError(f"{name}[{w.series[i]}] has a value of magnitude {np.abs(q).max():.3g} "
+                             f"near step {w.offset[i]}; the subsequence search supports |values| up "
+                             f"to {MAX_MAGNITUDE:.0e}: rescale the series")
+        if self.normalize:
+            constant = _znorm(np.transpose(q, (0, 2, 1)))[1].all(axis=1)
+            if constant.all():
+                raise ValueError(f"every window of {name} is constant, and a constant window has no "
+                                 "shape under z-normalisation: nothing can be judged; compare raw "
+                                 "values (normalize=False, --raw)")
+        return w, q
+
+    def _score(self, w, q, name, seed):
         if self.metric == "dtw":
             found = dtw_subsequence_search(q, self.train_, self.length, exclusion_zone=self.zone_)
         else:
             found = subsequence_search(q, self.train_, self.length, normalize=self.normalize,
                                        exclusion_zone=self.zone_, block_elements=self.block_elements,
                                        progress=self.progress)
+        ev = np.isfinite(found["d1"]) & np.isfinite(found["d2"])
         ratio = _ratio(found["d1"], found["d2"])
-        memorized = np.nan_to_num(ratio, nan=np.inf) < self.threshold
+        memorized = ev & (np.nan_to_num(ratio, nan=np.inf) < self.threshold)
         kw = dict(n_bootstrap=self.n_bootstrap, confidence=self.confidence, seed=seed)
         n_series = len(w.series_ids)
         has = np.zeros(n_series, bool)
         has[w.series[memorized]] = True
-        counted = np.setdiff1d(np.arange(n_series), np.array(w.skipped, dtype=int))
+        judged = np.zeros(n_series, bool)
+        judged[w.series[ev]] = True
+        windowed = np.zeros(n_series, bool)
+        windowed[w.series] = True
+        not_evaluable = tuple(int(i) for i in np.flatnonzero(windowed & ~judged))
         matched = match_rate = None
         if self.max_distance is not None:
-            matched = found["d1"] <= self.max_distance
-            match_rate = cluster_rate(matched, w.series, **kw)
-        match_id = np.array([f"{self.train_ids_[s]}@{o}" for s, o in zip(found["series1"], found["offset1"])])
+            matched = ev & (np.nan_to_num(found["d1"], nan=np.inf) <= self.max_distance)
+            match_rate = cluster_rate(matched[ev], w.series[ev], **kw)
+        match_id = np.array([f"{self.train_ids_[s]}@{o}" if s >= 0 else ""
+                             for s, o in zip(found["series1"], found["offset1"])])
         return SubsequenceResult(
             query_series=w.series, query_offset=w.offset, d1=found["d1"], d2=found["d2"],
             match_series=found["series1"], match_offset=found["offset1"], match_id=match_id,
             second_series=found["series2"], second_offset=found["offset2"], ratio=ratio,
-            memorized=memorized, matched=matched,
-            window_rate=cluster_rate(memorized, w.series, **kw),
-            series_rate=rate(has[counted], label=name, **kw), match_rate=match_rate,
+            memorized=memorized, matched=matched, evaluable=ev,
+            window_rate=cluster_rate(memorized[ev], w.series[ev], **kw),
+            series_rate=rate(has[judged], label=name, **kw), match_rate=match_rate,
             threshold=float(self.threshold), max_distance=self.max_distance,
             normalize=bool(self.normalize), length=int(self.length), stride=int(self.stride),
             exclusion_zone=int(self.zone_), n_series=n_series, skipped=w.skipped,
-            query_ids=w.ids,
+            not_evaluable=not_evaluable, query_ids=w.ids,
         )
