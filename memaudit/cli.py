@@ -472,15 +472,15 @@ def cmd_subsequences(args) -> int:
     config.update(window=probe.length, stride=probe.stride, exclusion_zone=probe.zone_,
                   threshold=probe.threshold, max_distance=probe.max_distance,
                   n_bootstrap=probe.n_bootstrap, seed=probe.seed)
-    paths = write_subsequence_report(
-        args.out, res, samples, train, train_ids=probe.train_ids_,
-        sample_ids=sample_ids if sample_ids is not None else list(range(len(samples))),
-        inputs={k: v[2] for k, v in loaded.items()}, config=config, versions=package_versions(),
-        elapsed=time.perf_counter() - t0)
     record = gate.apply("subsequences.series_rate" if args.gate == "rate" else
                         "subsequences.excess_over_control",
                         res.series_rate.value if args.gate == "rate" else
                         (None if res.excess is None else res.excess.value))
+    paths = write_subsequence_report(
+        args.out, res, samples, train, train_ids=probe.train_ids_,
+        sample_ids=sample_ids if sample_ids is not None else list(range(len(samples))),
+        inputs={k: v[2] for k, v in loaded.items()}, config=config, versions=package_versions(),
+        elapsed=time.perf_counter() - t0, gate=record)
     failed = record is not None and not record["passed"]
     if args.json:
         print(json.dumps({"window_rate": res.window_rate.to_dict(),
@@ -584,9 +584,10 @@ def cmd_membership(args) -> int:
                               member_ids=member_ids, nonmember_ids=nonmember_ids)
     res = calibrated_attack(ms, ns, split, n_bootstrap=args.n_bootstrap, seed=args.seed)
     config = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
-    paths = write_membership_report(args.out, res, config=config, versions=package_versions(),
-                                    inputs=inputs, attack=attack, elapsed=time.perf_counter() - t0)
     record = gate.apply("membership.evaluation.auc", res.evaluation.auc.value)
+    paths = write_membership_report(args.out, res, config=config, versions=package_versions(),
+                                    inputs=inputs, attack=attack, elapsed=time.perf_counter() - t0,
+                                    gate=record)
     failed = record is not None and not record["passed"]
     if args.json:
         print(json.dumps({"attack": attack, **{k: v for k, v in res.to_dict().items()
@@ -871,7 +872,7 @@ def main(argv=None) -> int:
     stdout = sys.stdout
     sys.stdout = _QuietPipe(stdout)
     try:
-        if getattr(args, "seed", None) is not None:  # before any computation
+        if isinstance(getattr(args, "seed", None), int):  # before any computation
             check_seed(args.seed, "seed (--seed)")
         if getattr(args, "out", None) is not None:
             check_writable_dir(args.out)

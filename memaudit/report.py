@@ -146,6 +146,17 @@ def _skipped_html(desc: dict) -> str:
     return f"<b>{len(skipped)}</b><ul>{items}</ul>"
 
 
+def gate_paragraph(g: dict | None) -> str:
+    """The gate's verdict as an HTML paragraph (empty without a gate)."""
+    if g is None:
+        return ""
+    verdict = '<span class="pass">PASS</span>' if g["passed"] else '<span class="fail">FAIL</span>'
+    text = f"<p>Gate: {verdict} &mdash; {html.escape(verdict_line(g).split(' (', 1)[1][:-1])}"
+    if g.get("reason"):
+        text += f" ({html.escape(g['reason'])})"
+    return text + "</p>"
+
+
 def _read_as(desc: dict) -> str:
     conv = desc.get("convention")
     return "" if not conv else conv["description"]
@@ -401,14 +412,7 @@ def render_html(report: Report, data: dict) -> str:
             rows.append(("&nbsp;&nbsp;same criterion on the held-out control",
                          _fmt_rate(nr["control"]["carlini"]["rate"])))
     rows.append(("Exact copies (d1 = 0)", str(nr["n_exact_copies"])))
-    gate_html = ""
-    if data["gate"] is not None:
-        g = data["gate"]
-        verdict = '<span class="pass">PASS</span>' if g["passed"] else '<span class="fail">FAIL</span>'
-        gate_html = f"<p>Gate: {verdict} &mdash; {esc(verdict_line(g).split(' (', 1)[1][:-1])}"
-        if g.get("reason"):
-            gate_html += f" ({esc(g['reason'])})"
-        gate_html += "</p>"
+    gate_html = gate_paragraph(data["gate"])
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in data["notes"])
     inputs = "".join(
         f"<tr><td>{k}</td><td>{esc(str(v['source']))}</td><td class='num'>{v['n_items']}</td>"

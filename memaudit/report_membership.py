@@ -95,16 +95,16 @@ column.</p>
 
 
 def write_membership_report(out_dir, result, *, config: dict, versions: dict, inputs: dict,
-                            attack: str, elapsed: float = 0.0) -> dict:
+                            attack: str, elapsed: float = 0.0, gate: dict | None = None) -> dict:
     """membership.json and membership.html for ``memaudit membership`` (atomically)."""
-    from .report import _CSS, write_json_html
+    from .report import _CSS, gate_paragraph, write_json_html
 
     out = Path(out_dir)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     data = jsonable({"schema": "memaudit.membership", "schema_version": "1.0", "created": created,
                      "seed": config.get("seed"), "config": config, "versions": versions,
                      "inputs": inputs, "attack": attack, "elapsed_seconds": round(elapsed, 3),
-                     "result": result.to_dict()})
+                     "gate": gate, "result": result.to_dict()})
     esc = html.escape
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>memaudit membership</title>
@@ -113,6 +113,7 @@ def write_membership_report(out_dir, result, *, config: dict, versions: dict, in
 <p><small>{esc(created)} &middot; memaudit {esc(str(versions.get('memaudit')))} &middot;
 seed {config.get('seed')} &middot; {elapsed:.1f} s &middot; attack: {esc(attack)}</small></p>
 {membership_html(result, "Result")}
+{gate_paragraph(gate)}
 <h2>Inputs</h2><pre>{esc(json.dumps(data['inputs'], indent=2))}</pre>
 <details><summary>Resolved configuration</summary><pre>{esc(json.dumps(config, indent=2))}</pre></details>
 <details><summary>Package versions</summary><pre>{esc(json.dumps(versions, indent=2))}</pre></details>

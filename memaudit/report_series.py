@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .probes.subsequence import CONSTANT_RULE, CONSTANT_RULE_RAW, TIE_RULE
-from .report import _CSS, _fmt_rate, write_json_html
+from .report import _CSS, _fmt_rate, gate_paragraph, write_json_html
 from .results import jsonable
 
 __all__ = ["write_subsequence_report", "overlay_svg"]
@@ -69,7 +69,7 @@ def _windows_html(res, samples, train, train_ids, sample_ids, k: int = 12) -> st
 
 def write_subsequence_report(out_dir, result, samples, train, *, train_ids, sample_ids,
                              inputs: dict, config: dict, versions: dict,
-                             elapsed: float = 0.0) -> dict:
+                             elapsed: float = 0.0, gate: dict | None = None) -> dict:
     """Write subsequences.json and subsequences.html into ``out_dir`` (atomically).
 
     ``samples`` and ``train`` are the validated series lists (length_i, channels) the result was
@@ -80,7 +80,7 @@ def write_subsequence_report(out_dir, result, samples, train, *, train_ids, samp
     data = jsonable({
         "schema": "memaudit.subsequences", "schema_version": "1.0", "created": created,
         "seed": config.get("seed"), "config": config, "versions": versions, "inputs": inputs,
-        "elapsed_seconds": round(elapsed, 3), "result": result.to_dict(),
+        "elapsed_seconds": round(elapsed, 3), "gate": gate, "result": result.to_dict(),
     })
     esc = html.escape
     d = data["result"]
@@ -122,6 +122,7 @@ d1/d2 &lt; {result.threshold:.3g}. Intervals of window rates resample whole seri
 windows are not independent).</p>
 <p>Ties: {esc(TIE_RULE)}. Constant windows: {esc(constant)}.</p>
 <table>{table}</table>
+{gate_paragraph(gate)}
 <h2>Closest generated windows (red, dashed) over their training matches (black)</h2>
 {_windows_html(result, samples, train, train_ids, sample_ids)}
 <h2>Inputs</h2>

@@ -683,12 +683,14 @@ class SubsequenceProbe:
         prepared = [self._windows(samples, sample_ids, "samples")]
         if holdout is not None:
             prepared.append(self._windows(holdout, None, "holdout"))
-        res = self._score(*prepared[0], "samples", self.seed)
+        # independent bootstrap streams: samples, control, excess
+        streams = np.random.SeedSequence(self.seed).spawn(3)
+        res = self._score(*prepared[0], "samples", streams[0])
         if holdout is None:
             return res
-        ctrl = self._score(*prepared[1], "holdout", self.seed + 1)
+        ctrl = self._score(*prepared[1], "holdout", streams[1])
         excess = rate_difference(res.series_rate, ctrl.series_rate, n_bootstrap=self.n_bootstrap,
-                                 confidence=self.confidence, seed=self.seed + 2)
+                                 confidence=self.confidence, seed=streams[2])
         return SubsequenceResult(**{**res.__dict__, "control": ctrl, "excess": excess})
 
     def _windows(self, data, ids, name):
@@ -722,7 +724,8 @@ class SubsequenceProbe:
         ev = np.isfinite(found["d1"]) & np.isfinite(found["d2"])
         ratio = _ratio(found["d1"], found["d2"])
         memorized = ev & (np.nan_to_num(ratio, nan=np.inf) < self.threshold)
-        kw = dict(n_bootstrap=self.n_bootstrap, confidence=self.confidence, seed=seed)
+        window_seed, series_seed, match_seed = seed.spawn(3)  # one stream per rate
+        kw = dict(n_bootstrap=self.n_bootstrap, confidence=self.confidence)
         n_series = len(w.series_ids)
         has = np.zeros(n_series, bool)
         has[w.series[memorized]] = True
@@ -734,7 +737,7 @@ class SubsequenceProbe:
         matched = match_rate = None
         if self.max_distance is not None:
             matched = ev & (np.nan_to_num(found["d1"], nan=np.inf) <= self.max_distance)
-            match_rate = cluster_rate(matched[ev], w.series[ev], **kw)
+            match_rate = cluster_rate(matched[ev], w.series[ev], seed=match_seed, **kw)
         match_id = np.array([f"{self.train_ids_[s]}@{o}" if s >= 0 else ""
                              for s, o in zip(found["series1"], found["offset1"])])
         return SubsequenceResult(
@@ -742,8 +745,9 @@ class SubsequenceProbe:
             match_series=found["series1"], match_offset=found["offset1"], match_id=match_id,
             second_series=found["series2"], second_offset=found["offset2"], ratio=ratio,
             memorized=memorized, matched=matched, evaluable=ev,
-            window_rate=cluster_rate(memorized[ev], w.series[ev], **kw),
-            series_rate=rate(has[judged], label=name, **kw), match_rate=match_rate,
+            window_rate=cluster_rate(memorized[ev], w.series[ev], seed=window_seed, **kw),
+            series_rate=rate(has[judged], label=name, seed=series_seed, **kw),
+            match_rate=match_rate,
             threshold=float(self.threshold), max_distance=self.max_distance,
             normalize=bool(self.normalize), length=int(self.length), stride=int(self.stride),
             exclusion_zone=int(self.zone_), n_series=n_series, skipped=w.skipped,
