@@ -125,7 +125,10 @@ def load_dataset(source, name: str = "data", *, ids=None, resize=None, mode=None
         try:
             raw = np.load(path, mmap_mode="r", allow_pickle=False)
         except Exception as exc:
-            raise ValueError(f"{name}: could not read {path} as a .npy file ({exc})") from exc
+            reason = ("not a numpy array file, or one of Python objects, which memaudit never "
+                      "unpickles" if "pickle" in str(exc) or "Python objects" in str(exc)
+                      else str(exc))
+            raise ValueError(f"{name}: could not read {path} as a .npy file ({reason})") from None
         arr = as_2d_array(raw, f"{name} ({path.name})")
         ids = check_ids(ids, arr.shape[0], name)
         return Dataset(arr, ids, tuple(raw.shape[1:]), str(path), "npy")

@@ -103,6 +103,25 @@ def make_data(root: Path) -> dict:
     p = root / "scores.json"
     p.write_text("[1, 2]")
     f["json"] = str(p)
+    walk = np.cumsum(rng.normal(size=(4, 200)), axis=1)
+    save("ts", walk)
+    save("ts_gen", np.cumsum(rng.normal(size=(3, 120)), axis=1))
+    save("ts_c", walk + 1j)
+    ts_nan = walk.copy()
+    ts_nan[2, 50] = np.nan
+    save("ts_nan", ts_nan)
+    save("ts_short", walk[:, :10])
+    save("ts_one", walk[:1, :40])
+    save("ts_2ch", np.stack([walk, walk], axis=2))
+    save("ts_big", walk * 1e200)
+    save("ts_4d", walk.reshape(2, 2, 10, 20))
+    p = root / "ts.csv"
+    p.write_text("1,2,3,4\n5,x,7\n")
+    f["ts_bad_csv"] = str(p)
+    p = root / "ts_ragged.csv"
+    p.write_text("\n".join(",".join(f"{v:.4f}" for v in row[: 150 + 10 * i]) for i, row in
+                           enumerate(walk)) + "\n")
+    f["ts_ragged_csv"] = str(p)
     p = root / "junk.npy"
     p.write_bytes(b"this is not a numpy file")
     f["junk"] = str(p)
@@ -148,6 +167,7 @@ def make_data(root: Path) -> dict:
 
 _A = "audit --train {t} --samples {s} --out {out} --no-progress"
 _AH = _A + " --holdout {h}"
+_S = "subsequences --train {ts} --samples {ts_gen} --out {out} --no-progress"
 
 CASES = [
     # ------------------------------------------------------------------ audit: files
@@ -276,6 +296,56 @@ CASES = [
     Case("audit-out-unwritable", "audit --train {t} --samples {s} --out /proc/memaudit", 1,
          "is not writable", "--out in a place that cannot be written"),
     Case("audit-no-args", "audit --train {t}", 2, "required", "missing required options"),
+    # ------------------------------------------------------------------ subsequences
+    Case("ts-missing", "subsequences --train {missing} --samples {ts_gen} --window 16 --out {out}",
+         1, "does not exist", "training file does not exist"),
+    Case("ts-window-0", _S + " --window 0", 1, "--window must be at least 1", "--window 0"),
+    Case("ts-window-float", _S + " --window 8.5", 1, "--window must be an integer",
+         "a fractional window"),
+    Case("ts-window-long", _S + " --window 500", 1, "shorter than the window length 500",
+         "a window longer than every series"),
+    Case("ts-stride-0", _S + " --window 16 --stride 0", 1, "--stride must be at least 1",
+         "--stride 0 (once silently the window length)"),
+    Case("ts-stride-neg", _S + " --window 16 --stride -3", 1, "--stride must be at least 1",
+         "a negative stride"),
+    Case("ts-zone", _S + " --window 16 --exclusion-zone -1", 1, "must be at least 0",
+         "a negative exclusion zone"),
+    Case("ts-threshold", _S + " --window 16 --threshold 1.5", 1, "must lie in (0, 1)",
+         "--threshold above 1"),
+    Case("ts-threshold-nan", _S + " --window 16 --threshold nan", 1, "must lie in (0, 1)",
+         "--threshold nan"),
+    Case("ts-max-distance", _S + " --window 16 --max-distance -1", 1, "finite number >= 0",
+         "a negative --max-distance"),
+    Case("ts-bootstrap", _S + " --window 16 --n-bootstrap 0", 1, "must be at least 1",
+         "--n-bootstrap 0"),
+    Case("ts-seed", _S + " --window 16 --seed -1", 1, "--seed must be at least 0", "a negative seed"),
+    Case("ts-complex", "subsequences --train {ts_c} --samples {ts_gen} --window 16 --out {out}", 1,
+         "complex values", "complex-valued series (once: imaginary part dropped)"),
+    Case("ts-nan", "subsequences --train {ts} --samples {ts_nan} --window 16 --out {out}", 1,
+         "has a NaN or Inf value at step 50", "NaN in a generated series"),
+    Case("ts-short-samples", "subsequences --train {ts} --samples {ts_short} --window 16 --out {out}",
+         1, "shorter than the window length 16", "generated series shorter than the window"),
+    Case("ts-one-short-train", "subsequences --train {ts_one} --samples {ts_gen} --window 32 "
+         "--out {out}", 1, "d1/d2 is undefined", "a training series with no second stretch"),
+    Case("ts-channels", "subsequences --train {ts_2ch} --samples {ts_gen} --window 16 --out {out}",
+         1, "channels", "generated and training series with other channel counts"),
+    Case("ts-huge", "subsequences --train {ts_big} --samples {ts_gen} --window 16 --raw --out {out}",
+         1, "magnitude", "values whose squares overflow"),
+    Case("ts-4d", "subsequences --train {ts_4d} --samples {ts_gen} --window 16 --out {out}", 1,
+         "expected (length,), (n_series, length) or", "a 4-D array"),
+    Case("ts-bad-csv", "subsequences --train {ts_bad_csv} --samples {ts_gen} --window 2 --out {out}",
+         1, "is not a row of numbers", "a CSV row with a word in it"),
+    Case("ts-ragged-csv", "subsequences --train {ts_ragged_csv} --samples {ts_gen} --window 16 "
+         "--out {out}", 0, "series with a memorized window",
+         "series of different lengths in a CSV (the right answer)"),
+    Case("ts-wrong-file", "subsequences --train {one_png} --samples {ts_gen} --window 16 --out {out}",
+         1, "expected a .npy, .npz or .csv file", "an image given as series"),
+    Case("ts-gate-excess", _S + " --window 16 --gate excess --fail-above 0.1", 1, "needs a holdout",
+         "--gate excess without a holdout"),
+    Case("ts-fail-above", _S + " --window 16 --fail-above 1.5", 1, "must lie in [0, 1]",
+         "--fail-above above 1"),
+    Case("ts-out-file", "subsequences --train {ts} --samples {ts_gen} --window 16 --out {afile}", 1,
+         "is a file, not a folder", "--out is a file"),
     # ------------------------------------------------------------------ duplicates
     Case("dup-missing", "duplicates --train {missing} --out {out}", 1, "does not exist",
          "training file does not exist"),
@@ -425,8 +495,13 @@ def message(case: Case, files: dict, out: Path, stdout: str, stderr: str) -> str
     return text.replace(str(out), "OUT").replace(root, "DATA")
 
 
-def table(rows) -> str:
+def table(rows, files: dict) -> str:
     """The docs page: one row per case."""
+    root = Path(next(iter(files.values()))).parent
+
+    def shown(name):
+        return "DATA/" + Path(files[name]).relative_to(root).as_posix()
+
     def cell(t):
         return t.replace("|", "\\|")
 
@@ -440,7 +515,7 @@ def table(rows) -> str:
     for case, msg in rows:
         cmd = "memaudit " + case.argv
         cmd = re.sub(r"\{out\}", "OUT", cmd)
-        cmd = re.sub(r"\{(\w+)\}", lambda m: f"DATA/{m.group(1)}", cmd)
+        cmd = re.sub(r"\{(\w+)\}", lambda m: shown(m.group(1)), cmd)
         lines.append(f"| {case.id} | {cell(case.problem)} | `{cell(cmd)}` | {case.code} | "
                      f"{cell(msg)} |")
     return "\n".join(lines) + "\n"
@@ -453,7 +528,7 @@ def render(root: Path) -> str:
         out = root / f"out{i}"
         code, so, se = run_case(case, files, out)
         rows.append((case, message(case, files, out, so, se)))
-    return table(rows)
+    return table(rows, files)
 
 
 if __name__ == "__main__":  # pragma: no cover
