@@ -51,6 +51,7 @@ _STEP_BYTES = 16 << 20  # rows are converted, and memory-mapped pages released, 
 _SQ_LOW, _SQ_HIGH = 2.0**-900, 2.0**900  # a float64 sum of squares in this range needs no rescaling
 _ROW_LOW, _ROW_HIGH = 2.0**-400, 2.0**400  # the same for a row's largest magnitude (cosine)
 _F64_TOP = 2.0**1023
+_DIST_TINY = 2.0**-1070  # absolute error of a computed distance in the subnormal range
 
 
 def _gamma(n: int, u: float) -> float:
@@ -536,7 +537,8 @@ class _Bounds:
         self.tiny32 = 2 * math.sqrt(d) * 2.0**-126
         self.g64 = _gamma(d + 4, _U64)
         self.tiny64 = 2 * math.sqrt(d) * 2.0**-1070
-        # the computed exact distance against the true one: relative (l2), absolute (cosine)
+        # the computed exact distance against the true one: relative (l2, plus _DIST_TINY
+        # absolute for subnormal results), absolute (cosine)
         self.dist_rel = _gamma(d + 4, _U64) + 2.0**-50
         self.dist_abs = 2 * _gamma(d + 6, _U64) + 2.0**-51
         gn = _gamma(d + 4, _U64)  # a float64 unit vector's componentwise error
@@ -899,7 +901,8 @@ class NeighborIndex:
                 err = bounds.g32 * span * span
                 eta = bounds.ut32 * span * (1 + 2.0**-50) + bounds.tiny32
                 root = np.sqrt(np.maximum(score - err, 0.0))
-                low = np.maximum(root - eta, 0.0) * plan.s32 * (1 - bounds.dist_rel) * (1 - 2.0**-40)
+                low = (np.maximum(root - eta, 0.0) * plan.s32 * (1 - bounds.dist_rel)
+                       * (1 - 2.0**-40) - _DIST_TINY)
         return np.where(np.isposinf(score), np.inf, np.nan_to_num(low, nan=-np.inf))
 
     def _certify(self, plan, bounds, q, qs, q32, scores, cand, r_norm, k, own, name):
@@ -976,7 +979,7 @@ class NeighborIndex:
         if l2:
             q_sq = np.einsum("ij,ij->i", q64, q64)
             a = _norm_bound(q_sq, d, _U64)
-            base = bound / (plan.s64 * (1 - bounds.dist_rel)) * (1 + 2.0**-50)
+            base = (bound + _DIST_TINY) / (plan.s64 * (1 - bounds.dist_rel)) * (1 + 2.0**-50)
         best_d = np.full((f, k), np.inf)
         best_i = np.full((f, k), -1, dtype=np.int64)
         r_rows = min(n, self._rows(8))
