@@ -908,43 +908,51 @@ class NeighborIndex:
     def _certify(self, plan, bounds, q, qs, q32, scores, cand, r_norm, k, own, name):
         """Refine the candidates of one query block; prove each query's top-k or recompute it.
 
-        Returns (distances, indices, number of queries recomputed by the float64 pass)."""
+        The k best-scored candidates are refined first; their k-th exact distance ``dk`` bounds
+        the answer from above. A candidate (or any item left out of the list) whose float32 score
+        proves it farther than ``dk`` needs no refinement; the others are refined, in score order,
+        until one is proved farther (the rest then are too, scores being sorted). A query for
+        which even the items left out of the list cannot be proved farther goes to the float64
+        pass. Returns (distances, indices, number of queries recomputed by the float64 pass).
+        """
         n_q, n_cand = cand.shape
         n = self.n_reference_
-        rows = np.arange(qs, qs + n_q)
+        if plan.metric == "l2" and plan.m32.identity and q.dtype == np.float32:
+            src, rows = q32, np.arange(n_q)  # the scored rows are the original values
+        else:
+            src, rows = q, np.arange(qs, qs + n_q)
         s64 = scores.astype(np.float64)
         # every item outside the list scores at least the largest kept score
         left_out = s64.max(axis=1) if n_cand < n else np.full(n_q, np.inf)
         if own is not None:
             s64[cand == own[:, None]] = np.inf
         s64, cand = _sort_rows(s64, cand)
-        usable = n_cand - (own is not None)  # columns that hold no self match
+        usable = n_cand - (own is not None)  # columns that surely hold no self match
         a = None
         if self.metric == "l2":
             a = _norm_bound(np.einsum("ij,ij->i", q32, q32, dtype=np.float64), self.n_features_,
-                            _U64)
-
-        def next_score(col, sel):
-            return np.minimum(s64[sel, col], left_out[sel]) if col < n_cand else left_out[sel]
-
-        # stage A: refine a few beyond k; stage B (queries not yet certified): all candidates
-        n_a = min(k + 2, usable)
-        dist_a = self._refine(q, rows, cand[:, :n_a])
-        best_d, best_i = _sort_rows(dist_a, cand[:, :n_a])
-        best_d, best_i = best_d[:, :k].copy(), best_i[:, :k].copy()
-        low = self._lower_bound(plan, bounds, next_score(n_a, slice(None)), a, r_norm)
-        todo = np.flatnonzero(~(low > best_d[:, -1]))
-        if todo.size and n_a < usable:
-            more = self._refine(q, rows[todo], cand[todo, n_a:usable])
-            d_b, i_b = _sort_rows(np.concatenate([dist_a[todo], more], axis=1), cand[todo, :usable])
-            best_d[todo], best_i[todo] = d_b[:, :k], i_b[:, :k]
-            low = self._lower_bound(plan, bounds, next_score(usable, todo),
-                                    None if a is None else a[todo], r_norm)
-            todo = todo[~(low > best_d[todo, -1])]
+                            _U64)[:, None]
+        first = self._refine(src, rows, cand[:, :k])
+        best_d, best_i = _sort_rows(first, cand[:, :k])
+        dk = best_d[:, -1]
+        far = self._lower_bound(plan, bounds, s64[:, k:usable], a, r_norm) > dk[:, None]
+        stop = k + np.sum(~far, axis=1)  # first column proved farther (sorted scores: monotone)
+        far_left = self._lower_bound(plan, bounds, left_out[:, None], a, r_norm)[:, 0] > dk
+        more = np.flatnonzero(stop > k)
+        if more.size:  # refine columns k .. stop - 1 of these rows, then re-sort them
+            width = int(stop[more].max())
+            pi, pj = np.nonzero(np.arange(k, width)[None, :] < stop[more, None])
+            pj += k
+            extra = np.full((more.size, width), np.inf)
+            extra[:, :k] = first[more]
+            extra[pi, pj] = self._refine(src, rows[more[pi]], cand[more[pi], pj][:, None])[:, 0]
+            d_m, i_m = _sort_rows(extra, cand[more, :width])
+            best_d[more], best_i[more] = d_m[:, :k], i_m[:, :k]
+        todo = np.flatnonzero((stop == usable) & ~far_left)
         if todo.size:
             sub_own = None if own is None else own[todo]
-            best_d[todo], best_i[todo] = self._float64_pass(plan, bounds, q, rows[todo], k,
-                                                            best_d[todo, -1], sub_own, name)
+            best_d[todo], best_i[todo] = self._float64_pass(plan, bounds, q, np.arange(qs, qs + n_q)[todo],
+                                                            k, best_d[todo, -1], sub_own, name)
         return best_d, best_i, int(todo.size)
 
     def _float64_pass(self, plan, bounds, q, rows, k, bound, own, name):

@@ -426,3 +426,22 @@ def test_recall_sample_must_be_a_positive_integer(rng, bad):
 def test_margin_is_checked(rng, bad, error):
     with pytest.raises(error, match="margin"):
         knn(np.zeros((1, 2)), np.eye(2), 1, margin=bad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_certificate_catches_what_float32_cannot_separate(backend):
+    # one coordinate at +-1e6 (so nothing to centre), neighbours 1e-5 apart in the others: the
+    # float32 expansion cannot order them (numpy/torch get every row wrong without refinement),
+    # the certificate refuses every query, and the float64 pass returns the brute force's answer
+    r = np.random.default_rng(0)
+    ref = r.random((400, 8)) * 1e-3
+    ref[:, 0] = r.choice([-1e6, 1e6], 400)
+    q = ref[:20] + r.standard_normal((20, 8)) * 1e-5
+    q[:, 0] = ref[:20, 0]
+    want_d, want_i, _ = naive_knn_scaled(q, ref, 3)
+    nb = knn(q, ref, 3, backend=backend)
+    np.testing.assert_array_equal(nb.indices, want_i)
+    np.testing.assert_array_equal(nb.distances, want_d)
+    assert nb.exact_fallback == 20
+    if backend != "faiss":
+        assert not (knn(q, ref, 3, backend=backend, refine=False).indices == want_i).all()
