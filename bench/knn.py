@@ -82,7 +82,7 @@ def worker(method: str, data: Path, k: int, queries_limit: int | None, ref_limit
     t0, c0 = time.perf_counter(), time.process_time()
     if method.startswith("memaudit"):
         backend = {"memaudit-numpy": "numpy", "memaudit-torch": "torch"}.get(method, "faiss")
-        nb = knn(q, r, k, backend=backend, progress=False)
+        nb = knn(q, r, k, backend=backend, metric=METRIC, progress=False)
         idx = nb.indices
     elif method == "attack-memmap":
         # membership distance attack: the memory-mapped file holds the candidates (queries)
@@ -126,7 +126,8 @@ BASELINE: str | None = None  # set by --baseline
 
 
 def run_worker(method, data, k, queries_limit=None, ref_limit=None) -> dict:
-    cmd = [sys.executable, str(HERE), "--worker", method, "--data", str(data), "--k", str(k)]
+    cmd = [sys.executable, str(HERE), "--worker", method, "--data", str(data), "--k", str(k),
+           "--metric", METRIC]
     if queries_limit:
         cmd += ["--queries-limit", str(queries_limit)]
     if ref_limit:
@@ -140,15 +141,20 @@ def run_worker(method, data, k, queries_limit=None, ref_limit=None) -> dict:
 
 
 # ----------------------------------------------------------------------------- driver
+SHIFT = 0.0  # set by --shift
+METRIC = "l2"  # set by --metric
+
+
 def make_data(folder: Path, n_q: int, n_ref: int, d: int, seed: int) -> None:
-    """Gaussian queries and reference, written in chunks (the reference can exceed memory)."""
+    """Gaussian queries and reference (plus --shift), written in chunks (the reference can exceed
+    memory)."""
     rng = np.random.default_rng(seed)
-    np.save(folder / "queries.npy", rng.standard_normal((n_q, d), dtype=np.float32))
+    np.save(folder / "queries.npy", rng.standard_normal((n_q, d), dtype=np.float32) + SHIFT)
     ref = np.lib.format.open_memmap(folder / "reference.npy", mode="w+", dtype=np.float32,
                                     shape=(n_ref, d))
     chunk = max(1, (256 << 20) // (4 * d))
     for s in range(0, n_ref, chunk):
-        ref[s : s + chunk] = rng.standard_normal((min(chunk, n_ref - s), d), dtype=np.float32)
+        ref[s : s + chunk] = rng.standard_normal((min(chunk, n_ref - s), d), dtype=np.float32) + SHIFT
     ref.flush()
     del ref
 
@@ -267,6 +273,10 @@ def main(argv=None):
     p.add_argument("--n-ref", type=int, default=100_000)
     p.add_argument("--dims", type=int, nargs="+", default=[1024, 3072])
     p.add_argument("--k", type=int, default=2)
+    p.add_argument("--shift", type=float, default=0.0,
+                   help="added to every value (a common offset; memaudit's answer must not change)")
+    p.add_argument("--metric", default="l2", choices=["l2", "cosine"],
+                   help="metric of the memaudit methods (the peers always use l2)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--methods", nargs="+",
                    default=["gemm", "memaudit", "faiss-flat", "sklearn-brute", "memaudit-numpy",
@@ -287,8 +297,8 @@ def main(argv=None):
     p.add_argument("--queries-limit", type=int, help=argparse.SUPPRESS)
     p.add_argument("--ref-limit", type=int, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    global BASELINE
-    BASELINE = a.baseline
+    global BASELINE, SHIFT, METRIC
+    BASELINE, SHIFT, METRIC = a.baseline, a.shift, a.metric
     if a.worker:
         print(json.dumps(worker(a.worker, Path(a.data), a.k, a.queries_limit, a.ref_limit)))
         return 0

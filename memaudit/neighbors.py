@@ -51,6 +51,7 @@ _STEP_BYTES = 16 << 20  # rows are converted, and memory-mapped pages released, 
 _SQ_LOW, _SQ_HIGH = 2.0**-900, 2.0**900  # a float64 sum of squares in this range needs no rescaling
 _ROW_LOW, _ROW_HIGH = 2.0**-400, 2.0**400  # the same for a row's largest magnitude (cosine)
 _F64_TOP = 2.0**1023
+_VIEW_BYTES = 256 << 20  # rows scored at a time when they are views, not copies
 _DIST_TINY = 2.0**-1070  # absolute error of a computed distance in the subnormal range
 
 
@@ -350,13 +351,17 @@ class _Plan:
         self.m64 = _Map(c, _exponent(spread), float32=False)
         self.s32, self.s64 = self.m32.s, self.m64.s
 
+    def viewable(self, x: np.ndarray) -> bool:
+        """The float32 map of ``x`` is ``x`` itself (an in-memory float32 array, no mapping)."""
+        return (self.metric == "l2" and self.m32.identity and x.dtype == np.float32
+                and _mmap_of(x) is None and x.flags.c_contiguous)
+
     def transform(self, x: np.ndarray, start: int, stop: int, out: np.ndarray, name: str,
                   pager: _Pager) -> np.ndarray:
         """The mapped rows ``x[start:stop]``, written into ``out`` (float32: the scored map;
         float64: the exact pass's), or a view of ``x`` when no copy is needed."""
         f32 = out.dtype == np.float32
-        if (f32 and self.metric == "l2" and self.m32.identity and x.dtype == np.float32
-                and pager.mm is None and x.flags.c_contiguous):
+        if f32 and self.viewable(x):
             return x[start:stop]
         step = _step_rows(self.d)
         for a in range(start, stop, step):
@@ -569,10 +574,11 @@ class NeighborIndex:
     index : {"exact", "ivf", "hnsw"}, default="exact"
         ``"ivf"`` (FAISS IndexIVFFlat) and ``"hnsw"`` (IndexHNSWFlat) are approximate; the recall
         of their results against exact search is measured on a sample of the queries and reported.
-    block_bytes : int, default=256 MiB
+    block_bytes : int, default=64 MiB
         Size of one block of mapped float32 rows held in memory; the reference and the queries
         are both read in such blocks (memory-mapped files are streamed). Memory use is bounded by
-        about ``2 * block_bytes + tile_bytes`` plus the running top lists, whatever the sizes.
+        about ``2 * block_bytes + tile_bytes`` plus the running top lists, whatever the sizes. An
+        in-memory float32 reference that needs no centring or scaling is used in place.
     tile_bytes : int, default=256 MiB
         Size of one query-by-reference score tile (numpy and torch backends, and the float64
         pass).
@@ -612,7 +618,7 @@ class NeighborIndex:
         backend: str = "faiss",
         index: str = "exact",
         *,
-        block_bytes: int = 256 << 20,
+        block_bytes: int = 64 << 20,
         tile_bytes: int = 256 << 20,
         refine: bool = True,
         margin: int | None = None,
@@ -786,13 +792,15 @@ class NeighborIndex:
         n_cand = min(n, k_search + margin) if self.refine else k_search
         q_rows = min(m, self._rows(4))
         r_rows = min(n, self._rows(4))
-        in_place = (self.backend == "faiss" and self.metric == "l2" and plan.m32.identity
-                    and _mmap_of(self.reference_) is None and self.reference_.dtype == np.float32
-                    and self.reference_.flags.c_contiguous)
-        if in_place:
-            r_rows = n  # FAISS blocks internally; the reference is used as it is
-        qbuf = np.empty((q_rows, d), dtype=np.float32)
-        rbuf = np.empty((0 if in_place else r_rows, d), dtype=np.float32)
+        # blocks that are views of in-memory float32 data cost no memory: score them 256 MiB at a
+        # time (FAISS: all at once) to keep the products wide
+        view_rows = max(1, _VIEW_BYTES // (4 * d))
+        if plan.viewable(self.reference_):
+            r_rows = n if self.backend == "faiss" else min(n, max(r_rows, view_rows))
+        if plan.viewable(q):
+            q_rows = min(m, max(q_rows, view_rows))
+        qbuf = np.empty((0 if plan.viewable(q) else q_rows, d), dtype=np.float32)
+        rbuf = np.empty((0 if plan.viewable(self.reference_) else r_rows, d), dtype=np.float32)
         dist = np.empty((m, k), dtype=np.float64)
         idx = np.empty((m, k), dtype=np.int64)
         qpager = _Pager(q)
@@ -876,7 +884,7 @@ class NeighborIndex:
         out = np.empty((n_q, j), dtype=np.float64)
         if not out.size:
             return out
-        budget = 16 << 20
+        budget = 4 << 20  # bytes of float64 rows per array (query rows, candidate rows, difference)
         cj = max(1, min(j, budget // (8 * d)))
         cq = max(1, budget // (8 * d * cj))
         qpager, rpager = _Pager(q), _Pager(self.reference_)

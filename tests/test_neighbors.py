@@ -445,3 +445,51 @@ def test_the_certificate_catches_what_float32_cannot_separate(backend):
     assert nb.exact_fallback == 20
     if backend != "faiss":
         assert not (knn(q, ref, 3, backend=backend, refine=False).indices == want_i).all()
+
+
+def test_distance_attack_streams_memory_mapped_candidates(tmp_path, rng):
+    from memaudit.probes.sample_attacks import distance_attack
+
+    cand = rng.normal(size=(300, 6)).astype(np.float32) + 100
+    gen = np.vstack([cand[:20] + 1e-3, rng.normal(size=(40, 6)).astype(np.float32) + 100])
+    np.save(tmp_path / "c.npy", cand)
+    mc = np.load(tmp_path / "c.npy", mmap_mode="r")
+    want = -naive_knn_scaled(cand, gen, 1)[0][:, 0]
+    np.testing.assert_array_equal(distance_attack(mc, gen, block_bytes=37 * 6 * 4), want)
+    cand[123, 4] = np.inf
+    np.save(tmp_path / "c.npy", cand)
+    with pytest.raises(ValueError, match="candidates contains 0 NaN and 1 Inf.*item 123"):
+        distance_attack(np.load(tmp_path / "c.npy", mmap_mode="r"), gen)
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_memmap_queries_keep_resident_memory_bounded(tmp_path):
+    # a 128 MiB memory-mapped candidate set against 50 samples, 16 MiB blocks: the process grows
+    # by far less than the file (it used to be read whole)
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "cand.npy"
+    x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(32768, 1024))
+    for s in range(0, 32768, 4096):
+        x[s:s + 4096] = np.random.default_rng(s).standard_normal((4096, 1024), dtype=np.float32)
+    x.flush()
+    del x
+    code = textwrap.dedent(f"""
+        import numpy as np
+        from memaudit.probes.sample_attacks import distance_attack
+        def hwm():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        mm = np.load({str(path)!r}, mmap_mode="r")
+        gen = np.asarray(mm[:50]) + 0.0
+        before = hwm()
+        score = distance_attack(mm, gen, block_bytes=16 << 20)
+        assert (score[:50] == 0).all() and (score[50:] < 0).all()
+        print(hwm() - before)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    growth = int(out.stdout.strip())
+    assert growth < 96 << 20, f"peak resident memory grew by {growth / 2**20:.0f} MiB"
