@@ -293,7 +293,8 @@ class _Map:
         self.s, self.inv = math.ldexp(1.0, e), math.ldexp(1.0, -e)
         cs = None if centre is None else centre * self.inv
         self.identity = cs is None and e == 0
-        self.fast32 = float32 and -120 <= e <= 120 and (cs is None or bool(np.all(np.abs(cs) < 2.0**100)))
+        small = cs is None or bool(np.all(np.abs(cs) < 2.0**100))
+        self.fast32 = float32 and -120 <= e <= 120 and small
         self.cs32 = None
         if self.fast32 and cs is not None:
             self.cs32 = cs.astype(np.float32)
@@ -959,8 +960,8 @@ class NeighborIndex:
         todo = np.flatnonzero((stop == usable) & ~far_left)
         if todo.size:
             sub_own = None if own is None else own[todo]
-            best_d[todo], best_i[todo] = self._float64_pass(plan, bounds, q, np.arange(qs, qs + n_q)[todo],
-                                                            k, best_d[todo, -1], sub_own, name)
+            best_d[todo], best_i[todo] = self._float64_pass(plan, bounds, q, qs + todo, k,
+                                                            best_d[todo, -1], sub_own, name)
         return best_d, best_i, int(todo.size)
 
     def _float64_pass(self, plan, bounds, q, rows, k, bound, own, name):
@@ -970,8 +971,6 @@ class NeighborIndex:
         item whose float64 score could put it within the bound is refined exactly; the float64
         scores' error bound (gamma_{d+4} in float64) is tight, so few others are.
         """
-        d = self.n_features_
-        n = self.n_reference_
         f = rows.size
         out_d = np.empty((f, k))
         out_i = np.empty((f, k), dtype=np.int64)
@@ -1033,7 +1032,7 @@ class NeighborIndex:
                 pi += ts
                 pj += start
                 pd = np.empty(pi.size)
-                step = max(1, (16 << 20) // (8 * d))
+                step = max(1, (4 << 20) // (8 * d))
                 rpager = _Pager(self.reference_)
                 for c in range(0, pi.size, step):
                     r = _take_rows(self.reference_, pj[c : c + step], rpager)
@@ -1042,8 +1041,8 @@ class NeighborIndex:
                 rpager.flush()
                 best_d, best_i = _merge_pairs(best_d, best_i, pi, pd, pj, k)
         pager.flush()
-        if (best_i < 0).any():  # pragma: no cover - the bound always admits the k items it came from
-            raise RuntimeError("internal error: the float64 pass lost a neighbour; please report it")
+        if (best_i < 0).any():  # pragma: no cover - the bound admits the k items it came from
+            raise RuntimeError("internal error: the float64 pass lost a neighbour; please report")
         return best_d, best_i
 
     # -- approximate search ------------------------------------------------------------------

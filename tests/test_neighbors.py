@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -462,7 +464,7 @@ def test_distance_attack_streams_memory_mapped_candidates(tmp_path, rng):
         distance_attack(np.load(tmp_path / "c.npy", mmap_mode="r"), gen)
 
 
-@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="needs Linux /proc")
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
 def test_memmap_queries_keep_resident_memory_bounded(tmp_path):
     # a 128 MiB memory-mapped candidate set against 50 samples, 16 MiB blocks: the process grows
     # by far less than the file (it used to be read whole)

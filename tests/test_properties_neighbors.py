@@ -4,6 +4,7 @@ or a permutation of the reference; the nn-ratio flags do not move under a shift 
 scaling. Data, sizes, magnitudes, offsets and duplicates are drawn, not seeded."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from naive import naive_knn_scaled
 
 pytest.importorskip("torch")
 
-SETTINGS = settings(deadline=None, max_examples=int(__import__("os").environ.get("NB_EXAMPLES", 30)),
+SETTINGS = settings(deadline=None, max_examples=int(os.environ.get("NB_EXAMPLES", 30)),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
