@@ -3,6 +3,12 @@
     python bench/knn.py                      # 10,000 x 100,000 at d = 1024 and 3072, + 8 GB memmap
     python bench/knn.py --dims 1024 --repeats 3 --memmap-gb 0
     python bench/knn.py --quick              # a small smoke run (seconds)
+    python bench/knn.py --n-queries 2000 --n-ref 50000 --dims 256 1024 --repeats 5 \
+        --methods memaudit memaudit-numpy memaudit-torch --baseline /tmp/base --paper-gib 0 \
+        --memmap-gb 0                        # this checkout against another one, side by side
+    python bench/knn.py --dims 1024 --memmap-gb 1.07 --memmap-queries 2000 --attack-rss
+                                             # peak RSS: 1 GiB memory-mapped reference (knn) and
+                                             # 1 GiB memory-mapped candidates (distance_attack)
 
 Every method runs in its own subprocess (so that its peak resident memory, VmHWM, is its own)
 on the same .npy files; methods alternate within each repeat and the medians are reported. Printed:
@@ -15,7 +21,15 @@ ratios the foundation issue asks for:
 - the paper's evaluation method (torch: norm of the broadcast difference of a batch of 100 samples
   against the whole training set, then topk) at the largest reference size whose (100 x n x d)
   tensor fits in --paper-gib, beside memaudit on the same reduced problem;
-- a memory-mapped reference of --memmap-gb gigabytes streamed from disk: peak RSS stays bounded.
+- a memory-mapped reference of --memmap-gb gigabytes streamed from disk: peak RSS stays bounded;
+  with --attack-rss, the same file as the *candidates* of the membership distance attack
+  (``sample_attacks.distance_attack(candidates=memmap, generated=--memmap-queries samples)``),
+  whose queries are streamed.
+
+The memaudit under test is the checkout this script sits in (its root goes first on PYTHONPATH).
+``--baseline PATH`` also runs every memaudit method with PATH first on PYTHONPATH (a checkout of
+another commit, e.g. ``git archive <commit> memaudit | tar -x -C /tmp/base``), alternating with the
+current one in each repeat, and prints the ratio of medians (wall and CPU) and the agreement.
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ import numpy as np
 from _util import peak_rss
 
 HERE = Path(__file__).resolve()
+ROOT = HERE.parents[1]
 
 
 # ----------------------------------------------------------------------------- workers
@@ -42,16 +57,18 @@ def _load(path: Path, mmap: bool):
 
 
 def worker(method: str, data: Path, k: int, queries_limit: int | None, ref_limit: int | None) -> dict:
+    method, _, tag = method.partition("@")
     q = np.load(data / "queries.npy")
-    mm = method == "memaudit-memmap"
+    mm = method in ("memaudit-memmap", "attack-memmap")
     r = _load(data / "reference.npy", mmap=mm)
     if queries_limit:
         q = np.ascontiguousarray(q[:queries_limit])
     if ref_limit:
         r = np.ascontiguousarray(r[:ref_limit])
     # imports happen before the clock starts: only the search is timed
-    if method.startswith("memaudit"):
+    if method.startswith("memaudit") or method == "attack-memmap":
         from memaudit.neighbors import knn
+        from memaudit.probes.sample_attacks import distance_attack
 
         if method == "memaudit-torch":
             import torch  # noqa: F401  (imported by the backend; keep its import out of the clock)
@@ -65,8 +82,12 @@ def worker(method: str, data: Path, k: int, queries_limit: int | None, ref_limit
     t0, c0 = time.perf_counter(), time.process_time()
     if method.startswith("memaudit"):
         backend = {"memaudit-numpy": "numpy", "memaudit-torch": "torch"}.get(method, "faiss")
-        nb = knn(q, r, k, backend=backend, progress=False)
+        nb = knn(q, r, k, backend=backend, metric=METRIC, progress=False)
         idx = nb.indices
+    elif method == "attack-memmap":
+        # membership distance attack: the memory-mapped file holds the candidates (queries)
+        distance_attack(r, q, k=1, progress=False)
+        idx = None
     elif method == "sklearn-brute":
         _, idx = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(r).kneighbors(q)
     elif method == "faiss-flat":
@@ -96,32 +117,44 @@ def worker(method: str, data: Path, k: int, queries_limit: int | None, ref_limit
     out = {"method": method, "wall": wall, "cpu": cpu, "peak_rss": rss, "rss_after_load": rss_data,
            "n_queries": int(q.shape[0]), "n_reference": int(r.shape[0]), "d": int(q.shape[1])}
     if idx is not None:
-        np.save(data / f"idx-{method}-{q.shape[0]}-{r.shape[0]}.npy", np.asarray(idx, dtype=np.int64))
+        name = method + (f"@{tag}" if tag else "")
+        np.save(data / f"idx-{name}-{q.shape[0]}-{r.shape[0]}.npy", np.asarray(idx, dtype=np.int64))
     return out
 
 
+BASELINE: str | None = None  # set by --baseline
+
+
 def run_worker(method, data, k, queries_limit=None, ref_limit=None) -> dict:
-    cmd = [sys.executable, str(HERE), "--worker", method, "--data", str(data), "--k", str(k)]
+    cmd = [sys.executable, str(HERE), "--worker", method, "--data", str(data), "--k", str(k),
+           "--metric", METRIC]
     if queries_limit:
         cmd += ["--queries-limit", str(queries_limit)]
     if ref_limit:
         cmd += ["--ref-limit", str(ref_limit)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    first = BASELINE if method.endswith("@base") else str(ROOT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([first, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{method} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # ----------------------------------------------------------------------------- driver
+SHIFT = 0.0  # set by --shift
+METRIC = "l2"  # set by --metric
+
+
 def make_data(folder: Path, n_q: int, n_ref: int, d: int, seed: int) -> None:
-    """Gaussian queries and reference, written in chunks (the reference can exceed memory)."""
+    """Gaussian queries and reference (plus --shift), written in chunks (the reference can exceed
+    memory)."""
     rng = np.random.default_rng(seed)
-    np.save(folder / "queries.npy", rng.standard_normal((n_q, d), dtype=np.float32))
+    np.save(folder / "queries.npy", rng.standard_normal((n_q, d), dtype=np.float32) + SHIFT)
     ref = np.lib.format.open_memmap(folder / "reference.npy", mode="w+", dtype=np.float32,
                                     shape=(n_ref, d))
     chunk = max(1, (256 << 20) // (4 * d))
     for s in range(0, n_ref, chunk):
-        ref[s : s + chunk] = rng.standard_normal((min(chunk, n_ref - s), d), dtype=np.float32)
+        ref[s : s + chunk] = rng.standard_normal((min(chunk, n_ref - s), d), dtype=np.float32) + SHIFT
     ref.flush()
     del ref
 
@@ -144,6 +177,8 @@ def bench_size(tmp: Path, n_q, n_ref, d, k, repeats, methods, paper_gib, seed):
     flops = 2.0 * n_q * n_ref * d
     print(f"\n== d = {d}: {n_q:,} queries x {n_ref:,} references (float32, {gib(ref_bytes)}), "
           f"k = {k}, {repeats} repeat(s), methods alternating ==", flush=True)
+    if BASELINE:
+        methods = [x for m in methods for x in ((m, m + "@base") if m.startswith("memaudit") else (m,))]
     runs: dict[str, list[dict]] = {m: [] for m in methods}
     for rep in range(repeats):
         for m in methods:
@@ -155,7 +190,9 @@ def bench_size(tmp: Path, n_q, n_ref, d, k, repeats, methods, paper_gib, seed):
     rss = {m: max(r["peak_rss"] for r in runs[m]) for m in methods}
     print(f"\n  {'method':16s} {'median s':>9s} {'GFLOP/s':>8s} {'peak RSS':>10s}  agrees with memaudit")
     for m in methods:
-        ag = "" if m == "gemm" or m == "memaudit" else f"{100 * agree(folder, 'memaudit', m, n_q, n_ref):.2f}%"
+        ref_m = "memaudit" if "memaudit" in methods else None
+        ag = ("" if m == "gemm" or m == ref_m or ref_m is None
+              else f"{100 * agree(folder, ref_m, m, n_q, n_ref):.2f}%")
         print(f"  {m:16s} {med[m]:9.2f} {flops / med[m] / 1e9:8.1f} {gib(rss[m]):>10s}  {ag}")
     summary = {"d": d, "n_queries": n_q, "n_reference": n_ref, "median_wall": med, "peak_rss": rss}
     if "memaudit" in med:
@@ -175,6 +212,14 @@ def bench_size(tmp: Path, n_q, n_ref, d, k, repeats, methods, paper_gib, seed):
         over = rss["memaudit"] - ref_bytes
         print(f"  memaudit peak RSS {gib(rss['memaudit'])} = reference {gib(ref_bytes)} + {gib(over)}"
               f"   (goal: + less than 1 GiB)")
+    for m in methods:
+        if m.endswith("@base"):
+            cur = m[: -len("@base")]
+            cpu = {x: statistics.median(r["cpu"] for r in runs[x]) for x in (cur, m)}
+            print(f"  {cur}: this checkout / baseline = {med[cur] / med[m]:.3f}x wall, "
+                  f"{cpu[cur] / cpu[m]:.3f}x cpu (medians {med[cur]:.2f} / {med[m]:.2f} s wall, "
+                  f"{cpu[cur]:.2f} / {cpu[m]:.2f} s cpu); same neighbours on "
+                  f"{agree(folder, cur, m, n_q, n_ref):.2%} of the queries")
     if paper_gib > 0:
         n_paper = min(n_ref, int(paper_gib * 2**30 // (100 * d * 4)))
         q_paper = min(n_q, 1000)
@@ -198,7 +243,7 @@ def bench_size(tmp: Path, n_q, n_ref, d, k, repeats, methods, paper_gib, seed):
     return summary
 
 
-def bench_memmap(tmp: Path, gb: float, d: int, n_q: int, k: int, seed: int):
+def bench_memmap(tmp: Path, gb: float, d: int, n_q: int, k: int, seed: int, attack: bool = False):
     n_ref = int(gb * 1e9 // (4 * d))
     folder = tmp / "memmap"
     folder.mkdir(exist_ok=True)
@@ -211,6 +256,12 @@ def bench_memmap(tmp: Path, gb: float, d: int, n_q: int, k: int, seed: int):
     print(f"  memaudit (memmap, streamed) {res['wall']:.1f} s wall, {res['cpu']:.1f} s cpu, "
           f"{2.0 * n_q * n_ref * d / res['wall'] / 1e9:.1f} GFLOP/s; peak RSS {gib(res['peak_rss'])} "
           f"against a {gib(4 * n_ref * d)} reference")
+    if attack:
+        att = run_worker("attack-memmap", folder, k)
+        print(f"  distance_attack, the same file as {n_ref:,} memory-mapped candidates against "
+              f"{n_q:,} generated samples: {att['wall']:.1f} s wall, {att['cpu']:.1f} s cpu; "
+              f"peak RSS {gib(att['peak_rss'])} (after loading the samples: "
+              f"{gib(att['rss_after_load'])})")
     for f in folder.glob("*.npy"):
         f.unlink()
     return res
@@ -222,6 +273,10 @@ def main(argv=None):
     p.add_argument("--n-ref", type=int, default=100_000)
     p.add_argument("--dims", type=int, nargs="+", default=[1024, 3072])
     p.add_argument("--k", type=int, default=2)
+    p.add_argument("--shift", type=float, default=0.0,
+                   help="added to every value (a common offset; memaudit's answer must not change)")
+    p.add_argument("--metric", default="l2", choices=["l2", "cosine"],
+                   help="metric of the memaudit methods (the peers always use l2)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--methods", nargs="+",
                    default=["gemm", "memaudit", "faiss-flat", "sklearn-brute", "memaudit-numpy",
@@ -230,6 +285,10 @@ def main(argv=None):
                    help="memory allowed for the paper method's broadcast tensor (0: skip)")
     p.add_argument("--memmap-gb", type=float, default=8.0, help="size of the streamed reference (0: skip)")
     p.add_argument("--memmap-queries", type=int, default=1000)
+    p.add_argument("--attack-rss", action="store_true",
+                   help="also run distance_attack with the memory-mapped file as candidates")
+    p.add_argument("--baseline", default=None,
+                   help="another memaudit checkout, run beside this one (see the docstring)")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     p.add_argument("--tmp", default=None, help="folder for the data files (default: a temp dir)")
     p.add_argument("--seed", type=int, default=0)
@@ -238,6 +297,8 @@ def main(argv=None):
     p.add_argument("--queries-limit", type=int, help=argparse.SUPPRESS)
     p.add_argument("--ref-limit", type=int, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    global BASELINE, SHIFT, METRIC
+    BASELINE, SHIFT, METRIC = a.baseline, a.shift, a.metric
     if a.worker:
         print(json.dumps(worker(a.worker, Path(a.data), a.k, a.queries_limit, a.ref_limit)))
         return 0
@@ -253,7 +314,7 @@ def main(argv=None):
         for d in a.dims:
             bench_size(tmp, a.n_queries, a.n_ref, d, a.k, a.repeats, a.methods, a.paper_gib, a.seed)
         if a.memmap_gb > 0:
-            bench_memmap(tmp, a.memmap_gb, a.dims[0], a.memmap_queries, a.k, a.seed)
+            bench_memmap(tmp, a.memmap_gb, a.dims[0], a.memmap_queries, a.k, a.seed, a.attack_rss)
     return 0
 
 

@@ -38,6 +38,64 @@ def naive_knn(queries, reference, k, metric="l2", exclude_self=False):
     return dist, idx, dmat
 
 
+def _pow2_scaled(v):
+    """v divided by the power of two 2^e that puts its largest magnitude in [0.5, 1), and e."""
+    top = np.max(np.abs(v))
+    if top == 0:
+        return v, 0
+    e = int(np.frexp(top)[1])
+    return np.ldexp(v, -e), e
+
+
+def naive_distance_matrix_scaled(queries, reference, metric: str = "l2") -> np.ndarray:
+    """All pairwise distances, one pair at a time, in float64 with power-of-two rescaling.
+
+    l2: sqrt(sum((q - r)^2)) computed on (q - r) / 2^e and multiplied back by 2^e; cosine:
+    1 - q.r / (|q| |r|) on q / 2^a and r / 2^b, clipped to [0, 2]. Dividing by a power of two is
+    exact, so these equal the plain formulas of ``naive_distance_matrix`` wherever those neither
+    overflow nor underflow (1e300 and 1e-300 data included here).
+    """
+    q, r = _flat(queries), _flat(reference)
+    out = np.empty((q.shape[0], r.shape[0]))
+    for i in range(q.shape[0]):
+        for j in range(r.shape[0]):
+            if metric == "l2":
+                y, e = _pow2_scaled(q[i] - r[j])
+                out[i, j] = np.ldexp(np.sqrt(np.sum(y * y)), e)
+            else:
+                a, _ = _pow2_scaled(q[i])
+                b, _ = _pow2_scaled(r[j])
+                cos = np.sum(a * b) / (np.sqrt(np.sum(a * a)) * np.sqrt(np.sum(b * b)))
+                out[i, j] = min(max(1.0 - cos, 0.0), 2.0)
+    return out
+
+
+def naive_knn_scaled(queries, reference, k, metric="l2", exclude_self=False, own=None):
+    """``naive_knn`` on ``naive_distance_matrix_scaled``: sorted (distance, index) of the k nearest,
+    ties broken by the lower index. ``own[i]`` (or i with ``exclude_self``) is left out of row i."""
+    dmat = naive_distance_matrix_scaled(queries, reference, metric)
+    if exclude_self:
+        own = np.arange(dmat.shape[0])
+    if own is not None:
+        dmat[np.arange(dmat.shape[0]), own] = np.inf
+    idx = np.empty((dmat.shape[0], k), dtype=np.int64)
+    dist = np.empty((dmat.shape[0], k))
+    for i, row in enumerate(dmat):
+        order = sorted(range(row.size), key=lambda j: (row[j], j))[:k]
+        idx[i] = order
+        dist[i] = row[order]
+    return dist, idx, dmat
+
+
+def naive_recall(found, queries, reference, k, metric="l2", own=None):
+    """Mean recall@k of neighbour lists ``found`` against the brute force: |found ∩ true| / k.
+
+    ``own[i]``: the reference item that query i is (left out of its true neighbours), or None."""
+    _, true_i, _ = naive_knn_scaled(queries, reference, k, metric, own=own)
+    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) for a, b in zip(found, true_i)])
+                 / k)
+
+
 def naive_nn_ratio(samples, train, threshold=1 / 3, carlini_n=50, carlini_alpha=0.5):
     """d1, d2, ratio, flags, nearest index and Carlini score by brute force."""
     dmat = naive_distance_matrix(samples, train)

@@ -1,8 +1,11 @@
+import os
+
 import numpy as np
 import pytest
 
+import memaudit
 from memaudit.neighbors import BACKENDS, NeighborIndex, knn
-from naive import assert_neighbors_match, naive_knn
+from naive import assert_neighbors_match, naive_knn, naive_knn_scaled, naive_recall
 
 torch = pytest.importorskip("torch")  # the torch backend is part of the tested set
 
@@ -212,6 +215,281 @@ def test_memmap_search_keeps_resident_memory_bounded(tmp_path):
         before = hwm()
         nb = knn(q, mm, 2, block_bytes=16 << 20, progress=False)
         assert (nb.indices[:, 0] == np.arange(50)).all()
+        print(hwm() - before)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    growth = int(out.stdout.strip())
+    assert growth < 96 << 20, f"peak resident memory grew by {growth / 2**20:.0f} MiB"
+
+
+# -- exact numerics (issue 12) ------------------------------------------------------------------
+def test_issue_12_reproduction_common_offset():
+    # 50 noisy copies of training items, all shifted by +1000: every backend finds all 50
+    r = np.random.default_rng(0)
+    t = r.random((1000, 100))
+    s = t[:50] + 0.01 * r.standard_normal((50, 100))
+    got = [int(memaudit.nn_ratio(s + 1000, t + 1000, backend=b, carlini_alpha=None).memorized.sum())
+           for b in BACKENDS]
+    assert got == [50, 50, 50]
+
+
+_BASE = np.random.default_rng(7).random((90, 12))
+_QUERY = np.vstack([_BASE[:8] + 0.01 * np.random.default_rng(8).standard_normal((8, 12)),
+                    np.random.default_rng(9).random((12, 12))])
+_CASES = {
+    "shift +1000": lambda x: x + 1000,
+    "shift +1e6": lambda x: x + 1e6,
+    "shift +1e6 float32": lambda x: (x + 1e6).astype(np.float32),
+    "scale 1e-3": lambda x: x * 1e-3,
+    "scale 1e3": lambda x: x * 1e3,
+    "1e30 float32": lambda x: (x * 1e30).astype(np.float32),
+    "1e30 float64": lambda x: x * 1e30,
+    "1e38 float32": lambda x: (x * 3e38).astype(np.float32),
+    "1e300 float64": lambda x: x * 1e300,
+    "1e-30 float32": lambda x: (x * 1e-30).astype(np.float32),
+    "1e-30 float64": lambda x: x * 1e-30,
+    "1e-300 float64": lambda x: x * 1e-300,
+}
+_WANT = {}
+
+
+def _want(case, metric, exclude_self):
+    key = (case, metric, exclude_self)
+    if key not in _WANT:
+        ref = _CASES[case](_BASE)
+        q = ref if exclude_self else _CASES[case](_QUERY)
+        _WANT[key] = naive_knn_scaled(q, ref, 3, metric, exclude_self=exclude_self)[:2]
+    return _WANT[key]
+
+
+@pytest.mark.parametrize("case", list(_CASES))
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_every_backend_is_identical_to_the_float64_brute_force(tmp_path, case, metric):
+    # indices and float64 distances bit for bit, ties in (distance, index) order, for in-memory
+    # and memory-mapped references, with and without exclude_self
+    ref = _CASES[case](_BASE)
+    np.save(tmp_path / "ref.npy", ref)
+    mm = np.load(tmp_path / "ref.npy", mmap_mode="r")
+    for exclude_self in (False, True):
+        want_d, want_i = _want(case, metric, exclude_self)
+        q = ref if exclude_self else _CASES[case](_QUERY)
+        for backend in BACKENDS:
+            for reference in (ref, mm):
+                nb = knn(q, reference, 3, backend=backend, metric=metric, exclude_self=exclude_self)
+                np.testing.assert_array_equal(nb.indices, want_i)
+                np.testing.assert_array_equal(nb.distances, want_d)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_planted_copies_survive_huge_and_tiny_magnitudes(backend):
+    # the issue: near 1e38 (float32) every copy was lost; 1e300 (float64) was called "Inf";
+    # 1e-30 underflowed. The same 10 noisy copies are flagged at every magnitude.
+    r = np.random.default_rng(3)
+    train = r.random((200, 30))
+    samples = np.vstack([train[:10] + 1e-3 * r.standard_normal((10, 30)), r.random((20, 30))])
+    want = np.arange(30) < 10
+    for scale, dtype in ((3e37, np.float32), (1e300, np.float64), (1e-30, np.float32),
+                         (1e-30, np.float64), (1e-300, np.float64)):
+        res = memaudit.nn_ratio((samples * scale).astype(dtype), (train * scale).astype(dtype),
+                                backend=backend, carlini_alpha=None)
+        np.testing.assert_array_equal(res.memorized, want)
+        np.testing.assert_array_equal(res.nn_index[:10], np.arange(10))
+
+
+def test_magnitudes_beyond_float64_distances_are_refused():
+    ref = np.full((5, 100), 1e307)
+    ref[0] = -1e307  # distances up to 2e308 * 10: beyond float64
+    with pytest.raises(ValueError, match="magnitude 1e\\+307.*power of two"):
+        knn(ref[:2], ref, 1)
+    with pytest.raises(ValueError, match="Inf"):
+        knn(ref[:2], np.full((5, 100), np.inf), 1)
+    # cosine distances do not depend on the magnitude: accepted
+    assert knn(ref[:2], ref, 1, metric="cosine").distances.max() <= 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ties_beyond_the_candidate_list_go_to_the_exact_pass(backend):
+    # 40 copies of one item tie at the k-th distance; only a few fit in the float32 candidate
+    # list, and the float32 scores cannot order the rest: the certificate fails and the float64
+    # pass returns the copies with the lowest indices, as the brute force does
+    r = np.random.default_rng(4)
+    ref = r.normal(size=(300, 6))
+    ref[100:140] = ref[5]
+    q = ref[5:6] + 0.5
+    nb = knn(q, ref, 4, backend=backend, margin=0)
+    want_d, want_i, _ = naive_knn_scaled(q, ref, 4)
+    np.testing.assert_array_equal(nb.indices, want_i)
+    np.testing.assert_array_equal(nb.distances, want_d)
+    assert nb.indices[0].tolist() == [5, 100, 101, 102] and nb.exact_fallback == 1
+    # random data: the certificate covers every query, no float64 pass
+    assert knn(r.normal(size=(50, 6)), ref[:100], 3, backend=backend).exact_fallback == 0
+
+
+def test_reduced_precision_torch_matmul_stays_exact():
+    # with TF32 / bfloat16 GEMMs allowed the certificate's bound widens; the answer does not change
+    r = np.random.default_rng(5)
+    ref, q = r.normal(size=(400, 64)) + 10, r.normal(size=(30, 64)) + 10
+    want_d, want_i, _ = naive_knn_scaled(q, ref, 3)
+    before = torch.get_float32_matmul_precision()
+    try:
+        for precision in ("high", "medium"):
+            torch.set_float32_matmul_precision(precision)
+            nb = knn(q, ref, 3, backend="torch")
+            np.testing.assert_array_equal(nb.indices, want_i)
+            np.testing.assert_array_equal(nb.distances, want_d)
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tiny_magnitudes_have_a_cosine_distance(dtype):
+    # 1e-30 in float32: the squares underflow in float32; the norms are taken in float64
+    r = np.random.default_rng(6)
+    ref = (r.normal(size=(50, 8)) * 1e-30).astype(dtype)
+    nb = knn(ref, ref, 2, metric="cosine", exclude_self=True)
+    want_d, want_i, _ = naive_knn_scaled(ref, ref, 2, "cosine", exclude_self=True)
+    np.testing.assert_array_equal(nb.indices, want_i)
+    np.testing.assert_array_equal(nb.distances, want_d)
+
+
+# -- memory-mapped queries and references ---------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_memmap_queries_stream_in_blocks_and_match(tmp_path, rng, backend):
+    ref = rng.normal(size=(120, 10)).astype(np.float32) + 50
+    q = rng.normal(size=(230, 10)).astype(np.float32) + 50
+    np.save(tmp_path / "q.npy", q)
+    mq = np.load(tmp_path / "q.npy", mmap_mode="r")
+    want = knn(q, ref, 3, backend=backend)
+    got = knn(mq, ref, 3, backend=backend, block_bytes=17 * 10 * 4)  # 17 rows per block
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.distances, want.distances)
+    # both sides memory-mapped, self-query
+    np.save(tmp_path / "r.npy", q)
+    mr = np.load(tmp_path / "r.npy", mmap_mode="r")
+    got = knn(mq, mr, 2, backend=backend, exclude_self=True, block_bytes=23 * 10 * 4)
+    np.testing.assert_array_equal(got.indices, knn(q, q, 2, exclude_self=True).indices)
+
+
+def test_memmap_queries_with_nan_are_refused_before_the_search(tmp_path, rng):
+    q = rng.normal(size=(100, 4)).astype(np.float32)
+    q[61, 1] = np.nan
+    np.save(tmp_path / "q.npy", q)
+    mq = np.load(tmp_path / "q.npy", mmap_mode="r")
+    with pytest.raises(ValueError, match="candidates contains 1 NaN.*item 61"):
+        NeighborIndex(block_bytes=16 * 4 * 4).fit(q[:10] * 0 + 1).search(mq, 1, name="candidates")
+
+
+def test_memmap_views_and_layouts_are_read_correctly(tmp_path, rng):
+    # rows are read from the file (not faulted in through the map): slices, N-D items, Fortran
+    # order and a big-endian file must give the same rows as the array in memory
+    x = rng.normal(size=(80, 3, 2, 2))
+    q = rng.normal(size=(9, 3, 2, 2))
+    for arr in (x, np.asfortranarray(x.reshape(80, 12)), x.astype(">f8")):
+        np.save(tmp_path / "x.npy", arr)
+        mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+        for ref in (mm, mm[13:]):
+            nb = knn(q.reshape(9, -1), ref, 3)
+            want_d, want_i, _ = naive_knn_scaled(q, np.asarray(ref, dtype=np.float64), 3)
+            np.testing.assert_array_equal(nb.indices, want_i)
+            np.testing.assert_array_equal(nb.distances, want_d)
+
+
+# -- recall of approximate indexes ---------------------------------------------------------------
+@pytest.mark.parametrize("index", ["ivf", "hnsw"])
+def test_recall_with_exclude_self_compares_like_with_like(rng, index):
+    # the issue: with exclude_self the self match counted as a hit (0.592 reported, 0.387 true).
+    # The reported recall equals the brute force's recall of the returned lists on the sample.
+    ref = rng.normal(size=(800, 24)).astype(np.float32)
+    nb = knn(ref, ref, 5, exclude_self=True, index=index, nlist=8, nprobe=1, hnsw_m=4,
+             ef_search=8, recall_sample=60, seed=11)
+    sample = np.sort(np.random.default_rng(11).choice(800, size=60, replace=False))
+    truth = naive_recall(nb.indices[sample], ref[sample], ref, 5, own=sample)
+    assert nb.recall == pytest.approx(truth, abs=1e-12)
+    assert not (nb.indices == np.arange(800)[:, None]).any()
+    # counting the self match as a hit would add about one hit in k + 1 to each query
+    assert nb.recall < 0.8
+
+
+def test_recall_sample_larger_than_the_queries_uses_them_all(rng):
+    ref = rng.normal(size=(500, 8)).astype(np.float32)
+    nb = knn(ref[:40], ref, 3, index="ivf", nlist=8, nprobe=1, recall_sample=10_000)
+    assert nb.recall_sample == 40
+    assert nb.recall == pytest.approx(naive_recall(nb.indices, ref[:40], ref, 3), abs=1e-12)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_recall_sample_must_be_a_positive_integer(rng, bad):
+    ref = rng.normal(size=(100, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="recall_sample must be an integer of at least 1"):
+        knn(ref, ref, 2, index="hnsw", recall_sample=bad)
+
+
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), (1.5, TypeError)])
+def test_margin_is_checked(rng, bad, error):
+    with pytest.raises(error, match="margin"):
+        knn(np.zeros((1, 2)), np.eye(2), 1, margin=bad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_certificate_catches_what_float32_cannot_separate(backend):
+    # one coordinate at +-1e6 (so nothing to centre), neighbours 1e-5 apart in the others: the
+    # float32 expansion cannot order them (numpy/torch get every row wrong without refinement),
+    # the certificate refuses every query, and the float64 pass returns the brute force's answer
+    r = np.random.default_rng(0)
+    ref = r.random((400, 8)) * 1e-3
+    ref[:, 0] = r.choice([-1e6, 1e6], 400)
+    q = ref[:20] + r.standard_normal((20, 8)) * 1e-5
+    q[:, 0] = ref[:20, 0]
+    want_d, want_i, _ = naive_knn_scaled(q, ref, 3)
+    nb = knn(q, ref, 3, backend=backend)
+    np.testing.assert_array_equal(nb.indices, want_i)
+    np.testing.assert_array_equal(nb.distances, want_d)
+    assert nb.exact_fallback == 20
+    if backend != "faiss":
+        assert not (knn(q, ref, 3, backend=backend, refine=False).indices == want_i).all()
+
+
+def test_distance_attack_streams_memory_mapped_candidates(tmp_path, rng):
+    from memaudit.probes.sample_attacks import distance_attack
+
+    cand = rng.normal(size=(300, 6)).astype(np.float32) + 100
+    gen = np.vstack([cand[:20] + 1e-3, rng.normal(size=(40, 6)).astype(np.float32) + 100])
+    np.save(tmp_path / "c.npy", cand)
+    mc = np.load(tmp_path / "c.npy", mmap_mode="r")
+    want = -naive_knn_scaled(cand, gen, 1)[0][:, 0]
+    np.testing.assert_array_equal(distance_attack(mc, gen, block_bytes=37 * 6 * 4), want)
+    cand[123, 4] = np.inf
+    np.save(tmp_path / "c.npy", cand)
+    with pytest.raises(ValueError, match="candidates contains 0 NaN and 1 Inf.*item 123"):
+        distance_attack(np.load(tmp_path / "c.npy", mmap_mode="r"), gen)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_memmap_queries_keep_resident_memory_bounded(tmp_path):
+    # a 128 MiB memory-mapped candidate set against 50 samples, 16 MiB blocks: the process grows
+    # by far less than the file (it used to be read whole)
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "cand.npy"
+    x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(32768, 1024))
+    for s in range(0, 32768, 4096):
+        x[s:s + 4096] = np.random.default_rng(s).standard_normal((4096, 1024), dtype=np.float32)
+    x.flush()
+    del x
+    code = textwrap.dedent(f"""
+        import numpy as np
+        from memaudit.probes.sample_attacks import distance_attack
+        def hwm():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        mm = np.load({str(path)!r}, mmap_mode="r")
+        gen = np.asarray(mm[:50]) + 0.0
+        before = hwm()
+        score = distance_attack(mm, gen, block_bytes=16 << 20)
+        assert (score[:50] == 0).all() and (score[50:] < 0).all()
         print(hwm() - before)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -19,7 +19,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from .._validation import as_2d_array, check_positive_int, check_same_dim
-from ..neighbors import knn
+from ..neighbors import NeighborIndex
 
 __all__ = ["distance_attack", "density_ratio_attack", "kde_log_density", "scott_bandwidth"]
 
@@ -28,7 +28,26 @@ def distance_attack(candidates, generated, *, k: int = 1, metric: str = "l2",
                     progress=None, **search) -> np.ndarray:
     """Minus the distance from each candidate to its k-th nearest generated sample.
 
-    ``search`` goes to :func:`memaudit.neighbors.knn` (backend, index, block sizes).
+    Parameters
+    ----------
+    candidates : array-like or numpy.memmap of shape (n, ...)
+        Items whose membership is tested. A memory-mapped array (e.g. a training set on disk) is
+        streamed in blocks of ``block_bytes``, never loaded whole.
+    generated : array-like of shape (m, ...)
+        Samples of the model.
+    k : int, default=1
+        Which nearest generated sample (k = 1 in the paper).
+    metric : {"l2", "cosine"}, default="l2"
+    progress : bool or None
+        Progress bar on stderr.
+    **search
+        :class:`memaudit.neighbors.NeighborIndex` options (backend, index, block sizes). The
+        distances are exact (those of the float64 brute force) with exact search.
+
+    Returns
+    -------
+    ndarray of shape (n,), float64
+        Higher = more likely a member.
     """
     c = as_2d_array(candidates, "candidates")
     g = as_2d_array(generated, "generated")
@@ -36,7 +55,8 @@ def distance_attack(candidates, generated, *, k: int = 1, metric: str = "l2",
     check_positive_int(k, "k")
     if k > g.shape[0]:
         raise ValueError(f"k={k} but there are only {g.shape[0]} generated samples")
-    nb = knn(c, g, k=k, metric=metric, progress=progress, **search)
+    index = NeighborIndex(metric, progress=progress, **search).fit(g, name="generated")
+    nb = index.search(c, k=k, name="candidates")
     return -nb.distances[:, k - 1].astype(np.float64)
 
 
