@@ -18,6 +18,8 @@ are read from every point, ties included, and the bootstrap uses the same functi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import stats as _st
 
@@ -26,7 +28,34 @@ from .results import Rate
 
 __all__ = ["bootstrap_rate", "wilson_interval", "newcombe_interval", "mover_interval", "rate",
            "rate_difference", "cluster_rate", "roc_points", "roc_auc", "tpr_at_fpr",
-           "fpr_resolved", "auc_score_interval", "seed_label"]
+           "fpr_resolved", "auc_score_interval", "seed_label", "StatsConfig"]
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """How every interval in memaudit is computed: the one home of these defaults.
+
+    Probes and runners take these three settings and read their defaults from here
+    (``StatsConfig.n_bootstrap`` etc.), so a change lands everywhere at once.
+
+    Parameters
+    ----------
+    n_bootstrap : int
+        Bootstrap resamples behind each percentile interval.
+    confidence : float
+        Two-sided confidence of every interval, in (0, 1).
+    seed : int
+        Root of the random streams (``numpy.random.SeedSequence(seed).spawn``) that draw the
+        resamples; the same seed gives the same report.
+    """
+
+    n_bootstrap: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self):
+        check_positive_int(self.n_bootstrap, "n_bootstrap")
+        check_fraction(self.confidence, "confidence", low_open=True, high_open=True)
 
 
 def seed_label(seed) -> str:
