@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 from memaudit import NNRatioProbe
-from memaudit.audit import AuditConfig, run_audit
+from memaudit.runners import AuditConfig, run_audit
 
 
 def smooth_images(rng, n, size):
@@ -66,10 +66,9 @@ def main(argv=None):
         print(f"  sample {i} copies {result.nn_id[i]} (d1/d2 = {result.ratio[i]:.3f})")
 
     # 2) the same through the audit runner, which also writes the report
-    report = run_audit(AuditConfig(train=train, samples=samples, holdout=holdout, seed=a.seed,
-                                   fail_above=0.01))
-    paths = report.write(a.out)
-    print(f"report: {paths['html']} (gate {'passed' if report.passed else 'failed'})")
+    run = run_audit(AuditConfig(train=train, samples=samples, holdout=holdout, seed=a.seed,
+                                fail_above=0.01, out=a.out))
+    print(f"report: {run.paths['html']} (gate {'passed' if run.passed else 'failed'})")
     return result
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from memaudit.audit import AuditConfig
+from memaudit.runners import AuditConfig
 from memaudit.cli import EXIT_ERROR, EXIT_GATE, EXIT_OK, EXIT_USAGE, build_parser, main
 from memaudit.report import SCHEMA_VERSION, atomic_write_text
 
@@ -73,8 +73,8 @@ def test_json_output(sets, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--threshold", "1.5"], "threshold must lie in (0, 1)"),
-        (["--threshold", "0"], "threshold must lie in (0, 1)"),
+        (["--threshold", "1.5"], "threshold (--threshold) must lie in (0, 1)"),
+        (["--threshold", "0"], "threshold (--threshold) must lie in (0, 1)"),
         (["--gate", "excess", "--fail-above", "0.1"], "needs a holdout"),
         (["--fail-above", "2"], "--fail-above) must lie in [0, 1]"),
     ],
@@ -115,12 +115,13 @@ def test_help_is_complete(capsys):
     exposed = {"train", "samples", "holdout", "threshold", "metric", "backend", "index",
                "carlini_alpha", "carlini_n", "n_bootstrap", "confidence", "seed", "resize", "mode",
                "gallery", "fail_above", "gate", "skip_unreadable", "duplicates",
-               "duplicates_threshold", "membership", "ranges", "layouts"}
-    option = {"ranges": "range", "layouts": "layout"}  # repeatable options, one value each
+               "duplicates_threshold", "membership", "ranges", "layouts", "out", "progress"}
+    # repeatable options, one value each; progress is switched off
+    option = {"ranges": "range", "layouts": "layout", "progress": "no_progress"}
     for name in exposed:
         assert "--" + option.get(name, name).replace("_", "-") in text
-    # every AuditConfig field is on the command line, except the two that the CLI sets itself
-    fields = set(AuditConfig.__dataclass_fields__) - {"notes", "progress"}
+    # every AuditConfig field is on the command line, except the notes that runners write
+    fields = set(AuditConfig.__dataclass_fields__) - {"notes"}
     assert fields == exposed
     assert "Exit codes" in text and "Bonnaire" in text and "--no-progress" in text
     assert "--json" in text and "--out" in text
@@ -175,7 +176,7 @@ def test_demo_finds_every_planted_copy(tmp_path, capsys):
 
 def test_demo_trains_a_model_and_tracks_it(tmp_path, capsys):
     pytest.importorskip("torch")
-    from memaudit.cli import _demo_model
+    from memaudit.runners.demo import demo_model as _demo_model
 
     if _demo_model() is None:
         pytest.skip("the demo model (reference_models entry point) is not installed")

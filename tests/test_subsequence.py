@@ -406,41 +406,59 @@ def series_files(tmp_path_factory):
 
 
 _BAD = [
-    (["--stride", "0"], "--stride must be at least 1, got 0"),
-    (["--stride", "-2"], "--stride must be at least 1"),
-    (["--stride", "2.5"], "--stride must be an integer, got '2.5'"),
-    (["--stride", "abc"], "--stride must be an integer"),
-    (["--window", "0"], "--window must be at least 1"),
-    (["--window", "-4"], "--window must be at least 1"),
-    (["--window", "8.5"], "--window must be an integer"),
-    (["--exclusion-zone", "-1"], "--exclusion-zone must be at least 0"),
-    (["--exclusion-zone", "1.5"], "--exclusion-zone must be an integer"),
-    (["--threshold", "0"], "--threshold must lie in (0, 1)"),
-    (["--threshold", "1"], "--threshold must lie in (0, 1)"),
-    (["--threshold", "1.5"], "--threshold must lie in (0, 1)"),
-    (["--threshold", "-0.2"], "--threshold must lie in (0, 1)"),
-    (["--threshold", "nan"], "--threshold must lie in (0, 1)"),
-    (["--threshold", "abc"], "--threshold must be a number"),
-    (["--max-distance", "-1"], "--max-distance must be a finite number >= 0"),
-    (["--max-distance", "nan"], "--max-distance must be a finite number >= 0"),
-    (["--max-distance", "inf"], "--max-distance must be a finite number >= 0"),
-    (["--max-distance", "x"], "--max-distance must be a number"),
-    (["--n-bootstrap", "0"], "--n-bootstrap must be at least 1"),
-    (["--n-bootstrap", "2.5"], "--n-bootstrap must be an integer"),
-    (["--seed", "-1"], "--seed must be at least 0"),
+    (["--stride", "0"], "stride (--stride) must be at least 1, got 0"),
+    (["--stride", "-2"], "stride (--stride) must be at least 1"),
+    (["--window", "0"], "window (--window) must be at least 1"),
+    (["--window", "-4"], "window (--window) must be at least 1"),
+    (["--exclusion-zone", "-1"], "exclusion_zone (--exclusion-zone) must be at least 0"),
+    (["--threshold", "0"], "threshold (--threshold) must lie in (0, 1)"),
+    (["--threshold", "1"], "threshold (--threshold) must lie in (0, 1)"),
+    (["--threshold", "1.5"], "threshold (--threshold) must lie in (0, 1)"),
+    (["--threshold", "-0.2"], "threshold (--threshold) must lie in (0, 1)"),
+    (["--max-distance", "-1"], "max_distance (--max-distance) must be a finite number >= 0"),
+    (["--max-distance", "nan"], "max_distance (--max-distance) must be a finite number >= 0"),
+    (["--max-distance", "inf"], "max_distance (--max-distance) must be a finite number >= 0"),
+    (["--n-bootstrap", "0"], "n_bootstrap (--n-bootstrap) must be at least 1"),
+    (["--seed", "-1"], "seed (--seed) must be a non-negative integer"),
 ]
+# values that are not numbers at all are usage errors (exit 2), as for every command
+_USAGE = [
+    (["--stride", "2.5"], "argument --stride: invalid int value: '2.5'"),
+    (["--stride", "abc"], "argument --stride: invalid int value"),
+    (["--window", "8.5"], "argument --window: invalid int value"),
+    (["--exclusion-zone", "1.5"], "argument --exclusion-zone: invalid int value"),
+    (["--threshold", "nan"], "argument --threshold: not a number or fraction"),
+    (["--threshold", "abc"], "argument --threshold: not a number or fraction"),
+    (["--max-distance", "x"], "argument --max-distance: not a number"),
+    (["--n-bootstrap", "2.5"], "argument --n-bootstrap: invalid int value"),
+]
+
+
+def _bad_option_argv(series_files, extra):
+    args = {"--train": str(series_files / "missing.npy"), "--samples": str(series_files / "fake.npy"),
+            "--window": "32", "--out": str(series_files / "out-bad")}
+    args.update(dict(zip(extra[::2], extra[1::2])))
+    return ["subsequences", *[x for kv in args.items() for x in kv]]
 
 
 @pytest.mark.parametrize("extra, message", _BAD, ids=[" ".join(a) for a, _ in _BAD])
 def test_bad_options_are_refused_before_any_file_is_read(series_files, capsys, extra, message):
     from memaudit.cli import EXIT_ERROR, main
 
-    args = {"--train": str(series_files / "missing.npy"), "--samples": str(series_files / "fake.npy"),
-            "--window": "32", "--out": str(series_files / "out-bad")}
-    args.update(dict(zip(extra[::2], extra[1::2])))
-    assert main(["subsequences", *[x for kv in args.items() for x in kv]]) == EXIT_ERROR
+    assert main(_bad_option_argv(series_files, extra)) == EXIT_ERROR
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("memaudit: error: ") and message in err
+    assert not (series_files / "out-bad").exists()
+
+
+@pytest.mark.parametrize("extra, message", _USAGE, ids=[" ".join(a) for a, _ in _USAGE])
+def test_options_that_are_not_numbers_are_usage_errors(series_files, capsys, extra, message):
+    from memaudit.cli import EXIT_USAGE, main
+
+    with pytest.raises(SystemExit) as exc:
+        main(_bad_option_argv(series_files, extra))
+    assert exc.value.code == EXIT_USAGE
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (series_files / "out-bad").exists()
 
 

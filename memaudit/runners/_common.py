@@ -1,0 +1,205 @@
+"""What every runner shares: config fields that carry their help, defaults read from their owners,
+input loading, one-line errors that name the option, and the result of a run.
+
+A config field is a dataclass field whose ``metadata`` says what it means (``help``) and, for the
+command line, how its value is read (``kind``, ``choices``, ``metavar``, ``flag``, ``group``,
+``required``, ``default_text``). :mod:`memaudit.cli` builds every parser from these fields, so an
+option's default and help are written once, here, beside the setting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import platform
+import re
+from dataclasses import dataclass, field, fields
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from .._io import check_writable_dir
+from .._validation import check_same_dim
+from ..conventions import harmonize, parse_declarations
+from ..gate import verdict_line
+from ..sources import Dataset, load_dataset
+from ..stats import StatsConfig
+
+__all__ = ["option", "defaults_of", "STATS", "Run", "package_versions", "load_inputs",
+           "resolved", "option_errors", "flag_of", "check_out", "declarations"]
+
+STATS = StatsConfig()  # the defaults of n_bootstrap, confidence and seed, owned by memaudit.stats
+
+
+def defaults_of(obj) -> dict:
+    """The keyword defaults of a class's ``__init__`` or of a function, by parameter name."""
+    return {k: p.default for k, p in inspect.signature(obj).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def option(default=None, help: str = "", *, factory=None, **cli):
+    """A config field with its help text and how the command line reads it (see the module)."""
+    meta = {"help": help, **cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _declaration_help(what: str, sets: tuple) -> str:
+    if what == "range":
+        return (f"declare the value range of an input (SET one of {', '.join(sets)}; no SET= for "
+                "all), e.g. samples=-1,1 (diffusers) or samples=0,255 (uint8): it is converted to "
+                "the first set's range. Without it, inputs whose ranges differ are refused, never "
+                "compared as they are. Repeatable")
+    return ("declare the layout of an input, e.g. samples=CHW (PyTorch's channels-first): it is "
+            "converted to the first set's layout. Repeatable")
+
+
+def declarations(what: str, sets: tuple, **cli):
+    """The ``ranges`` / ``layouts`` field of a config over the inputs ``sets``.
+
+    Its value is a dict ``{"samples": "-1,1"}`` or the command line's list ``["samples=-1,1",
+    "0,1"]`` (an entry without ``SET=`` applies to every set).
+    """
+    return option(None, _declaration_help(what, sets), kind="declarations", flag=f"--{what}",
+                  metavar=f"[SET=]{'LO,HI' if what == 'range' else 'HWC|CHW'}", sets=sets,
+                  default_text="none: inferred, and a mismatch is refused", **cli)
+
+
+def flag_of(f) -> str:
+    """The command-line option of a config field: ``--n-bootstrap`` for ``n_bootstrap``."""
+    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+
+
+@contextlib.contextmanager
+def option_errors(config, aliases: dict | None = None):
+    """Name the option in a parameter error: ``stride must ...`` -> ``stride (--stride) must ...``.
+
+    ``aliases`` maps a probe's parameter name to the config field it comes from (``length`` ->
+    ``window``). Only errors about settings pass through here, never errors about data.
+    """
+    flags = {f.name: flag_of(f) for f in fields(config)}
+    for probe_name, field_name in (aliases or {}).items():
+        flags[probe_name] = flags[field_name]
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        msg = str(exc)
+        m = re.match(r"(\w+) (?!\()", msg)  # "name (...)" is named already
+        if m and m.group(1) in flags:
+            name = m.group(1)
+            field_name = (aliases or {}).get(name, name)
+            raise type(exc)(f"{field_name} ({flags[name]}) {msg[m.end():]}") from None
+        raise
+
+
+def check_out(config) -> None:
+    """Refuse, before any work, an output folder that cannot be written (one line)."""
+    if getattr(config, "out", None) is not None:
+        check_writable_dir(config.out)
+
+
+def package_versions() -> dict:
+    """Versions of Python and of the packages that shape the numbers."""
+    out = {"python": platform.python_version()}
+    for pkg in ("memaudit", "numpy", "scipy", "scikit-learn", "faiss-cpu", "Pillow", "torch"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def parsed_declarations(config, names) -> tuple[dict, dict]:
+    """The config's ``ranges`` and ``layouts`` as dicts (command-line lists parsed, one-line errors)."""
+    out = []
+    for attr, flag in (("ranges", "--range"), ("layouts", "--layout")):
+        value = getattr(config, attr, None)
+        if isinstance(value, dict) or value is None:
+            out.append(dict(value or {}))
+        else:
+            out.append(parse_declarations([value] if isinstance(value, str) else value, names, flag))
+    return out[0], out[1]
+
+
+def _load(value, name, config) -> Dataset | None:
+    if value is None or isinstance(value, Dataset):
+        return value
+    return load_dataset(value, name, resize=getattr(config, "resize", None),
+                        mode=getattr(config, "mode", None),
+                        skip_unreadable=getattr(config, "skip_unreadable", False))
+
+
+def load_inputs(config, names=("train", "samples", "holdout")):
+    """Load the inputs a config names and bring them to one convention (or refuse, one line).
+
+    Returns ``(datasets, notes)``: a dict name -> Dataset (None for inputs not given), every
+    Dataset with its :class:`memaudit.conventions.Convention`, converted where the config declares
+    a range or layout; and notes for the report. The first name is the reference (the training
+    set, or the members).
+    """
+    ranges, layouts = parsed_declarations(config, names)
+    loaded = {k: _load(getattr(config, k), k, config) for k in names}
+    first = names[0]
+    for k, ds in loaded.items():
+        if ds is not None and k != first:
+            check_same_dim(ds.x, loaded[first].x, k, first)
+    return harmonize(loaded, ranges=ranges, layouts=layouts)
+
+
+def resolved(config, **override) -> dict:
+    """A JSON-safe copy of a config for the report; arrays are described by their shape."""
+    out = {}
+    for f in fields(config):
+        v = override.get(f.name, getattr(config, f.name))
+        if isinstance(v, Dataset):
+            v = v.source
+        elif isinstance(v, Path):
+            v = str(v)
+        elif v is not None and not isinstance(v, (str, int, float, bool, list, tuple, dict)):
+            v = f"<{type(v).__name__} of shape {tuple(np.shape(v))}>"
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    out.update({k: v for k, v in override.items() if k not in out})
+    return out
+
+
+@dataclass
+class Run:
+    """What every runner returns: its typed result (in the subclass), the gate and the files.
+
+    Attributes
+    ----------
+    config : the config dataclass the run was made from
+    gate : dict or None
+        The gate's record (figure, value, fail_above, passed), also written in the report.
+    paths : dict or None
+        ``{"json": Path, "html": Path}`` once the report is written (``config.out`` or
+        :meth:`write`).
+    notes : list of str
+        Remarks for the report; those starting with "warning" are also printed on stderr.
+    """
+
+    config: object
+    gate: dict | None = None
+    paths: dict | None = None
+    notes: list = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """False only when a gate was set and the gated figure is above it (or not computed)."""
+        return self.gate is None or bool(self.gate["passed"])
+
+    def warnings(self) -> list:
+        """The lines for stderr: every note that starts with "warning"."""
+        return [n for n in self.notes if n.startswith("warning")]
+
+    def _tail(self) -> list:
+        """The last lines of every text summary: the gate's verdict and the report's files."""
+        lines = [] if self.gate is None else [verdict_line(self.gate)]
+        if self.paths is not None:
+            lines.append(f"report: {self.paths['json']}\n        {self.paths['html']}")
+        return lines
+
+    def _report_paths(self) -> dict:
+        return {} if self.paths is None else {k: str(v) for k, v in self.paths.items()}

@@ -1,0 +1,211 @@
+"""The duplicates runner: duplicate groups inside a training set and, with samples, the samples
+that copy training items (beside a held-out control when one is given) -> the gate on the copy
+rate -> duplicates.json and duplicates.html.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .._validation import check_fraction, check_positive_int, check_seed
+from ..conventions import pixel_scale, require_images
+from ..gate import GATES, Gate
+from ..probes.duplicates import (DEFAULTS, METHODS, CopyRateResult, find_copies,
+                                 find_copies_with_control, find_duplicates, parse_threshold)
+from ._common import (STATS, Run, check_out, declarations, defaults_of, load_inputs, option,
+                      option_errors, package_versions, parsed_declarations, resolved)
+
+__all__ = ["DuplicatesConfig", "DuplicatesRun", "run_duplicates"]
+
+SETS = ("train", "samples", "holdout")
+_FIND = defaults_of(find_duplicates)
+_GATE = Gate()
+# phash, not the array function's "embedding": this runner reads image files and folders, where a
+# perceptual hash needs no encoder and still matches resized or re-encoded copies (imagededup's
+# choice too); find_duplicates defaults to "embedding" because its input is usually a feature
+# array, on which hashes are refused.
+DEFAULT_METHOD = "phash"
+
+
+def _threshold_defaults() -> str:
+    return ", ".join(f"{m} {'none' if DEFAULTS[m][0] is None else DEFAULTS[m][0]}" for m in METHODS)
+
+
+@dataclass
+class DuplicatesConfig:
+    """Duplicates inside a training set and copies of it among generated samples.
+
+    ``method`` defaults to phash, not :func:`memaudit.probes.duplicates.find_duplicates`'s
+    embedding: this runner reads image files and folders, where a perceptual hash needs no encoder
+    and still matches resized or re-encoded copies; the array function's inputs are usually
+    feature vectors, on which hashes are refused. Every field's default is in its ``help``
+    (``memaudit duplicates -h``).
+    """
+
+    train: object = option(None, "training items", kind="path", required=True, metavar="PATH")
+    samples: object = option(None, "generated samples to match against train", kind="path",
+                             metavar="PATH", default_text="none: train only")
+    holdout: object = option(None, "held-out real items never trained on: the control of the "
+                             "samples' copy rate (needs --samples)", kind="path", metavar="PATH",
+                             default_text="none: no control")
+    method: str = option(DEFAULT_METHOD, "what counts as a duplicate (phash for image files: no "
+                         "encoder needed)", choices=METHODS)
+    threshold: object = option(None, "phash/dhash: Hamming distance at most T, an integer from 0 "
+                               "to 64; embedding: cosine similarity at least T, in (0, 1]; "
+                               "tiled_l2: tiled l2 distance at most T, in (0, 1]; exact: none",
+                               kind="text", metavar="T",
+                               default_text=f"the method's: {_threshold_defaults()}")
+    index: str = option(_FIND["index"], "embedding: exact range search, or IVF with measured "
+                        "recall", choices=("exact", "ivf"))
+    resize: object = option(None, "image folders: resize every image (e.g. 32 or 32x32)",
+                            kind="size", metavar="HxW", default_text="none: images keep their size")
+    mode: str | None = option(None, "image folders: grayscale (L) or colour (RGB)",
+                              choices=("L", "RGB"),
+                              default_text="L when every image is grayscale, else RGB")
+    skip_unreadable: bool = option(False, "skip image files that cannot be decoded (they are "
+                                   "listed in the report)")
+    ranges: object = declarations("range", SETS)
+    layouts: object = declarations("layout", SETS)
+    n_bootstrap: int = option(STATS.n_bootstrap, "bootstrap resamples of the copy rates' "
+                              "intervals", metavar="B")
+    confidence: float = option(STATS.confidence, "interval level")
+    seed: int = option(STATS.seed, "seed (IVF training, recall sample, intervals of the copy "
+                       "rates)")
+    fail_above: float | None = option(_GATE.fail_above, "fail (exit code 3) when the gated copy "
+                                      "rate is above RATE (a fraction: 0.01 = 1%); needs "
+                                      "--samples", kind="fraction", metavar="RATE",
+                                      default_text="none: no gate")
+    gate: str = option(_GATE.gate, "figure read by --fail-above: the share of samples that match "
+                       "a training item (rate) or its excess over the held-out control (excess, "
+                       "needs --holdout)", choices=GATES)
+    out: object = option(None, "folder for duplicates.json and duplicates.html", kind="path",
+                         required=True, metavar="DIR", default_text="none: not written")
+    progress: bool | None = option(None, "progress bars on stderr", kind="off",
+                                   flag="--no-progress", default_text="on when stderr is a terminal")
+
+
+@dataclass
+class DuplicatesRun(Run):
+    """What :func:`run_duplicates` returns.
+
+    ``results`` maps "train" (groups inside the training set), "samples_vs_train" and
+    "holdout_vs_train" to :class:`memaudit.probes.duplicates.DuplicateResult`; ``control`` is the
+    :class:`~memaudit.probes.duplicates.CopyRateResult` when a holdout was given.
+    """
+
+    results: dict = None
+    control: CopyRateResult | None = None
+    datasets: dict = None
+    elapsed: float = 0.0
+
+    def warnings(self) -> list:
+        """Every note of the loading step (conventions, scales), for stderr."""
+        return list(self.notes)
+
+    def write(self, out_dir) -> dict:
+        """Write duplicates.json and duplicates.html into ``out_dir``; returns their paths.
+
+        The writer takes no gate yet: the gate's record travels in the config, as ``gate_record``.
+        """
+        from ..report import write_duplicates_report
+
+        config = resolved(self.config, threshold=self.results["train"].threshold,
+                          gate_record=self.gate)
+        self.paths = write_duplicates_report(out_dir, self.results, self.datasets, config,
+                                             package_versions(), self.elapsed,
+                                             control=self.control)
+        return self.paths
+
+    def summary(self) -> str:
+        lines = [f"{key}: {res.summary()}" for key, res in self.results.items()]
+        if self.control is not None:
+            lines.append(f"copy rate vs held-out control: {self.control.summary()}")
+        for name, ds in self.datasets.items():
+            if ds is not None and ds.skipped:
+                lines.append(f"{name}: skipped {len(ds.skipped)} unreadable file(s), listed in "
+                             "the report")
+        return "\n".join(lines + self._tail())
+
+    def to_summary(self) -> dict:
+        out = {k: {kk: vv for kk, vv in v.to_dict().items() if kk not in ("groups", "pairs", "matches")}
+               for k, v in self.results.items()}
+        if self.control is not None:
+            out["copy_rate"] = self.control.to_dict()
+        return {**out, "gate": self.gate, "report": self._report_paths()}
+
+
+def _check(config: DuplicatesConfig):
+    """Everything refused before any file is read; returns the gate and the parsed threshold."""
+    if config.train is None:
+        raise ValueError("duplicates needs a training set (train, --train)")
+    if config.method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {config.method!r}")
+    t = config.threshold
+    threshold = parse_threshold(config.method, t if t is None or isinstance(t, str) else format(t, "g"))
+    if t is not None and not isinstance(t, str):
+        threshold = t
+    if config.holdout is not None and config.samples is None:
+        raise ValueError("--holdout is the control of the samples' copy rate: give --samples too")
+    gate = Gate(config.fail_above, config.gate).check(has_control=config.holdout is not None,
+                                                      command="duplicates")
+    if gate.active and config.samples is None:
+        raise ValueError("duplicates: the gate (--fail-above) reads the samples' copy rate: give "
+                         "--samples")
+    with option_errors(config):
+        check_seed(config.seed, "seed (--seed)")
+        check_positive_int(config.n_bootstrap, "n_bootstrap")
+        check_fraction(config.confidence, "confidence")
+    parsed_declarations(config, SETS)
+    check_out(config)
+    return gate, threshold
+
+
+def _gated(config, results, control):
+    """The gated figure's name and value: the samples' copy rate, or its excess over control."""
+    if config.gate == "excess":
+        return "duplicates.excess_over_control", control.excess.value
+    if control is not None:
+        return "duplicates.copy_rate", control.rate.value
+    res = results.get("samples_vs_train")
+    return "duplicates.copy_rate", None if res is None else res.n_duplicated / res.n_items
+
+
+def run_duplicates(config: DuplicatesConfig) -> DuplicatesRun:
+    """Find duplicates and copies as ``config`` says (see the module).
+
+    Returns
+    -------
+    DuplicatesRun
+        ``.results``, ``.control``, ``.gate``, ``.passed``; ``.paths`` when ``config.out`` is set
+        (else ``.write(out_dir)``).
+    """
+    gate, threshold = _check(config)
+    t0 = time.perf_counter()
+    # one convention for every set (refused or converted as in audit); the probe quantizes with
+    # the training set's range and precision
+    loaded, notes = load_inputs(config, SETS)
+    train, samples, holdout = (loaded[k] for k in SETS)
+    require_images(config.method, train)
+    common = dict(threshold=threshold, index=config.index, seed=config.seed,
+                  progress=config.progress, item_shape=train.item_shape, **pixel_scale(train))
+    results = {"train": find_duplicates(train.x, config.method, ids=train.ids, **common)}
+    control = None
+    if holdout is not None:
+        control = find_copies_with_control(samples.x, train.x, holdout.x, config.method,
+                                           sample_ids=samples.ids, reference_ids=train.ids,
+                                           holdout_ids=holdout.ids, n_bootstrap=config.n_bootstrap,
+                                           confidence=config.confidence, **common)
+        results["samples_vs_train"] = control.samples
+        results["holdout_vs_train"] = control.control
+    elif samples is not None:
+        results["samples_vs_train"] = find_copies(samples.x, train.x, config.method,
+                                                  sample_ids=samples.ids, reference_ids=train.ids,
+                                                  **common)
+    record = gate.apply(*_gated(config, results, control))
+    run = DuplicatesRun(config=config, gate=record, notes=notes, results=results, control=control,
+                        datasets={"train": train, "samples": samples, "holdout": holdout},
+                        elapsed=time.perf_counter() - t0)
+    if config.out is not None:
+        run.write(config.out)
+    return run

@@ -1,0 +1,179 @@
+"""The subsequences runner: training and generated time series (and a held-out control) -> the
+subsequence probe on every window -> the gate on the share of generated series with a memorized
+window (or its excess over control) -> subsequences.json and subsequences.html.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ..adapters.timeseries import as_series_list
+from .._validation import check_positive_int, check_seed
+from ..gate import GATES, Gate
+from ..probes.subsequence import SubsequenceProbe, SubsequenceResult
+from ..sources import load_series
+from ._common import (STATS, Run, check_out, defaults_of, option, option_errors,
+                      package_versions, resolved)
+
+__all__ = ["SubsequencesConfig", "SubsequencesRun", "run_subsequences"]
+
+_SS = defaults_of(SubsequenceProbe)
+_GATE = Gate()
+SETS = ("train", "samples", "holdout")
+
+
+@dataclass
+class SubsequencesConfig:
+    """Do generated time series replay stretches of training series?
+
+    Inputs are paths (.npy, .npz[:key] with an optional ``ids`` array, .csv with one series per
+    row) or arrays of shape (n_series, length) or (n_series, length, channels) (``layout``). The
+    probe's settings and their defaults are :class:`memaudit.probes.subsequence.SubsequenceProbe`'s
+    (``window`` is its ``length``; ``normalize`` False compares raw values); ``memaudit
+    subsequences -h`` prints them all.
+    """
+
+    train: object = option(None, "training series", kind="path", required=True, metavar="PATH")
+    samples: object = option(None, "generated series", kind="path", required=True, metavar="PATH")
+    holdout: object = option(None, "held-out real series (the control)", kind="path",
+                             metavar="PATH", default_text="none: no control")
+    window: int | None = option(None, "window length in steps", kind="int", required=True,
+                                metavar="L")
+    stride: int = option(_SS["stride"], "steps between compared windows of a generated series; "
+                         "1 compares every window, so a replayed stretch of L steps or more is "
+                         "compared whole at any offset; with S > 1 only replays of L + S - 1 "
+                         "steps or more are sure to be compared, at about 1/S of the cost",
+                         metavar="S", default_text=f"{_SS['stride']}: every window")
+    normalize: bool = option(_SS["normalize"], "z-normalised distance (shape only; a generated "
+                             "window constant in every channel then has no shape and is counted "
+                             "as not evaluable, never flagged); --raw compares raw values "
+                             "(Euclidean distance)", kind="off", flag="--raw",
+                             default_text="z-normalised")
+    exclusion_zone: int | None = option(_SS["exclusion_zone"], "the second match may not start "
+                                        "within Z steps of the first in the same series",
+                                        kind="int", metavar="Z", default_text="L - 1: no overlap")
+    threshold: float = option(_SS["threshold"], "memorized when d1/d2 < K, K in (0, 1); a window "
+                              "at distance 0 of two training stretches (d1 = d2 = 0) is a copy",
+                              metavar="K")
+    max_distance: float | None = option(_SS["max_distance"], "also count windows with d1 <= D "
+                                        "(D >= 0) as matches", kind="number", metavar="D",
+                                        default_text="none")
+    layout: str = option(_SS["layout"], "3-D arrays: (series, time, channels) or (series, "
+                         "channels, time)", choices=("NTC", "NCT"))
+    n_bootstrap: int = option(STATS.n_bootstrap, "bootstrap resamples of the intervals",
+                              metavar="B")
+    confidence: float = option(STATS.confidence, "interval level")
+    seed: int = option(STATS.seed, "seed of the bootstrap")
+    fail_above: float | None = option(_GATE.fail_above, "fail (exit code 3) when the gated rate "
+                                      "is above RATE (a fraction: 0.01 = 1%)", kind="fraction",
+                                      metavar="RATE", default_text="none: no gate")
+    gate: str = option(_GATE.gate, "rate: share of generated series with a memorized window; "
+                       "excess: its excess over the held-out control (needs --holdout)",
+                       choices=GATES)
+    out: object = option(None, "folder for subsequences.json and subsequences.html",
+                         kind="path", required=True, metavar="DIR",
+                         default_text="none: not written")
+    progress: bool | None = option(None, "progress bars on stderr", kind="off",
+                                   flag="--no-progress", default_text="on when stderr is a terminal")
+
+
+@dataclass
+class SubsequencesRun(Run):
+    """What :func:`run_subsequences` returns: the probe's result and the series it was run on."""
+
+    result: SubsequenceResult = None
+    probe: SubsequenceProbe = None
+    series: dict = None  # name -> (list of (length, channels) arrays, ids, description)
+    elapsed: float = 0.0
+
+    def resolved_config(self) -> dict:
+        """The config with the probe's resolved settings (the exclusion zone's L - 1, ...)."""
+        p = self.probe
+        return resolved(self.config, window=p.length, stride=p.stride, exclusion_zone=p.zone_,
+                        threshold=p.threshold, max_distance=p.max_distance,
+                        n_bootstrap=p.n_bootstrap, seed=p.seed)
+
+    def write(self, out_dir) -> dict:
+        """Write subsequences.json and subsequences.html into ``out_dir``; returns their paths."""
+        from ..report_series import write_subsequence_report
+
+        samples, sample_ids, _ = self.series["samples"]
+        self.paths = write_subsequence_report(
+            out_dir, self.result, samples, self.series["train"][0], train_ids=self.probe.train_ids_,
+            sample_ids=sample_ids if sample_ids is not None else list(range(len(samples))),
+            inputs={k: v[2] for k, v in self.series.items()}, config=self.resolved_config(),
+            versions=package_versions(), elapsed=self.elapsed, gate=self.gate)
+        return self.paths
+
+    def summary(self) -> str:
+        return "\n".join([self.result.summary()] + self._tail())
+
+    def to_summary(self) -> dict:
+        res = self.result
+        return {"window_rate": res.window_rate.to_dict(), "series_rate": res.series_rate.to_dict(),
+                "excess": None if res.excess is None else res.excess.to_dict(),
+                "report": self._report_paths(), "gate": self.gate, "gate_failed": not self.passed}
+
+
+def _probe(config: SubsequencesConfig) -> SubsequenceProbe:
+    return SubsequenceProbe(config.window, stride=config.stride, normalize=config.normalize,
+                            exclusion_zone=config.exclusion_zone, threshold=config.threshold,
+                            max_distance=config.max_distance, n_bootstrap=config.n_bootstrap,
+                            confidence=config.confidence, seed=config.seed, layout=config.layout,
+                            progress=config.progress)
+
+
+def _check(config: SubsequencesConfig) -> tuple[Gate, SubsequenceProbe]:
+    """Every setting is checked before any file is read."""
+    gate = Gate(config.fail_above, config.gate).check(has_control=config.holdout is not None,
+                                                      command="subsequences")
+    if config.train is None or config.samples is None or config.window is None:
+        raise ValueError("subsequences needs train (--train), samples (--samples) and a window "
+                         "length (--window)")
+    probe = _probe(config)
+    with option_errors(config, {"length": "window"}):
+        check_positive_int(config.window, "window")
+        check_seed(config.seed, "seed (--seed)")
+        probe._check_params()
+    check_out(config)
+    return gate, probe
+
+
+def _load(source, name, layout):
+    data, ids, desc = load_series(source, name)
+    series = as_series_list(data, name, layout)
+    lengths = [s.shape[0] for s in series]
+    desc.update(n_series=len(series), channels=series[0].shape[1],
+                lengths=[int(min(lengths)), int(max(lengths))])
+    return series, ids, desc
+
+
+def run_subsequences(config: SubsequencesConfig) -> SubsequencesRun:
+    """Match every window of the generated series against every training window (see the module).
+
+    Returns
+    -------
+    SubsequencesRun
+        ``.result`` (a :class:`memaudit.probes.subsequence.SubsequenceResult`), ``.gate``,
+        ``.passed``; ``.paths`` when ``config.out`` is set (else ``.write(out_dir)``).
+    """
+    gate, probe = _check(config)
+    t0 = time.perf_counter()
+    series = {name: _load(getattr(config, name), name, config.layout)
+              for name in SETS if getattr(config, name) is not None}
+    train, train_ids, _ = series["train"]
+    samples, sample_ids, _ = series["samples"]
+    probe.fit(train, ids=train_ids)
+    res = probe.score(samples, sample_ids=sample_ids,
+                      holdout=series["holdout"][0] if "holdout" in series else None)
+    if config.gate == "rate":
+        record = gate.apply("subsequences.series_rate", res.series_rate.value)
+    else:
+        record = gate.apply("subsequences.excess_over_control",
+                            None if res.excess is None else res.excess.value)
+    run = SubsequencesRun(config=config, gate=record, result=res, probe=probe, series=series,
+                          elapsed=time.perf_counter() - t0)
+    if config.out is not None:
+        run.write(config.out)
+    return run
