@@ -534,6 +534,8 @@ def render(root: Path) -> str:
 if __name__ == "__main__":  # pragma: no cover
     import tempfile
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's memaudit
+
     if len(sys.argv) != 3 or sys.argv[1] != "--write":
         sys.exit("usage: python tests/bad_inputs.py --write docs/bad-inputs.md")
     with tempfile.TemporaryDirectory() as tmp:
