@@ -402,6 +402,16 @@ CASES = [
          "seed (--seed) must be a non-negative integer", "a negative seed"),
     Case("dup-cosine-zero", "duplicates --train {zero} --method embedding --out {out}", 1,
          "zero norm", "cosine similarity with an all-zero item"),
+    Case("dup-gate-no-samples", "duplicates --train {t} --method exact --out {out} --fail-above 0.1",
+         1, "reads the samples' copy rate: give --samples", "a gate without samples to gate"),
+    Case("dup-gate-excess", "duplicates --train {t} --samples {s} --method exact --out {out} "
+         "--fail-above 0.1 --gate excess", 1, "needs a holdout set (--holdout)",
+         "--gate excess without a holdout"),
+    Case("dup-fail-above", "duplicates --train {t} --samples {s} --method exact --out {out} "
+         "--fail-above 2", 1, "must lie in [0, 1]", "--fail-above above 1"),
+    Case("dup-gate-fails", "duplicates --train {t} --samples {s} --method exact --out {out} "
+         "--fail-above 0.05", 3, "gate: FAIL (duplicates.copy_rate = 16.67%",
+         "2 of 12 samples copied, gate at 5% (the right answer: exit 3)"),
     # ------------------------------------------------------------------ membership
     Case("mia-one-side", "membership --member-scores {ms} --out {out}", 1,
          "give both --member-scores and --nonmember-scores", "member scores only"),

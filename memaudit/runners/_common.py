@@ -150,18 +150,21 @@ def load_inputs(config, names=("train", "samples", "holdout")):
 
 def resolved(config, **override) -> dict:
     """A JSON-safe copy of a config for the report; arrays are described by their shape."""
-    out = {}
-    for f in fields(config):
-        v = override.get(f.name, getattr(config, f.name))
+    def safe(v):
         if isinstance(v, Dataset):
-            v = v.source
-        elif isinstance(v, Path):
-            v = str(v)
-        elif v is not None and not isinstance(v, (str, int, float, bool, list, tuple, dict)):
-            v = f"<{type(v).__name__} of shape {tuple(np.shape(v))}>"
-        out[f.name] = list(v) if isinstance(v, tuple) else v
-    out.update({k: v for k, v in override.items() if k not in out})
-    return out
+            return v.source
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, dict):
+            return {str(k): safe(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float)) for x in v):
+            return list(v)
+        if v is None or isinstance(v, (str, int, float, bool)):
+            return v
+        return f"<{type(v).__name__} of shape {tuple(np.shape(v))}>"
+
+    values = {f.name: getattr(config, f.name) for f in fields(config)}
+    return {k: safe(v) for k, v in {**values, **override}.items()}
 
 
 @dataclass
