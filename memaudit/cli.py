@@ -36,7 +36,7 @@ def _optional_fraction(text: str):
 
 
 def _number(text: str) -> float:
-    """A real number ('0.25', '1/3', 'inf', 'nan': the runner refuses what its setting cannot take)."""
+    """A real number: '0.25', '1/3', 'inf', 'nan' (the runner refuses what a setting can't take)."""
     try:
         return _fraction(text)
     except argparse.ArgumentTypeError:
@@ -199,8 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memaudit",
         description="Audit generative models for memorization of their training data.",
-        epilog=f"Exit codes: {EXIT_OK} ok, {EXIT_ERROR} bad input or failed run, {EXIT_USAGE} usage "
-        f"error, {EXIT_GATE} gate failed (--fail-above).",
+        epilog=f"Exit codes: {EXIT_OK} ok, {EXIT_ERROR} bad input or failed run, {EXIT_USAGE} "
+        f"usage error, {EXIT_GATE} gate failed (--fail-above).",
     )
     parser.add_argument("--version", action="version", version=f"memaudit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

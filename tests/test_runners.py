@@ -128,7 +128,8 @@ def test_run_audit_from_python(images, tmp_path):
     run = run_audit(AuditConfig(train=train, samples=samples, holdout=holdout, fail_above=0.05,
                                 out=tmp_path, progress=False, n_bootstrap=200))
     nr = run.report.nn_ratio
-    assert nr.flagged().tolist() == [4, 17, 33] and nr.nn_index[[4, 17, 33]].tolist() == [10, 20, 30]
+    assert nr.flagged().tolist() == [4, 17, 33]
+    assert nr.nn_index[[4, 17, 33]].tolist() == [10, 20, 30]
     assert run.gate == {"figure": "nn_ratio.rate", "value": 0.06, "fail_above": 0.05,
                         "passed": False} and not run.passed
     saved = json.loads(run.paths["json"].read_text())
@@ -224,7 +225,8 @@ def test_run_membership_from_python(tmp_path):
     assert run.gate["figure"] == "membership.evaluation.auc" and not run.passed
     saved = json.loads(run.paths["json"].read_text())
     assert saved["gate"] == run.gate and saved["attack"] == "scores given (settings: t10, t100)"
-    with pytest.raises(ValueError, match=re.escape("calibration_fraction (--calibration-fraction)")):
+    named = re.escape("calibration_fraction (--calibration-fraction)")
+    with pytest.raises(ValueError, match=named):
         run_membership(MembershipConfig(member_scores=members, nonmember_scores=nonmembers,
                                         calibration_fraction=1.0))
 

@@ -22,14 +22,17 @@ import numpy as np
 from .._io import check_writable_dir
 from .._validation import check_same_dim
 from ..conventions import harmonize, parse_declarations
-from ..gate import verdict_line
+from ..gate import GATES, Gate, verdict_line
 from ..sources import Dataset, load_dataset
 from ..stats import StatsConfig
 
-__all__ = ["option", "defaults_of", "STATS", "Run", "package_versions", "load_inputs",
-           "resolved", "option_errors", "flag_of", "check_out", "declarations"]
+__all__ = ["option", "defaults_of", "STATS", "SETS", "Run", "package_versions", "load_inputs",
+           "resolved", "option_errors", "flag_of", "check_out", "declarations", "out_option",
+           "progress_option", "gate_options"]
 
 STATS = StatsConfig()  # the defaults of n_bootstrap, confidence and seed, owned by memaudit.stats
+GATE = Gate()  # the defaults of fail_above and gate, owned by memaudit.gate
+SETS = ("train", "samples", "holdout")  # the inputs of audit, duplicates and subsequences
 
 
 def defaults_of(obj) -> dict:
@@ -65,6 +68,31 @@ def declarations(what: str, sets: tuple, **cli):
     return option(None, _declaration_help(what, sets), kind="declarations", flag=f"--{what}",
                   metavar=f"[SET=]{'LO,HI' if what == 'range' else 'HWC|CHW'}", sets=sets,
                   default_text="none: inferred, and a mismatch is refused", **cli)
+
+
+def out_option(stem: str, **cli):
+    """The ``out`` field: the folder the runner writes ``stem``.json and ``stem``.html into."""
+    return option(None, f"folder for {stem}.json and {stem}.html", kind="path", required=True,
+                  metavar="DIR", default_text="none: not written", **cli)
+
+
+def progress_option(**cli):
+    """The ``progress`` field: None shows bars when stderr is a terminal; --no-progress: False."""
+    return option(None, "progress bars on stderr", kind="off", flag="--no-progress",
+                  default_text="on when stderr is a terminal", **cli)
+
+
+def gate_options(figure: str, choices: str | None = None, *, metavar: str = "RATE", **cli):
+    """The ``fail_above`` field (and, with ``choices``, the ``gate`` field) of the one Gate.
+
+    ``figure`` names what --fail-above reads; ``choices`` says what each gate choice reads.
+    """
+    fail_above = option(GATE.fail_above, f"fail (exit code 3) when {figure} is above {metavar}"
+                        + (" (a fraction: 0.01 = 1%)" if metavar == "RATE" else ""),
+                        kind="fraction", metavar=metavar, default_text="none: no gate", **cli)
+    if choices is None:
+        return fail_above
+    return fail_above, option(GATE.gate, choices, choices=GATES, **cli)
 
 
 def flag_of(f) -> str:
@@ -112,14 +140,16 @@ def package_versions() -> dict:
 
 
 def parsed_declarations(config, names) -> tuple[dict, dict]:
-    """The config's ``ranges`` and ``layouts`` as dicts (command-line lists parsed, one-line errors)."""
+    """The config's ``ranges`` and ``layouts`` as dicts (command-line lists parsed; one-line
+    errors)."""
     out = []
     for attr, flag in (("ranges", "--range"), ("layouts", "--layout")):
         value = getattr(config, attr, None)
         if isinstance(value, dict) or value is None:
             out.append(dict(value or {}))
         else:
-            out.append(parse_declarations([value] if isinstance(value, str) else value, names, flag))
+            values = [value] if isinstance(value, str) else value
+            out.append(parse_declarations(values, names, flag))
     return out[0], out[1]
 
 

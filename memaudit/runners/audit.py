@@ -14,19 +14,21 @@ from dataclasses import dataclass
 
 from .._validation import check_positive_int, check_seed
 from ..conventions import describe_space, pixel_scale, require_images
-from ..gate import GATES, Gate
+from ..gate import Gate
 from ..neighbors import BACKENDS, INDEXES, METRICS
 from ..probes.duplicates import METHODS as DUPLICATE_METHODS
 from ..probes.nn_ratio import NNRatioProbe
 from ..report import Report
-from ._common import (STATS, Run, check_out, declarations, defaults_of, load_inputs, option,
-                      option_errors, package_versions, parsed_declarations, resolved)
+from ._common import (SETS, STATS, Run, check_out, declarations, defaults_of, gate_options,
+                      load_inputs, option, option_errors, out_option, package_versions,
+                      parsed_declarations, progress_option, resolved)
 
 __all__ = ["AuditConfig", "AuditRun", "run_audit"]
 
 _NN = defaults_of(NNRatioProbe)
-_GATE = Gate()
-SETS = ("train", "samples", "holdout")
+_FAIL_ABOVE, _GATE = gate_options(
+    "the gated rate", "figure read by --fail-above: the memorized fraction (rate) or its excess "
+    "over the held-out control (excess, needs --holdout)", group="output")
 
 
 @dataclass
@@ -87,21 +89,13 @@ class AuditConfig:
                           group="search")
     index: str = option(_NN["index"], "exact search, or an approximate FAISS index whose measured "
                         "recall is reported", choices=INDEXES, group="search")
-    out: object = option(None, "folder for report.json and report.html", kind="path",
-                         required=True, group="output", metavar="DIR",
-                         default_text="none: not written")
+    out: object = out_option("report", group="output")
     gallery: int = option(16, "closest pairs shown as images in the HTML report", group="output",
                           metavar="N")
-    fail_above: float | None = option(_GATE.fail_above, "fail (exit code 3) when the gated rate is "
-                                      "above RATE (a fraction: 0.01 = 1%)", group="output",
-                                      metavar="RATE", kind="fraction", default_text="none: no gate")
-    gate: str = option(_GATE.gate, "figure read by --fail-above: the memorized fraction (rate) or "
-                       "its excess over the held-out control (excess, needs --holdout)",
-                       choices=GATES, group="output")
+    fail_above: float | None = _FAIL_ABOVE
+    gate: str = _GATE
     notes: list = option(help="free text shown at the top of the report", factory=list, cli=False)
-    progress: bool | None = option(None, "progress bars on stderr", kind="off",
-                                   flag="--no-progress", group="output",
-                                   default_text="on when stderr is a terminal")
+    progress: bool | None = progress_option(group="output")
 
     def resolved(self) -> dict:
         """A JSON-safe copy; arrays are described by their shape, paths kept as given."""
@@ -207,7 +201,8 @@ def run_audit(config: AuditConfig) -> AuditRun:
 
     Examples
     --------
-    >>> run = run_audit(AuditConfig(train="train.npy", samples="gen.npy", out="audit"))  # doctest: +SKIP
+    >>> config = AuditConfig(train="train.npy", samples="gen.npy", out="audit")
+    >>> run = run_audit(config)  # doctest: +SKIP
     >>> run.passed, run.paths["html"]  # doctest: +SKIP
     """
     gate, dup_threshold = check_audit(config)

@@ -19,7 +19,7 @@ import numpy as np
 from .._io import atomic_savez
 from .._validation import check_positive_int, check_seed
 from ..gate import Gate
-from ._common import STATS, Run, check_out, option
+from ._common import STATS, Run, check_out, gate_options, option
 from .audit import AuditConfig, AuditRun, run_audit
 
 __all__ = ["make_demo_data", "DemoData", "planted_recovery", "DemoConfig", "DemoRun", "run_demo",
@@ -152,10 +152,8 @@ class DemoConfig:
                          "run to DIR/model, the report to DIR", kind="path", metavar="DIR")
     seed: int = option(STATS.seed, "seed of the split, the training and the samples (stand-in: "
                        "the copies)")
-    fail_above: float | None = option(Gate().fail_above, "fail (exit code 3) when the memorized "
-                                      "fraction of the audited samples is above RATE, as for "
-                                      "audit", kind="fraction", metavar="RATE",
-                                      default_text="none: no gate")
+    fail_above: float | None = gate_options("the memorized fraction of the audited samples, as "
+                                            "for audit,")
     steps: int = option(3000, "training steps of the demo model")
     samples_per_checkpoint: int = option(200, "DDIM samples drawn at each checkpoint of the demo "
                                          "model", metavar="N")

@@ -10,22 +10,25 @@ from dataclasses import dataclass
 
 from .._validation import check_fraction, check_positive_int, check_seed
 from ..conventions import pixel_scale, require_images
-from ..gate import GATES, Gate
+from ..gate import Gate
 from ..probes.duplicates import (DEFAULTS, METHODS, CopyRateResult, find_copies,
                                  find_copies_with_control, find_duplicates, parse_threshold)
-from ._common import (STATS, Run, check_out, declarations, defaults_of, load_inputs, option,
-                      option_errors, package_versions, parsed_declarations, resolved)
+from ._common import (SETS, STATS, Run, check_out, declarations, defaults_of, gate_options,
+                      load_inputs, option, option_errors, out_option, package_versions,
+                      parsed_declarations, progress_option, resolved)
 
 __all__ = ["DuplicatesConfig", "DuplicatesRun", "run_duplicates"]
 
-SETS = ("train", "samples", "holdout")
-_FIND = defaults_of(find_duplicates)
-_GATE = Gate()
+_FAIL_ABOVE, _GATE = gate_options(
+    "the gated copy rate (needs --samples)", "figure read by --fail-above: the share of samples "
+    "that match a training item (rate) or its excess over the held-out control (excess, needs "
+    "--holdout)")
 # phash, not the array function's "embedding": this runner reads image files and folders, where a
 # perceptual hash needs no encoder and still matches resized or re-encoded copies (imagededup's
 # choice too); find_duplicates defaults to "embedding" because its input is usually a feature
 # array, on which hashes are refused.
 DEFAULT_METHOD = "phash"
+_FIND = defaults_of(find_duplicates)
 
 
 def _threshold_defaults() -> str:
@@ -72,17 +75,10 @@ class DuplicatesConfig:
     confidence: float = option(STATS.confidence, "interval level")
     seed: int = option(STATS.seed, "seed (IVF training, recall sample, intervals of the copy "
                        "rates)")
-    fail_above: float | None = option(_GATE.fail_above, "fail (exit code 3) when the gated copy "
-                                      "rate is above RATE (a fraction: 0.01 = 1%); needs "
-                                      "--samples", kind="fraction", metavar="RATE",
-                                      default_text="none: no gate")
-    gate: str = option(_GATE.gate, "figure read by --fail-above: the share of samples that match "
-                       "a training item (rate) or its excess over the held-out control (excess, "
-                       "needs --holdout)", choices=GATES)
-    out: object = option(None, "folder for duplicates.json and duplicates.html", kind="path",
-                         required=True, metavar="DIR", default_text="none: not written")
-    progress: bool | None = option(None, "progress bars on stderr", kind="off",
-                                   flag="--no-progress", default_text="on when stderr is a terminal")
+    fail_above: float | None = _FAIL_ABOVE
+    gate: str = _GATE
+    out: object = out_option("duplicates")
+    progress: bool | None = progress_option()
 
 
 @dataclass
@@ -128,7 +124,8 @@ class DuplicatesRun(Run):
         return "\n".join(lines + self._tail())
 
     def to_summary(self) -> dict:
-        out = {k: {kk: vv for kk, vv in v.to_dict().items() if kk not in ("groups", "pairs", "matches")}
+        listed = ("groups", "pairs", "matches")  # long lists: in the report, not the summary
+        out = {k: {kk: vv for kk, vv in v.to_dict().items() if kk not in listed}
                for k, v in self.results.items()}
         if self.control is not None:
             out["copy_rate"] = self.control.to_dict()
@@ -142,9 +139,10 @@ def _check(config: DuplicatesConfig):
     if config.method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {config.method!r}")
     t = config.threshold
-    threshold = parse_threshold(config.method, t if t is None or isinstance(t, str) else format(t, "g"))
-    if t is not None and not isinstance(t, str):
-        threshold = t
+    # text (the command line) is parsed; a number is checked the same way and kept as given
+    number = t is not None and not isinstance(t, str)
+    threshold = parse_threshold(config.method, format(t, "g") if number else t)
+    threshold = t if number else threshold
     if config.holdout is not None and config.samples is None:
         raise ValueError("--holdout is the control of the samples' copy rate: give --samples too")
     gate = Gate(config.fail_above, config.gate).check(has_control=config.holdout is not None,

@@ -15,8 +15,9 @@ from .._validation import check_fraction, check_positive_int, check_seed
 from ..gate import Gate
 from ..probes.calibration import CalibratedAttack, calibrated_attack, calibration_split
 from ..probes.sample_attacks import density_ratio_attack, distance_attack
-from ._common import (STATS, Run, check_out, declarations, defaults_of, load_inputs, option,
-                      option_errors, package_versions, parsed_declarations, resolved)
+from ._common import (STATS, Run, check_out, declarations, defaults_of, gate_options,
+                      load_inputs, option, option_errors, out_option, package_versions,
+                      parsed_declarations, progress_option, resolved)
 
 __all__ = ["MembershipConfig", "MembershipRun", "run_membership", "calibrated_distance_attack",
            "load_scores"]
@@ -25,7 +26,6 @@ SETS = ("members", "nonmembers", "samples", "reference")
 ATTACKS = ("distance", "density")
 _SPLIT = defaults_of(calibration_split)
 _DENSITY = defaults_of(density_ratio_attack)
-_GATE = Gate()
 
 
 @dataclass
@@ -64,13 +64,9 @@ class MembershipConfig:
     seed: int = option(STATS.seed, "seed of the split and the bootstraps")
     ranges: object = declarations("range", SETS)
     layouts: object = declarations("layout", SETS)
-    fail_above: float | None = option(_GATE.fail_above, "fail (exit code 3) when the evaluation "
-                                      "AUC is above AUC", kind="fraction", metavar="AUC",
-                                      default_text="none: no gate")
-    out: object = option(None, "folder for membership.json and membership.html", kind="path",
-                         required=True, metavar="DIR", default_text="none: not written")
-    progress: bool | None = option(None, "progress bars on stderr", kind="off",
-                                   flag="--no-progress", default_text="on when stderr is a terminal")
+    fail_above: float | None = gate_options("the evaluation AUC", metavar="AUC")
+    out: object = out_option("membership")
+    progress: bool | None = progress_option()
 
 
 @dataclass
@@ -127,7 +123,8 @@ def load_scores(source, name):
 
 
 def _calibrate(ms, ns, member_ids, nonmember_ids, *, fraction, n_bootstrap, confidence, seed):
-    """Split (stratified, seeded), choose the setting and threshold on one half, report the other."""
+    """Split (stratified, seeded); choose the setting and threshold on one half, report the
+    other."""
     def n_of(s):
         return len(next(iter(s.values()))) if isinstance(s, dict) else len(s)
 
@@ -195,7 +192,7 @@ def run_membership(config: MembershipConfig) -> MembershipRun:
     if config.member_scores is not None:
         ms = load_scores(config.member_scores, "member scores")
         ns = load_scores(config.nonmember_scores, "non-member scores")
-        settings = ("settings: " + ", ".join(map(str, ms))) if isinstance(ms, dict) else "one setting"
+        settings = "settings: " + ", ".join(map(str, ms)) if isinstance(ms, dict) else "one setting"
         attack = f"scores given ({settings})"
         inputs = {k: str(v) if isinstance(v, (str, Path)) else "array"
                   for k, v in (("member_scores", config.member_scores),

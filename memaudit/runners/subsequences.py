@@ -10,17 +10,18 @@ from dataclasses import dataclass
 
 from ..adapters.timeseries import as_series_list
 from .._validation import check_positive_int, check_seed
-from ..gate import GATES, Gate
+from ..gate import Gate
 from ..probes.subsequence import SubsequenceProbe, SubsequenceResult
 from ..sources import load_series
-from ._common import (STATS, Run, check_out, defaults_of, option, option_errors,
-                      package_versions, resolved)
+from ._common import (SETS, STATS, Run, check_out, defaults_of, gate_options, option,
+                      option_errors, out_option, package_versions, progress_option, resolved)
 
 __all__ = ["SubsequencesConfig", "SubsequencesRun", "run_subsequences"]
 
 _SS = defaults_of(SubsequenceProbe)
-_GATE = Gate()
-SETS = ("train", "samples", "holdout")
+_FAIL_ABOVE, _GATE = gate_options(
+    "the gated rate", "rate: share of generated series with a memorized window; excess: its "
+    "excess over the held-out control (needs --holdout)")
 
 
 @dataclass
@@ -38,6 +39,7 @@ class SubsequencesConfig:
     samples: object = option(None, "generated series", kind="path", required=True, metavar="PATH")
     holdout: object = option(None, "held-out real series (the control)", kind="path",
                              metavar="PATH", default_text="none: no control")
+    out: object = out_option("subsequences")
     window: int | None = option(None, "window length in steps", kind="int", required=True,
                                 metavar="L")
     stride: int = option(_SS["stride"], "steps between compared windows of a generated series; "
@@ -65,17 +67,9 @@ class SubsequencesConfig:
                               metavar="B")
     confidence: float = option(STATS.confidence, "interval level")
     seed: int = option(STATS.seed, "seed of the bootstrap")
-    fail_above: float | None = option(_GATE.fail_above, "fail (exit code 3) when the gated rate "
-                                      "is above RATE (a fraction: 0.01 = 1%)", kind="fraction",
-                                      metavar="RATE", default_text="none: no gate")
-    gate: str = option(_GATE.gate, "rate: share of generated series with a memorized window; "
-                       "excess: its excess over the held-out control (needs --holdout)",
-                       choices=GATES)
-    out: object = option(None, "folder for subsequences.json and subsequences.html",
-                         kind="path", required=True, metavar="DIR",
-                         default_text="none: not written")
-    progress: bool | None = option(None, "progress bars on stderr", kind="off",
-                                   flag="--no-progress", default_text="on when stderr is a terminal")
+    fail_above: float | None = _FAIL_ABOVE
+    gate: str = _GATE
+    progress: bool | None = progress_option()
 
 
 @dataclass
