@@ -78,7 +78,8 @@ def out_option(stem: str, **cli):
 
 def progress_option(**cli):
     """The ``progress`` field: None shows bars when stderr is a terminal; --no-progress: False."""
-    return option(None, "progress bars on stderr", kind="off", flag="--no-progress",
+    return option(None, "progress bars on stderr; --no-progress turns them off", kind="off",
+                  flag="--no-progress",
                   default_text="on when stderr is a terminal", **cli)
 
 

@@ -46,8 +46,8 @@ class AuditConfig:
                            metavar="PATH")
     samples: object = option(None, "generated samples", kind="path", required=True,
                              group="inputs", metavar="PATH")
-    holdout: object = option(None, "held-out real items never trained on: the control "
-                             "(recommended)", kind="path", group="inputs", metavar="PATH",
+    holdout: object = option(None, "held-out real items never trained on: the control, "
+                             "recommended", kind="path", group="inputs", metavar="PATH",
                              default_text="none: no control")
     resize: object = option(None, "image folders: resize every image (e.g. 32 or 32x32)",
                             kind="size", group="inputs", metavar="HxW",
@@ -59,8 +59,8 @@ class AuditConfig:
                                    "(listed in the report) instead of failing", group="inputs")
     ranges: object = declarations("range", SETS, group="inputs")
     layouts: object = declarations("layout", SETS, group="inputs")
-    threshold: float = option(_NN["threshold"], "flag d1/d2 < K; in (0, 1), '1/3' or a decimal "
-                              "(Bonnaire et al. 2025 Eq. 6)", group="probe", metavar="K")
+    threshold: float = option(_NN["threshold"], "flag d1/d2 < K, K in (0, 1) as '1/3' or a "
+                              "decimal; Bonnaire et al. 2025, Eq. 6", group="probe", metavar="K")
     metric: str = option(_NN["metric"], "distance (plain L2 on pixels, as in the paper)",
                          choices=METRICS, group="probe")
     carlini_alpha: float | None = option(_NN["carlini_alpha"], "Carlini et al. 2023 relative "
