@@ -168,7 +168,7 @@ def _duplicates_threshold(config: AuditConfig):
     return value if isinstance(t, str) else t
 
 
-def check_audit(config: AuditConfig) -> tuple[Gate, object]:
+def _check(config: AuditConfig) -> tuple[Gate, object]:
     """Everything that can be refused before any file is read: settings, declarations, the gate,
     the output folder. Returns the gate and the parsed duplicates threshold."""
     if config.train is None or config.samples is None:
@@ -205,7 +205,7 @@ def run_audit(config: AuditConfig) -> AuditRun:
     >>> run = run_audit(config)  # doctest: +SKIP
     >>> run.passed, run.paths["html"]  # doctest: +SKIP
     """
-    gate, dup_threshold = check_audit(config)
+    gate, dup_threshold = _check(config)
     t0 = time.perf_counter()
     data, notes = load_inputs(config, SETS)
     train, samples, holdout = data["train"], data["samples"], data["holdout"]
