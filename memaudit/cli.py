@@ -180,7 +180,7 @@ def _config_from(args, **extra) -> AuditConfig:
 
 def _summary(report, paths) -> dict:
     d = report.to_dict()
-    nr = d["nn_ratio"]
+    nr = d["sections"]["nn_ratio"]
     return {
         "rate": nr["rate"],
         "control_rate": None if nr["control"] is None else nr["control"]["rate"],
@@ -428,7 +428,7 @@ def cmd_subsequences(args) -> int:
     from .adapters.timeseries import as_series_list
     from .audit import package_versions
     from .probes.subsequence import SubsequenceProbe
-    from .report_series import write_subsequence_report
+    from .report import write_subsequence_report
     from .sources import load_series
 
     gate = Gate(args.fail_above, args.gate).check(has_control=args.holdout is not None,
@@ -528,7 +528,7 @@ def cmd_membership(args) -> int:
     from .probes.calibration import calibrated_attack, calibration_split
     from ._validation import check_same_dim
     from .conventions import harmonize
-    from .report_membership import write_membership_report
+    from .report import write_membership_report
     from .sources import load_dataset
 
     gate = Gate(args.fail_above).check(has_control=True, command="membership")
