@@ -65,7 +65,8 @@ def to_svg(draw, *args, figsize=(6.4, 3.2), margins=(0.75, 0.6, 0.2, 0.15), **kw
         fig.subplots_adjust(left=left / w, bottom=bottom / h, right=1 - right / w, top=1 - top / h)
         draw(*args, ax=fig.add_subplot(), **kwargs)
         buf = io.StringIO()
-        fig.savefig(buf, format="svg", metadata={"Date": None})
+        fig.savefig(buf, format="svg",  # no date, no creator: the same figure, the same bytes
+                    metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     text = buf.getvalue()
     return text[text.index("<svg"):]
 
