@@ -87,8 +87,8 @@ def write_membership_report(out_dir, result, *, config: dict, versions: dict, in
 
     Returns
     -------
-    dict
-        ``{"json": path, "html": path}``.
+    dict of str to Path
+        ``json`` and ``html``: the two files written (:func:`write_json_html`).
     """
     data = document("membership", {"membership": membership_section(result, attack)},
                     config=config, versions=versions, inputs=inputs, elapsed=elapsed, gate=gate,
