@@ -103,10 +103,9 @@ def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, ever
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig = curve.plot().figure
+        fig = curve.plot().figure  # laid out by matplotlib's constrained layout
         fig.suptitle(f"{run.name}: n = {cfg.n_train}, {n_samples} samples per checkpoint",
                      fontsize=9)
-        fig.tight_layout()
         with atomic_path(run / "tracking.png", suffix=".png") as tmp:
             fig.savefig(tmp, dpi=110)
         plt.close(fig)
