@@ -204,35 +204,17 @@ class TrainingCurve:
                      f"recommended checkpoint: {self.recommended}")
         return "\n".join(lines)
 
-    def plot(self, axes=None):
-        """f_mem with its interval, and quality, against the step (log scale)."""
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError as exc:
-            raise ImportError("plotting needs matplotlib: pip install 'memaudit[plot]'") from exc
-        if axes is None:
-            _, axes = plt.subplots(1, 2 if self.quality is not None else 1, figsize=(10, 3.5))
-        axes = np.atleast_1d(axes)
-        ax = axes[0]
-        ax.plot(self.steps, self.f_mem, "o-", label="f_mem")
-        lo, hi, _ = self._shown_interval()
-        ax.fill_between(self.steps, lo, hi, alpha=0.3)
-        if self.control is not None:
-            ax.plot(self.steps, self.control, "s--", label="held-out control")
-        ax.set_xscale("log")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("memorized fraction")
-        for t, name, c in ((self.tau_gen, "tau_gen", "C2"), (self.tau_mem, "tau_mem", "C3")):
-            if t is not None:
-                for a in axes:
-                    a.axvline(t, color=c, ls=":", label=name)
-        ax.legend(fontsize=8)
-        if self.quality is not None and len(axes) > 1:
-            axes[1].plot(self.steps, self.quality, "o-")
-            axes[1].set_xscale("log")
-            axes[1].set_xlabel("training step")
-            axes[1].set_ylabel(self.quality_name)
-        return axes
+    def plot(self, ax=None):
+        """f_mem with its interval over the training steps (log axis), quality on a second
+        labelled axis, tau_gen, tau_mem and the recommended checkpoint marked
+        (:func:`memaudit.figures.training_curve`); returns the f_mem Axes."""
+        from .figures import training_curve
+
+        lo, hi, how = self._shown_interval()
+        return training_curve(self.steps, self.f_mem, lo, hi, control=self.control,
+                              quality=self.quality, quality_name=self.quality_name,
+                              tau_gen=self.tau_gen, tau_mem=self.tau_mem,
+                              recommended=self.recommended, interval=f"95% CI ({how})", ax=ax)
 
 
 def track_memorization(samples_by_step, train, holdout=None, *, threshold: float = DEFAULT_THRESHOLD,

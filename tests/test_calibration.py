@@ -119,7 +119,7 @@ def test_streams_come_from_a_seed_sequence(rng):
 
 
 def test_html_marks_what_cannot_be_trusted():
-    from memaudit.report_membership import membership_html
+    from memaudit.report import membership_html
 
     split = calibration_split(12, 12, seed=0)
     res = calibrated_attack(np.arange(12.0) + 100, np.arange(12.0), split, n_bootstrap=50)

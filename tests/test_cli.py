@@ -40,7 +40,7 @@ def test_audit_writes_a_versioned_report(sets, tmp_path, capsys):
     assert report["config"]["threshold"] == pytest.approx(1 / 3)
     for pkg in ("python", "memaudit", "numpy", "faiss-cpu", "scikit-learn"):
         assert report["versions"][pkg]
-    nr = report["nn_ratio"]
+    nr = report["sections"]["nn_ratio"]
     assert nr["n_memorized"] == 3 and nr["control"]["rate"]["count"] == 0
     flagged = [i for i, m in enumerate(nr["per_sample"]["memorized"]) if m]
     assert flagged == [4, 17, 33]
@@ -142,7 +142,7 @@ def test_image_folders_end_to_end(tmp_path, rng):
                  "--out", str(out), "--no-progress", "--gallery", "4"])
     assert code == EXIT_OK
     report = json.loads((out / "report.json").read_text())
-    ps = report["nn_ratio"]["per_sample"]
+    ps = report["sections"]["nn_ratio"]["per_sample"]
     flagged = {ps["sample_id"][i]: ps["nn_id"][i] for i, m in enumerate(ps["memorized"]) if m}
     assert flagged == {"gen_010.png": "train_007.png", "gen_011.png": "train_031.png"}
     html = (out / "report.html").read_text()
@@ -186,7 +186,7 @@ def test_demo_trains_a_model_and_tracks_it(tmp_path, capsys):
     assert "memorization over training" in out and "recommended checkpoint" in out
     report = json.loads((tmp_path / "d" / "report.json").read_text())
     assert report["notes"][0].startswith("Demo model")
-    assert report["tracking"]["steps"][-1] == 30 and report["tracking"]["rules"]["tau_mem"]
+    assert report["sections"]["tracking"]["steps"][-1] == 30 and report["sections"]["tracking"]["rules"]["tau_mem"]
     assert report["inputs"]["train"]["n_items"] == 8
     assert "Memorization over training" in (tmp_path / "d" / "report.html").read_text()
     assert (tmp_path / "d" / "model" / "run" / "config.json").exists()
@@ -224,10 +224,10 @@ def test_duplicates_command(tmp_path, rng, capsys):
     out = capsys.readouterr().out
     assert "skipped 1 unreadable file" in out
     report = json.loads((tmp_path / "dup" / "duplicates.json").read_text())
-    groups = report["results"]["train"]["groups"]
+    groups = report["sections"]["duplicates"]["train"]["groups"]
     assert sorted(sorted(g["members"]) for g in groups) == [["train_002.png", "train_012.png"],
                                                            ["train_005.png", "train_013.png"]]
-    copies = report["results"]["samples_vs_train"]["groups"]
+    copies = report["sections"]["duplicates"]["samples_vs_train"]["groups"]
     assert copies == [{"queries": ["gen_001.png"], "reference": ["train_007.png"], "size": 2}]
     assert report["inputs"]["train"]["skipped"][0]["file"] == "corrupt.png"
     html = (tmp_path / "dup" / "duplicates.html").read_text()
@@ -240,7 +240,7 @@ def test_audit_with_a_duplicates_section(sets, tmp_path):
     out = tmp_path / "d"
     assert _audit(sets, out, "--duplicates", "embedding", "--duplicates-threshold", "0.99") == EXIT_OK
     report = json.loads((out / "report.json").read_text())
-    dup = report["duplicates"]["samples_vs_train"]
+    dup = report["sections"]["duplicates"]["samples_vs_train"]
     assert dup["n_pairs"] == 3 and dup["threshold"] == 0.99 and dup["threshold_source"] == "user"
     assert "Samples that copy training items" in (out / "report.html").read_text()
 
@@ -261,7 +261,7 @@ def test_subsequences_command(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["series_rate"]["count"] == 1 and out["excess"] is not None
     report = json.loads((tmp_path / "out" / "subsequences.json").read_text())
-    top = report["result"]["lowest_ratio_windows"][0]
+    top = report["sections"]["subsequences"]["lowest_ratio_windows"][0]
     assert (top["query_id"], top["match"], top["memorized"]) == ("gen2@64", "5@200", True)
     assert report["config"]["stride"] == 1 and report["seed"] == 0  # default: every window
     html = (tmp_path / "out" / "subsequences.html").read_text()
@@ -299,7 +299,7 @@ def test_membership_command_scores_and_samples(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["setting"] == "t10" and out["evaluation"]["auc"]["value"] > 0.75
     saved = json.loads((tmp_path / "o" / "membership.json").read_text())
-    split = saved["result"]["split"]
+    split = saved["sections"]["membership"]["split"]
     assert not set(split["calibration"]["members"]) & set(split["evaluation"]["members"])
     assert "<svg" in (tmp_path / "o" / "membership.html").read_text()
     assert main(args + ["--fail-above", "0.6"]) == EXIT_GATE

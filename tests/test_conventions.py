@@ -71,7 +71,7 @@ def test_other_conventions_are_refused_then_converted(mnist_case, tmp_path, caps
     # declared: converted to the training set's convention, every planted copy found
     assert _audit(root, name, tmp_path / "ok", option, fix) == EXIT_GATE
     report = json.loads((tmp_path / "ok" / "report.json").read_text())
-    ps = report["nn_ratio"]["per_sample"]
+    ps = report["sections"]["nn_ratio"]["per_sample"]
     flagged = [i for i, m in enumerate(ps["memorized"]) if m]
     assert flagged == list(range(91, 100))
     assert [ps["nn_id"][i] for i in flagged] == planted
@@ -88,7 +88,7 @@ def test_matching_convention_finds_the_copies_and_says_so(mnist_case, tmp_path, 
     conv = report["inputs"]["train"]["convention"]
     assert conv["range_source"] == "8-bit image files" and conv["layout"] == "HWC"
     assert report["inputs"]["samples"]["convention"]["range_source"] == "observed values"
-    assert report["nn_ratio"]["n_memorized"] == 9
+    assert report["sections"]["nn_ratio"]["n_memorized"] == 9
     page = (tmp_path / "o" / "report.html").read_text()
     assert "Compared in" in page and "pixels in [0, 1]" in page
 

@@ -481,12 +481,12 @@ def test_cli_duplicates_takes_a_hamming_threshold_and_a_holdout(dup_files, tmp_p
     text = capsys.readouterr().out
     assert "copy rate vs held-out control: copy rate" in text and "excess over control" in text
     report = json.loads((out / "duplicates.json").read_text())
-    assert set(report["results"]) == {"train", "samples_vs_train", "holdout_vs_train"}
-    s = report["results"]["samples_vs_train"]
+    assert set(report["sections"]["duplicates"]) == {"train", "samples_vs_train", "holdout_vs_train"}
+    s = report["sections"]["duplicates"]["samples_vs_train"]
     assert s["threshold"] == 0 and {3, 8} <= {p["query"] for p in s["pairs"]}
-    assert report["copy_rate"]["copy_rate"]["count"] == len({p["query"] for p in s["pairs"]})
+    assert report["sections"]["copy_rate"]["copy_rate"]["count"] == len({p["query"] for p in s["pairs"]})
     # the runner passes the training set's convention (uint8: 0..255 at 8 bits) to every set
-    scale = report["results"]["samples_vs_train"]["scale"]
+    scale = report["sections"]["duplicates"]["samples_vs_train"]["scale"]
     assert scale["value_range"] == [0, 255] and scale["levels"] == 255
     page = (out / "duplicates.html").read_text()
     assert "Copy rate and its held-out control" in page and "Closest pairs" in page

@@ -115,10 +115,10 @@ def test_every_headline_interval_is_informative_at_zero_and_n():
 
 
 def test_html_rate_is_the_text_rate():
-    from memaudit.report import _fmt_rate
+    from memaudit.report import fmt_rate
 
     r = rate(np.zeros(50, bool))
-    assert _fmt_rate(r.to_dict()) == ("0.00% (0/50) <small>95% CI [0.00%, 7.13%] (Wilson; "
+    assert fmt_rate(r.to_dict()) == ("0.00% (0/50) <small>95% CI [0.00%, 7.13%] (Wilson; "
                                       "bootstrap [0.00%, 0.00%])</small>")
     d = r.to_dict()
     assert d["score_interval"] == list(d["wilson"]) and d["score_method"] == "Wilson"

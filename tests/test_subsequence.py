@@ -375,7 +375,7 @@ def test_default_command_finds_replays_at_any_offset(plants):
                      "--n-bootstrap", "20"]) == EXIT_OK
         report = json.loads((Path(tmp) / "out" / "subsequences.json").read_text())
     assert report["config"]["stride"] == 1
-    flagged = {w["query_id"]: w["match"] for w in report["result"]["lowest_ratio_windows"]
+    flagged = {w["query_id"]: w["match"] for w in report["sections"]["subsequences"]["lowest_ratio_windows"]
                if w["memorized"] and w["d1"] == 0}
     assert flagged == {f"{g}@{p}": f"{s}@{o}" for g, (s, o, p) in enumerate(plants)}
 

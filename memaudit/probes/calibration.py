@@ -132,6 +132,10 @@ class CalibratedAttack:
             "split": self.split.to_dict(), "optimistic": self.optimistic, "notes": list(self.notes),
         })
 
+    def plot(self, ax=None):
+        """The evaluation split's ROC (:meth:`MembershipResult.plot`); returns the Axes."""
+        return self.evaluation.plot(ax=ax)
+
     def summary(self) -> str:
         head = (f"setting {self.setting!r} and threshold {self.threshold:.4g} chosen on "
                 f"{'THE EVALUATION SPLIT (optimistic)' if self.optimistic else 'the calibration split'}")

@@ -234,6 +234,14 @@ class DuplicateResult:
         """Scores as JSON numbers: Hamming distances as integers."""
         return [int(v) for v in scores] if self.method in HASH_METHODS else [float(v) for v in scores]
 
+    def plot(self, ax=None):
+        """Histogram of the matched pairs' scores with the threshold
+        (:func:`memaudit.figures.duplicate_scores`); returns the Axes."""
+        from ..figures import duplicate_scores
+
+        return duplicate_scores(self.scores, self.threshold, self.method, ax=ax,
+                                label="sample / training pairs" if self.cross else "pairs")
+
     def summary(self) -> str:
         what = "queries matching a reference item" if self.cross else "items in duplicate groups"
         thr = "none" if self.threshold is None else f"{self.threshold:g}"
@@ -290,6 +298,24 @@ class CopyRateResult:
             "control_share": CONTROL_SHARE,
             "recommended_threshold": self.recommended_threshold,
         })
+
+    def plot(self, ax=None):
+        """Hashes: the matched share of samples and of held-out items by Hamming distance
+        (:func:`memaudit.figures.copy_rate_by_threshold`); other matchers: the scores of the
+        samples' and the control's matched pairs (:func:`memaudit.figures.duplicate_scores`).
+        Returns the Axes."""
+        from ..figures import copy_rate_by_threshold, duplicate_scores
+
+        if self.by_threshold is None:
+            return duplicate_scores(self.samples.scores, self.samples.threshold,
+                                    self.samples.method, control=self.control.scores, ax=ax,
+                                    label="samples")
+        by = self.by_threshold
+        return copy_rate_by_threshold(by["threshold"], by["samples"], by["holdout"],
+                                      threshold=self.samples.threshold,
+                                      recommended=self.recommended_threshold,
+                                      control_share=CONTROL_SHARE, method=self.samples.method,
+                                      ax=ax)
 
     def summary(self) -> str:
         line = (f"copy rate {self.rate}; held-out control {self.control_rate}; excess over control "

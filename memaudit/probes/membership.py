@@ -212,23 +212,12 @@ class MembershipResult:
         return "\n".join(lines + list(self.notes))
 
     def plot(self, ax=None):
-        """ROC curve on log-log axes (low FPRs are what matters), with the diagonal."""
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError as exc:
-            raise ImportError("plotting needs matplotlib: pip install 'memaudit[plot]'") from exc
-        if ax is None:
-            _, ax = plt.subplots(figsize=(4.5, 4.5))
-        floor = 1 / max(self.n_nonmembers, 1) / 2
-        ax.loglog(np.maximum(self.roc_fpr, floor), np.maximum(self.roc_tpr, floor),
-                  label=f"attack (AUC {self.auc.value:.3f})")
-        ax.loglog([floor, 1], [floor, 1], "k--", lw=1, label="random")
-        ax.axvline(1 / self.n_nonmembers, color="0.6", lw=0.8, ls=":",
-                   label=f"smallest resolvable FPR (1/{self.n_nonmembers})")
-        ax.set_xlabel("false-positive rate")
-        ax.set_ylabel("true-positive rate")
-        ax.legend(fontsize=8)
-        return ax
+        """ROC curve on log-log axes (low FPRs are what matters) with the random diagonal
+        (:func:`memaudit.figures.roc_curve`); returns the Axes."""
+        from ..figures import roc_curve
+
+        return roc_curve(self.roc_fpr, self.roc_tpr, self.n_nonmembers, auc=self.auc.value,
+                         target_fprs=tuple(self.tpr), ax=ax)
 
 
 def few_items_warning(n_members: int, n_nonmembers: int) -> str | None:

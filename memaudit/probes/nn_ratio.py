@@ -165,29 +165,13 @@ class NNRatioResult:
             out["per_sample"] = {k: jsonable(v) for k, v in records.items()}
         return out
 
-    def plot(self, ax=None, bins: int = 50):
-        """Histogram of log10 ratios with the threshold (and the control's, when present)."""
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError as exc:
-            raise ImportError("plotting needs matplotlib: pip install 'memaudit[plot]'") from exc
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 3.5))
-        floor = 1e-4
-        edges = np.linspace(np.log10(floor), 0, bins + 1)
-        ax.hist(np.log10(np.maximum(self.ratio, floor)), bins=edges, alpha=0.7, label="samples")
-        if self.control is not None:
-            ax.hist(
-                np.log10(np.maximum(self.control.ratio, floor)),
-                bins=edges,
-                alpha=0.5,
-                label="held-out control",
-            )
-        ax.axvline(np.log10(self.threshold), color="k", ls="--", label=f"k = {self.threshold:.3g}")
-        ax.set_xlabel("log10(d1 / d2)")
-        ax.set_ylabel("count")
-        ax.legend()
-        return ax
+    def plot(self, ax=None, bins: int = 40):
+        """Histogram of d1/d2 (log axis, share of each set) with the threshold and the control
+        (:func:`memaudit.figures.ratio_histogram`); returns the Axes."""
+        from ..figures import ratio_histogram
+
+        return ratio_histogram(self.ratio, self.threshold, ax=ax, bins=bins,
+                               control=None if self.control is None else self.control.ratio)
 
     def summary(self) -> str:
         lines = [f"memorized (d1/d2 < {self.threshold:.4g}): {self.rate}"]

@@ -539,6 +539,15 @@ class SubsequenceResult:
                 for i in order if self.evaluable[i]],
         })
 
+    def plot(self, ax=None):
+        """Histogram of the windows' d1/d2 (log axis) with the threshold and the held-out
+        control's windows (:func:`memaudit.figures.ratio_histogram`); returns the Axes."""
+        from ..figures import ratio_histogram
+
+        return ratio_histogram(self.ratio, self.threshold, ax=ax, label="generated windows",
+                               what="windows",
+                               control=None if self.control is None else self.control.ratio)
+
     def summary(self) -> str:
         mode = "z-normalised" if self.normalize else "raw"
         every = "every window" if self.stride == 1 else f"a window every {self.stride} steps"

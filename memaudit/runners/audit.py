@@ -128,7 +128,7 @@ class AuditRun(Run):
     def to_summary(self) -> dict:
         """The headline figures as a dict (``memaudit audit --json``)."""
         d = self.report.to_dict()
-        nr = d["nn_ratio"]
+        nr = d["sections"]["nn_ratio"]
         return {
             "rate": nr["rate"],
             "control_rate": None if nr["control"] is None else nr["control"]["rate"],

@@ -80,7 +80,7 @@ class MembershipRun(Run):
 
     def write(self, out_dir) -> dict:
         """Write membership.json and membership.html into ``out_dir``; returns their paths."""
-        from ..report_membership import write_membership_report
+        from ..report import write_membership_report
 
         self.paths = write_membership_report(
             out_dir, self.result, config=resolved(self.config), versions=package_versions(),

@@ -90,7 +90,7 @@ class SubsequencesRun(Run):
 
     def write(self, out_dir) -> dict:
         """Write subsequences.json and subsequences.html into ``out_dir``; returns their paths."""
-        from ..report_series import write_subsequence_report
+        from ..report import write_subsequence_report
 
         samples, sample_ids, _ = self.series["samples"]
         self.paths = write_subsequence_report(

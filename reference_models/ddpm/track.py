@@ -103,13 +103,12 @@ def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, ever
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        axes = curve.plot()
-        axes[0].figure.suptitle(f"{run.name}: n = {cfg.n_train}, {n_samples} samples per checkpoint",
-                                fontsize=9)
-        axes[0].figure.tight_layout()
+        fig = curve.plot().figure  # laid out by matplotlib's constrained layout
+        fig.suptitle(f"{run.name}: n = {cfg.n_train}, {n_samples} samples per checkpoint",
+                     fontsize=9)
         with atomic_path(run / "tracking.png", suffix=".png") as tmp:
-            axes[0].figure.savefig(tmp, dpi=110)
-        plt.close(axes[0].figure)
+            fig.savefig(tmp, dpi=110)
+        plt.close(fig)
     except ImportError:  # plots are optional
         pass
     return curve

@@ -417,7 +417,7 @@ def main(argv=None) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        p.error("the study's figures need matplotlib: pip install 'memaudit[plot]'")
+        p.error("the study's figures need matplotlib: pip install matplotlib")
     if a.quick:
         a.d, a.spectrum_d, a.seeds, a.sampled_d, a.psi_n = 12, 16, 1, 8, [2, 4]
         a.grid_d, a.grid_psi_p, a.grid_psi_n, a.grid_fit_psi_n = 6, [4, 8], [1, 2, 4], [1, 4]
