@@ -161,7 +161,7 @@ def test_run_duplicates_from_python_gates_the_copy_rate(rng, tmp_path):
     assert run.gate["figure"] == "duplicates.copy_rate" and run.gate["value"] == pytest.approx(0.2)
     assert not run.passed
     saved = json.loads(run.paths["json"].read_text())
-    assert saved["config"]["gate_record"] == run.gate and saved["config"]["method"] == "exact"
+    assert saved["gate"] == run.gate and saved["config"]["method"] == "exact"
     excess = run_duplicates(DuplicatesConfig(train=train, samples=samples, holdout=holdout,
                                              method="exact", fail_above=0.25, gate="excess",
                                              progress=False, n_bootstrap=100))
@@ -224,7 +224,7 @@ def test_run_membership_from_python(tmp_path):
     assert run.result.setting == "t10" and run.result.evaluation.auc.value > 0.75
     assert run.gate["figure"] == "membership.evaluation.auc" and not run.passed
     saved = json.loads(run.paths["json"].read_text())
-    assert saved["gate"] == run.gate and saved["attack"] == "scores given (settings: t10, t100)"
+    assert saved["gate"] == run.gate and saved["sections"]["membership"]["attack"] == "scores given (settings: t10, t100)"
     named = re.escape("calibration_fraction (--calibration-fraction)")
     with pytest.raises(ValueError, match=named):
         run_membership(MembershipConfig(member_scores=members, nonmember_scores=nonmembers,

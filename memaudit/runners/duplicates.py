@@ -100,17 +100,13 @@ class DuplicatesRun(Run):
         return list(self.notes)
 
     def write(self, out_dir) -> dict:
-        """Write duplicates.json and duplicates.html into ``out_dir``; returns their paths.
-
-        The writer takes no gate yet: the gate's record travels in the config, as ``gate_record``.
-        """
+        """Write duplicates.json and duplicates.html into ``out_dir``; returns their paths."""
         from ..report import write_duplicates_report
 
-        config = resolved(self.config, threshold=self.results["train"].threshold,
-                          gate_record=self.gate)
+        config = resolved(self.config, threshold=self.results["train"].threshold)
         self.paths = write_duplicates_report(out_dir, self.results, self.datasets, config,
                                              package_versions(), self.elapsed,
-                                             control=self.control)
+                                             control=self.control, gate=self.gate)
         return self.paths
 
     def summary(self) -> str:
