@@ -466,7 +466,7 @@ def cmd_subsequences(args) -> int:
     train, train_ids, _ = loaded["train"]
     samples, sample_ids, _ = loaded["samples"]
     probe.fit(train, ids=train_ids)
-    res = probe.score(samples, sample_ids=sample_ids,
+    res = probe.score(samples, ids=sample_ids,
                       holdout=loaded["holdout"][0] if "holdout" in loaded else None)
     config = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     config.update(window=probe.length, stride=probe.stride, exclusion_zone=probe.zone_,
