@@ -331,8 +331,8 @@ def cmd_duplicates(args) -> int:
     import time
 
     from .audit import package_versions
-    from .probes.duplicates import (find_copies, find_copies_with_control, find_duplicates,
-                                    parse_threshold)
+    from .image_duplicates import find_copies, find_copies_with_control, find_duplicates
+    from .probes.duplicates import parse_threshold
     from ._validation import check_same_dim
     from .conventions import harmonize, pixel_scale, require_images
     from .report import write_duplicates_report

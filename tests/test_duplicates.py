@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from memaudit.hashing import content_hashes, dhash, hamming, phash
-from memaudit.probes.duplicates import (component_limit, find_copies, find_copies_with_control,
-                                        find_duplicates, parse_threshold)
+from memaudit.adapters.images import content_hashes, dhash, hamming, phash
+from memaudit.image_duplicates import find_copies, find_copies_with_control, find_duplicates
+from memaudit.probes.duplicates import component_limit, parse_threshold
 from naive import naive_components, naive_hamming_pairs, naive_tiled_l2
 
 
@@ -430,7 +430,7 @@ def test_copy_rate_with_its_held_out_control(mnist_split, rng):
                                         ("dhash", {"threshold": 12}), ("embedding", {"threshold": 0.9}),
                                         ("tiled_l2", {"threshold": 0.2})])
 def test_memory_mapped_sets_in_many_blocks_give_the_same_answer(tmp_path, rng, monkeypatch, method, kw):
-    import memaudit.hashing as hashing
+    import memaudit._blocks as blocks
     import memaudit.probes._range_search as engine
 
     x = _smooth_images(rng, 60, 12)
@@ -442,7 +442,7 @@ def test_memory_mapped_sets_in_many_blocks_give_the_same_answer(tmp_path, rng, m
     want_x = find_copies(q, x, method, value_range=(0, 1), **kw)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "q.npy", q)
-    monkeypatch.setattr(hashing, "_BLOCK_BYTES", 8 * 144 * 7)  # 7 items per hashing block
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 8 * 144 * 7)  # 7 items per hashing block
     monkeypatch.setattr(engine, "FLOAT_BLOCK_BYTES", 4 * 144 * 9)  # 9 items per search block
     mx = np.load(tmp_path / "x.npy", mmap_mode="r")
     mq = np.load(tmp_path / "q.npy", mmap_mode="r")
