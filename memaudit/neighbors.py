@@ -38,6 +38,7 @@ import numpy as np
 
 from ._progress import Progress
 from ._validation import as_2d_array, check_finite, check_positive_int, check_same_dim
+from .stats import StatsConfig
 
 __all__ = ["Neighbors", "NeighborIndex", "knn", "BACKENDS", "METRICS", "INDEXES", "unit_rows",
            "recall_rows", "pair_recall"]
@@ -650,7 +651,7 @@ class NeighborIndex:
         hnsw_m: int = 32,
         ef_search: int = 128,
         recall_sample: int = 500,
-        seed: int = 0,
+        seed: int = StatsConfig.seed,
         device: str | None = None,
     ):
         self.metric = metric

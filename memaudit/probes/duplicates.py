@@ -477,7 +477,7 @@ def copy_rates(res_s: DuplicateResult, res_h: DuplicateResult | None = None, *,
     ``res_h``, its control and the excess: intervals from :func:`memaudit.stats.rate` and
     :func:`memaudit.stats.rate_difference`, seeded through ``SeedSequence(seed).spawn(3)``
     (samples, control, excess)."""
-    s1, s2, s3 = (int(s.generate_state(1)[0]) for s in spawn(seed, 3))
+    s1, s2, s3 = spawn(seed, 3)
     kw = dict(n_bootstrap=n_bootstrap, confidence=confidence)
     r_s = rate(res_s.matched, seed=s1, label="samples", **kw)
     hashes = res_s.method in HASH_METHODS

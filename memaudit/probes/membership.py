@@ -162,7 +162,8 @@ class MembershipResult:
     nonmember_ids: np.ndarray | None = None
 
     def to_dict(self, per_sample: bool = True) -> dict:
-        """JSON-safe summary; ``per_sample`` adds every member's and non-member's id and score."""
+        """JSON-safe summary; ``per_sample`` adds every member's id and score (``sample_id``,
+        ``score``) and every non-member's (``holdout``)."""
         out = {
             "auc": self.auc.to_dict(),
             "tpr_at_fpr": {f"{f:g}": iv.to_dict() for f, iv in self.tpr.items()},
@@ -173,10 +174,10 @@ class MembershipResult:
             "roc": {"fpr": self.roc_fpr, "tpr": self.roc_tpr},
         }
         if per_sample and self.member_scores is not None:
-            out["per_sample"] = {
-                "members": {"id": self.member_ids, "score": self.member_scores},
-                "nonmembers": {"id": self.nonmember_ids, "score": self.nonmember_scores},
-            }
+            # the members are the probe's samples, the non-members its holdout
+            out["per_sample"] = {"sample_id": self.member_ids, "score": self.member_scores,
+                                 "holdout": {"id": self.nonmember_ids,
+                                             "score": self.nonmember_scores}}
         return jsonable(out)
 
     def tpr_line(self, fpr: float) -> str:
