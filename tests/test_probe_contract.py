@@ -60,12 +60,21 @@ def _subsequence(rng):
 CASES = {NNRatioProbe: _nn_ratio, DuplicatesProbe: _duplicates, MembershipProbe: _membership,
          SubsequenceProbe: _subsequence}
 
+# docs/writing-a-probe.md: its example probe, its use and its test case run here, so they stay true
+_GUIDE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "writing-a-probe.md"
+_BLOCKS = re.findall(r"```python\n(.*?)```", _GUIDE.read_text(), re.S)
+_DOC: dict = {}
+for _block in _BLOCKS:
+    exec(compile(_block, str(_GUIDE), "exec"), _DOC)
+CASES[_DOC["ExactCopyProbe"]] = _DOC["_exact_copy"]
+
 
 def test_every_probe_class_is_checked():
-    assert set(PROBES) == set(CASES)
+    assert len(_BLOCKS) == 3 and _DOC["res"].rate.count == 10  # the guide's example ran
+    assert set(PROBES) == set(CASES) - {_DOC["ExactCopyProbe"]}
 
 
-@pytest.fixture(params=PROBES, ids=lambda c: c.__name__)
+@pytest.fixture(params=list(CASES), ids=lambda c: c.__name__)
 def case(request):
     spec = CASES[request.param](np.random.default_rng(7))
     n, h = len(spec["samples"]), len(spec["holdout"])

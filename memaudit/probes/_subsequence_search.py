@@ -15,6 +15,7 @@ import numpy as np
 from .._progress import Progress
 
 __all__ = ["subsequence_search", "dtw_subsequence_search", "window_distance", "check_magnitude",
+           "first_too_large", "magnitude_error",
            "znormalize", "MAX_MAGNITUDE"]
 
 _CONST = 1e-12  # a window whose standard deviation is below this (relative to 1 + |mean|) is constant
@@ -67,15 +68,26 @@ def window_distance(a, b, normalize: bool = True) -> np.ndarray:
     return np.sqrt(d2)
 
 
+def first_too_large(x) -> int | None:
+    """Row of the first value of ``x`` whose squared differences could overflow float64
+    (|x| > ``MAX_MAGNITUDE``), or None."""
+    big = np.abs(x) > MAX_MAGNITUDE
+    return int(np.argwhere(big)[0][0]) if big.any() else None
+
+
+def magnitude_error(who: str, x, where: str = "") -> ValueError:
+    """The one-line error for such a value: ``who`` holds it, ``where`` says at which step."""
+    return ValueError(f"{who} has a value of magnitude {np.abs(x).max():.3g}{where}; the "
+                      f"subsequence search supports |values| up to {MAX_MAGNITUDE:.0e}: rescale "
+                      "the series")
+
+
 def check_magnitude(series, name: str) -> None:
     """Refuse values whose squared differences could overflow float64 (|x| > 1e150)."""
     for i, s in enumerate(series):
-        big = np.abs(s) > MAX_MAGNITUDE
-        if big.any():
-            step = int(np.argwhere(big)[0][0])
-            raise ValueError(f"{name}[{i}] has a value of magnitude {np.abs(s).max():.3g} at step "
-                             f"{step}; the subsequence search supports |values| up to "
-                             f"{MAX_MAGNITUDE:.0e}: rescale the series")
+        step = first_too_large(s)
+        if step is not None:
+            raise magnitude_error(f"{name}[{i}]", s, f" at step {step}")
 
 
 class _Queries:
@@ -262,11 +274,9 @@ def subsequence_search(queries, train, length: int, *, normalize: bool = True,
     q = np.asarray(queries, dtype=np.float64)
     m, L, C = q.shape
     zone = L - 1 if exclusion_zone is None else int(exclusion_zone)
-    if q.size and np.abs(q).max() > MAX_MAGNITUDE:
-        i = int(np.argwhere(np.abs(q) > MAX_MAGNITUDE)[0][0])
-        raise ValueError(f"query window {i} has a value of magnitude {np.abs(q[i]).max():.3g}; the "
-                         f"subsequence search supports |values| up to {MAX_MAGNITUDE:.0e}: rescale "
-                         "the series")
+    i = first_too_large(q) if q.size else None
+    if i is not None:
+        raise magnitude_error(f"query window {i}", q[i])
     check_magnitude(train, "train")
     qs_all, constant = _Queries.from_windows(q, normalize)
     keep = np.flatnonzero(~constant)

@@ -40,8 +40,9 @@ from ..results import Rate, jsonable
 from ..stats import StatsConfig, cluster_rate, rate, rate_difference, spawn
 from ._contract import Probe
 from .nn_ratio import DEFAULT_THRESHOLD
-from ._subsequence_search import (MAX_MAGNITUDE, check_magnitude, dtw_subsequence_search,
-                                  subsequence_search, window_distance, znormalize)
+from ._subsequence_search import (check_magnitude, dtw_subsequence_search, first_too_large,
+                                  magnitude_error, subsequence_search, window_distance,
+                                  znormalize)
 
 __all__ = ["SubsequenceProbe", "SubsequenceResult", "subsequence_search", "dtw_subsequence_search",
            "window_distance"]
@@ -366,12 +367,9 @@ class SubsequenceProbe(Probe):
             raise ValueError(f"{name} have {w.channels} channels but the training series have "
                              f"{self.channels_}")
         q = w.x.reshape(len(w), self.length, w.channels)
-        big = np.abs(q) > MAX_MAGNITUDE
-        if big.any():
-            i = int(np.argwhere(big)[0][0])
-            raise ValueError(f"{name}[{w.series[i]}] has a value of magnitude {np.abs(q).max():.3g} "
-                             f"near step {w.offset[i]}; the subsequence search supports |values| up "
-                             f"to {MAX_MAGNITUDE:.0e}: rescale the series")
+        i = first_too_large(q)
+        if i is not None:
+            raise magnitude_error(f"{name}[{w.series[i]}]", q, f" near step {w.offset[i]}")
         if self.normalize:
             constant = znormalize(np.transpose(q, (0, 2, 1)))[1].all(axis=1)
             if constant.all():
