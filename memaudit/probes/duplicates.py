@@ -411,9 +411,10 @@ def match_sets(fq, fr, method, threshold, source, cross, ids, ref_ids, *, index=
         ``threshold`` and ``source`` as :func:`check_threshold` returns them.
     cross : bool
     ids, ref_ids : ndarray
-    tiles : ((H, W, C), (prep_q, prep_r), convention), optional
-        tiled_l2: the image shape and the block readers that turn rows into pixels in [0, 1]
-        (default: the rows are such pixels already).
+    tiles : ((H, W, C), (prep_q, prep_r), convention)
+        tiled_l2 only (required there): the image shape, the block readers that turn a block of
+        rows into float32 pixels in [0, 1] laid out (H, W, C), and the pixel convention's name
+        for the out-of-range error.
     notes : sequence of str
         Remarks made while preparing the arrays (kept in the result).
     scale : dict, optional
@@ -433,7 +434,6 @@ def match_sets(fq, fr, method, threshold, source, cross, ids, ref_ids, *, index=
         pairs, scores = binary_pairs(fq, fr, threshold, cross, progress)
     elif method == "tiled_l2":
         hwc, preps, convention = tiles
-
         pairs, scores = tiled_pairs(fq, fr, threshold, cross, hwc, preps, convention, names,
                                     progress)
     elif index == "exact":
@@ -602,6 +602,9 @@ class DuplicatesProbe(Probe):
             raise ValueError(f"{name} have shape {q.shape[1:]} per item but the reference has "
                              f"{self.reference_.shape[1:]}")
         if tiles is not None:
+            if tiles[0] != self.tiles_[0]:
+                raise ValueError(f"{name} are images of shape {tiles[0]} but the reference images "
+                                 f"are {self.tiles_[0]}")
             tiles = (tiles[0], (tiles[1], self.tiles_[1]), "[0, 1]")
         return match_sets(q, self.reference_, self.method, self.threshold_,
                           self.threshold_source_, True, check_ids(ids, q.shape[0], f"{name} ids"),
