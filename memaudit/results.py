@@ -1,4 +1,8 @@
-"""Typed results: frozen dataclasses with a JSON-safe ``to_dict()`` and stable key names."""
+"""Typed results: the one interval type (:class:`Rate`), its text formats, and ``jsonable``.
+
+Every probe result is a frozen dataclass whose ``to_dict(per_sample=True)`` is JSON-safe (through
+:func:`jsonable`); every figure with an interval in it is a :class:`Rate`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-__all__ = ["Rate", "jsonable", "rate_text"]
+__all__ = ["Rate", "jsonable", "rate_text", "interval_text"]
 
 
 def jsonable(value):
@@ -31,45 +35,59 @@ def jsonable(value):
 
 @dataclass(frozen=True)
 class Rate:
-    """A fraction of items with its confidence interval.
+    """A statistic with its confidence intervals: a fraction of items, a difference of two
+    fractions, an AUC, a TPR at a fixed FPR or a balanced accuracy. The one interval type.
 
     Attributes
     ----------
-    value : float
-        The point estimate (count / n, or a difference of two rates).
+    value : float or None
+        The point estimate (count / n, a difference of two rates, an AUC...); None when the
+        statistic cannot be resolved (a TPR at an FPR below 1 / n_nonmembers).
     count : int or None
-        Flagged items (None for a difference).
+        Flagged items (None for a difference, an AUC or a balanced accuracy).
     n : int
-        Items the rate is over.
-    low, high : float
-        Bootstrap interval at ``confidence``.
+        Items the statistic is over.
+    low, high : float or None
+        Percentile bootstrap interval at ``confidence``.
     confidence : float
     method : str
-        How the interval was computed (resamples, seed).
+        How the bootstrap was computed (resamples, seed).
     wilson : tuple of float or None
         Wilson score interval of a proportion (closed form; None for a difference or a clustered
         rate).
     score_interval : tuple of float or None
-        The closed-form interval that stays informative at 0 and n, shown first: Wilson for a
-        proportion (equal to ``wilson``), Newcombe's hybrid score interval for a difference,
-        Wilson at the effective number of clusters for a clustered rate.
+        The closed-form interval that stays informative at 0 and n: Wilson for a proportion (equal
+        to ``wilson``), Newcombe's hybrid score interval for a difference, Wilson at the effective
+        number of clusters for a clustered rate, the Hanley-McNeil score interval for an AUC.
     score_method : str or None
         Its name ("Wilson", "Newcombe hybrid score", "Wilson on 12 effective clusters").
+    lead : {"score", "bootstrap"}
+        The interval shown first: "score" where the closed form covers at least as well as the
+        bootstrap, "bootstrap" where the closed form leaves out a source of noise (the Wilson
+        interval of a TPR holds the threshold fixed).
     """
 
-    value: float
+    value: float | None
     count: int | None
     n: int
-    low: float
-    high: float
+    low: float | None
+    high: float | None
     confidence: float
     method: str
     wilson: tuple[float, float] | None = None
     score_interval: tuple[float, float] | None = None
     score_method: str | None = None
+    lead: str = "score"
+
+    @property
+    def collapsed(self) -> bool:
+        """The bootstrap interval is a single point (every resample gave the same value)."""
+        return self.low is not None and self.low == self.high
 
     def to_dict(self) -> dict:
-        return jsonable({f.name: getattr(self, f.name) for f in fields(self)})
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["bootstrap_collapsed"] = self.collapsed
+        return jsonable(d)
 
     def __str__(self) -> str:
         head, tail = rate_text(self.to_dict())
@@ -98,3 +116,27 @@ def rate_text(d: dict) -> tuple[str, str]:
         return head, f"{pct}% CI {boot} (bootstrap)"
     return head, (f"{pct}% CI [{_pct(score[0])}, {_pct(score[1])}] "
                   f"({d.get('score_method') or 'score'}; bootstrap {boot})")
+
+
+def interval_text(d: dict, confidence: float, pct: bool = False) -> str:
+    """A statistic's ``Rate.to_dict()`` as text, for figures that are not plain rates (an AUC, a
+    TPR, a balanced accuracy): the value (with its count), the leading interval, then the other
+    one in parentheses; a collapsed bootstrap is marked.
+
+    ``"1.0000, 95% CI [0.5823, 1.0000] (score interval; bootstrap [1.0000, 1.0000], collapsed to
+    a point)"``.
+    """
+    f = (lambda v: f"{100 * v:.2f}%") if pct else (lambda v: f"{v:.4f}")
+    head = f(d["value"])
+    if d.get("count") is not None:
+        head += f" ({d['count']}/{d['n']} members)"
+    level = f"{int(round(100 * confidence))}% CI"
+    boot = f"[{f(d['low'])}, {f(d['high'])}]"
+    mark = ", collapsed to a point" if d.get("bootstrap_collapsed") else ""
+    if d.get("score_interval") is None:
+        return f"{head}, {level} {boot} (bootstrap{mark})"
+    score = f"[{f(d['score_interval'][0])}, {f(d['score_interval'][1])}]"
+    if d.get("lead") == "bootstrap":
+        mark = mark and ", collapsed to a point: unreliable here"
+        return f"{head}, {level} {boot} (bootstrap{mark}; {d['score_method']} {score})"
+    return f"{head}, {level} {score} ({d['score_method']}; bootstrap {boot}{mark})"

@@ -62,7 +62,7 @@ class Dataset:
     @property
     def is_image(self) -> bool:
         """Whether items can be shown as images (an image folder, or an image-shaped array)."""
-        from .adapters.pixels import image_layout
+        from .adapters.images import image_layout
 
         return self.kind == "images" or image_layout(self.item_shape) is not None
 

@@ -28,7 +28,7 @@ from .results import Rate
 
 __all__ = ["bootstrap_rate", "wilson_interval", "newcombe_interval", "mover_interval", "rate",
            "rate_difference", "cluster_rate", "roc_points", "roc_auc", "tpr_at_fpr",
-           "fpr_resolved", "auc_score_interval", "seed_label", "StatsConfig"]
+           "fpr_resolved", "auc_score_interval", "seed_label", "spawn", "StatsConfig"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,14 @@ class StatsConfig:
         check_fraction(self.confidence, "confidence", low_open=True, high_open=True)
 
 
+def spawn(seed, n: int) -> list:
+    """``n`` independent random streams derived from ``seed`` (an int or a
+    :class:`numpy.random.SeedSequence`) by ``SeedSequence(seed).spawn(n)``: the one way memaudit
+    derives several streams from one seed (never ``seed + 1``)."""
+    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    return root.spawn(n)
+
+
 def seed_label(seed) -> str:
     """How a seed is named in a ``method`` string: "seed 3", or "seed 3, stream (1,)" for a spawned
     :class:`numpy.random.SeedSequence`."""
@@ -81,7 +89,7 @@ def _wilson(p: float, n: float, z: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def wilson_interval(count: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+def wilson_interval(count: int, n: int, confidence: float = StatsConfig.confidence) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion ``count / n`` (Wilson 1927).
 
     Unlike the bootstrap it does not collapse to a point at 0 or n successes: with 0 of 1,000
@@ -111,7 +119,7 @@ def mover_interval(values, intervals, weights) -> tuple[float, float]:
 
 
 def newcombe_interval(count_a: int, n_a: int, count_b: int, n_b: int,
-                      confidence: float = 0.95) -> tuple[float, float]:
+                      confidence: float = StatsConfig.confidence) -> tuple[float, float]:
     """Newcombe (1998)'s hybrid score interval for ``count_a/n_a - count_b/n_b`` ("method 10").
 
     Built from the two Wilson intervals (``mover_interval``); informative when both rates are 0:
@@ -128,7 +136,8 @@ def _percentiles(draws: np.ndarray, confidence: float) -> tuple[float, float]:
 
 
 def bootstrap_rate(
-    count: int, n: int, *, n_bootstrap: int = 1000, confidence: float = 0.95, seed=0
+    count: int, n: int, *, n_bootstrap: int = StatsConfig.n_bootstrap,
+    confidence: float = StatsConfig.confidence, seed=StatsConfig.seed
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the proportion ``count / n`` (seeded: an int or a
     :class:`numpy.random.SeedSequence`)."""
@@ -139,18 +148,18 @@ def bootstrap_rate(
     return _percentiles(draws, confidence)
 
 
-def rate(flags, *, n_bootstrap: int = 1000, confidence: float = 0.95, seed=0,
-         label: str = "") -> Rate:
+def rate(flags, *, n_bootstrap: int = StatsConfig.n_bootstrap,
+         confidence: float = StatsConfig.confidence, seed=StatsConfig.seed, label: str = "") -> Rate:
     """The fraction of true ``flags`` with its bootstrap and Wilson intervals.
 
     Parameters
     ----------
     flags : array-like of bool
         One flag per item.
-    n_bootstrap : int, default=1000
+    n_bootstrap : int, default=StatsConfig.n_bootstrap
         Bootstrap resamples (the paper uses 1,000).
-    confidence : float, default=0.95
-    seed : int or numpy.random.SeedSequence, default=0
+    confidence : float, default=StatsConfig.confidence
+    seed : int or numpy.random.SeedSequence, default=StatsConfig.seed
         Drives the bootstrap only (the Wilson interval is closed form).
 
     Returns
@@ -189,8 +198,8 @@ def _score_limits(r: Rate, confidence: float) -> tuple[float, float]:
     return wilson_interval(r.count, r.n, confidence)
 
 
-def rate_difference(a: Rate, b: Rate, *, n_bootstrap: int = 1000, confidence: float = 0.95,
-                    seed=0) -> Rate:
+def rate_difference(a: Rate, b: Rate, *, n_bootstrap: int = StatsConfig.n_bootstrap,
+                    confidence: float = StatsConfig.confidence, seed=StatsConfig.seed) -> Rate:
     """``a - b`` for two independent rates, with a bootstrap and a hybrid score interval.
 
     Used for the excess of the samples' memorized fraction over the held-out control. The score
@@ -201,9 +210,9 @@ def rate_difference(a: Rate, b: Rate, *, n_bootstrap: int = 1000, confidence: fl
     Parameters
     ----------
     a, b : Rate
-    n_bootstrap : int, default=1000
-    confidence : float, default=0.95
-    seed : int or numpy.random.SeedSequence, default=0
+    n_bootstrap : int, default=StatsConfig.n_bootstrap
+    confidence : float, default=StatsConfig.confidence
+    seed : int or numpy.random.SeedSequence, default=StatsConfig.seed
         One stream: the resamples of ``a`` are drawn first, then those of ``b``.
 
     Returns
@@ -236,8 +245,8 @@ def rate_difference(a: Rate, b: Rate, *, n_bootstrap: int = 1000, confidence: fl
     )
 
 
-def cluster_rate(flags, clusters, *, n_bootstrap: int = 1000, confidence: float = 0.95,
-                 seed=0) -> Rate:
+def cluster_rate(flags, clusters, *, n_bootstrap: int = StatsConfig.n_bootstrap,
+                 confidence: float = StatsConfig.confidence, seed=StatsConfig.seed) -> Rate:
     """The fraction of true ``flags`` with a cluster bootstrap and a clustered Wilson interval.
 
     Items of one cluster (overlapping windows of one series) are not independent, so the
@@ -365,7 +374,7 @@ def _hanley_mcneil_var(a, m: int, n: int):
 
 
 def auc_score_interval(auc: float, n_members: int, n_nonmembers: int,
-                       confidence: float = 0.95) -> tuple[float, float]:
+                       confidence: float = StatsConfig.confidence) -> tuple[float, float]:
     """Score-type interval of the AUC: every theta with ``(theta - auc)^2 <= z^2 V(theta)``.
 
     ``V`` is Hanley and McNeil (1982)'s variance evaluated at the candidate theta rather than at

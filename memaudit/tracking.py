@@ -32,6 +32,7 @@ from scipy import linalg
 from ._validation import as_2d_array, check_fraction, check_same_dim
 from .probes.nn_ratio import DEFAULT_THRESHOLD, NNRatioProbe
 from .results import jsonable
+from .stats import StatsConfig
 
 __all__ = ["TrainingCurve", "track_memorization", "frechet_distance", "energy_distance",
            "estimate_tau_gen", "tau_gen_threshold", "estimate_tau_mem", "level_crossing"]
@@ -181,16 +182,22 @@ class TrainingCurve:
             return self.f_mem_wilson[:, 0], self.f_mem_wilson[:, 1], "Wilson"
         return self.f_mem_low, self.f_mem_high, "bootstrap"
 
-    def to_dict(self) -> dict:
-        return jsonable({
-            "steps": self.steps, "f_mem": self.f_mem, "f_mem_low": self.f_mem_low,
-            "f_mem_high": self.f_mem_high, "f_mem_wilson": self.f_mem_wilson,
-            "control_f_mem": self.control,
-            "excess_low": self.excess_low, "n_samples": self.n_samples,
-            "quality": self.quality, "quality_name": self.quality_name, "losses": self.losses,
-            "tau_mem": self.tau_mem, "tau_gen": self.tau_gen, "recommended": self.recommended,
-            "rules": self.rules, "threshold": self.threshold,
-        })
+    def to_dict(self, per_sample: bool = True) -> dict:
+        """JSON-safe summary: tau_gen, tau_mem, the recommended checkpoint and the rules;
+        ``per_sample`` adds the per-step arrays (f_mem and its intervals, the control, quality,
+        losses), one entry per checkpoint."""
+        out = {
+            "quality_name": self.quality_name, "tau_mem": self.tau_mem, "tau_gen": self.tau_gen,
+            "recommended": self.recommended, "rules": self.rules, "threshold": self.threshold,
+        }
+        if per_sample:
+            out.update({
+                "steps": self.steps, "f_mem": self.f_mem, "f_mem_low": self.f_mem_low,
+                "f_mem_high": self.f_mem_high, "f_mem_wilson": self.f_mem_wilson,
+                "control_f_mem": self.control, "excess_low": self.excess_low,
+                "n_samples": self.n_samples, "quality": self.quality, "losses": self.losses,
+            })
+        return jsonable(out)
 
     def summary(self) -> str:
         lo, hi, how = self._shown_interval()
@@ -220,8 +227,9 @@ class TrainingCurve:
 def track_memorization(samples_by_step, train, holdout=None, *, threshold: float = DEFAULT_THRESHOLD,
                        features=None, quality="frechet", losses=None, tau_mem_rule: str = "lower_bound",
                        tau_mem_level: float = 0.01, tau_gen_tolerance: float = 0.05,
-                       tau_gen_scale: str = "log", n_bootstrap: int = 1000, confidence: float = 0.95,
-                       seed: int = 0, progress=None) -> TrainingCurve:
+                       tau_gen_scale: str = "log", n_bootstrap: int = StatsConfig.n_bootstrap,
+                       confidence: float = StatsConfig.confidence, seed: int = StatsConfig.seed,
+                       progress=None) -> TrainingCurve:
     """Memorization and quality at each training step, and the window between tau_gen and tau_mem.
 
     Parameters

@@ -87,7 +87,7 @@ def test_balanced_accuracy_interval_stays_informative_at_one():
     assert ba.value == 1 and ba.collapsed
     m, n = len(split.evaluation_members), len(split.evaluation_nonmembers)
     lo_m, lo_n = wilson_interval(m, m)[0], wilson_interval(n, n)[0]
-    assert ba.score == pytest.approx((1 - 0.5 * np.hypot(1 - lo_m, 1 - lo_n), 1.0))
+    assert ba.score_interval == pytest.approx((1 - 0.5 * np.hypot(1 - lo_m, 1 - lo_n), 1.0))
     assert "balanced accuracy at the calibrated threshold 1.0000, 95% CI [0.8861, 1.0000] " \
            "(Wilson, MOVER; bootstrap [1.0000, 1.0000], collapsed to a point)" in res.summary()
 
@@ -97,8 +97,8 @@ def test_balanced_accuracy_bootstrap_and_mover_agree_in_the_middle(rng):
     split = calibration_split(n, n, seed=2)
     res = calibrated_attack(rng.normal(1, 1, n), rng.normal(0, 1, n), split, n_bootstrap=2000)
     ba = res.balanced_accuracy
-    assert ba.low == pytest.approx(ba.score[0], abs=0.01)
-    assert ba.high == pytest.approx(ba.score[1], abs=0.01)
+    assert ba.low == pytest.approx(ba.score_interval[0], abs=0.01)
+    assert ba.high == pytest.approx(ba.score_interval[1], abs=0.01)
 
 
 def test_streams_come_from_a_seed_sequence(rng):

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from memaudit.hashing import content_hashes, dhash, hamming, phash
-from memaudit.probes.duplicates import (component_limit, find_copies, find_copies_with_control,
-                                        find_duplicates, parse_threshold)
+from memaudit.adapters.images import content_hashes, dhash, hamming, phash
+from memaudit.image_duplicates import find_copies, find_copies_with_control, find_duplicates
+from memaudit.probes.duplicates import component_limit, parse_threshold
 from naive import naive_components, naive_hamming_pairs, naive_tiled_l2
 
 
@@ -430,7 +430,7 @@ def test_copy_rate_with_its_held_out_control(mnist_split, rng):
                                         ("dhash", {"threshold": 12}), ("embedding", {"threshold": 0.9}),
                                         ("tiled_l2", {"threshold": 0.2})])
 def test_memory_mapped_sets_in_many_blocks_give_the_same_answer(tmp_path, rng, monkeypatch, method, kw):
-    import memaudit.hashing as hashing
+    import memaudit._blocks as blocks
     import memaudit.probes._range_search as engine
 
     x = _smooth_images(rng, 60, 12)
@@ -442,7 +442,7 @@ def test_memory_mapped_sets_in_many_blocks_give_the_same_answer(tmp_path, rng, m
     want_x = find_copies(q, x, method, value_range=(0, 1), **kw)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "q.npy", q)
-    monkeypatch.setattr(hashing, "_BLOCK_BYTES", 8 * 144 * 7)  # 7 items per hashing block
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 8 * 144 * 7)  # 7 items per hashing block
     monkeypatch.setattr(engine, "FLOAT_BLOCK_BYTES", 4 * 144 * 9)  # 9 items per search block
     mx = np.load(tmp_path / "x.npy", mmap_mode="r")
     mq = np.load(tmp_path / "q.npy", mmap_mode="r")
@@ -521,3 +521,36 @@ def test_cli_duplicates_bad_options_are_one_line_errors(dup_files, tmp_path, cap
     assert code == EXIT_ERROR and len(err.splitlines()) == 1
     assert re.search(match, err), err
     assert not (tmp_path / "o").exists()  # refused before any work
+
+
+# ----------------------------------------------------------------------------- the probe class
+@pytest.mark.parametrize("method, kw", [("exact", {}), ("phash", {"threshold": 12}),
+                                        ("dhash", {"threshold": 12}), ("embedding", {"threshold": 0.9}),
+                                        ("tiled_l2", {"threshold": 0.2})])
+def test_probe_on_the_adapters_arrays_equals_the_image_functions(rng, method, kw):
+    """DuplicatesProbe sees arrays only: fed what the images adapter makes of the images (digests,
+    codes, [0, 1] pixels), it finds the pairs, the copy rate and the control of
+    find_copies_with_control on the images themselves."""
+    from memaudit.adapters.images import content_digests, pixel_scale
+    from memaudit.probes.duplicates import DuplicatesProbe
+
+    train = _smooth_images(rng, 60, 12)
+    samples = _smooth_images(rng, 20, 12)
+    samples[[2, 5, 9]] = train[[4, 8, 15]]
+    samples[11] = np.clip(train[30] + 0.02, 0, 1)
+    holdout = _smooth_images(rng, 25, 12)
+    holdout[3] = train[40]
+    want = find_copies_with_control(samples, train, holdout, method, value_range=(0, 1), seed=4,
+                                    n_bootstrap=100, **kw)
+    scale = pixel_scale((train, "t"), value_range=(0, 1))
+    as_arrays = {"exact": lambda x: content_digests(x, x.shape[1:], scale),
+                 "phash": lambda x: phash(x, value_range=(0, 1)),
+                 "dhash": lambda x: dhash(x, value_range=(0, 1)),
+                 "embedding": lambda x: x.reshape(len(x), -1), "tiled_l2": lambda x: x}[method]
+    got = DuplicatesProbe(method=method, seed=4, n_bootstrap=100, **kw).fit(as_arrays(train)).score(
+        as_arrays(samples), holdout=as_arrays(holdout))
+    for a, b in ((got.samples, want.samples), (got.control, want.control)):
+        assert a.pairs.tolist() == b.pairs.tolist() and len(a.pairs) >= 1
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6, atol=1e-7)
+    assert got.rate == want.rate and got.control_rate == want.control_rate
+    assert got.excess == want.excess and got.rate.count >= 3

@@ -1,4 +1,4 @@
-"""memaudit.hashing: pHash and dHash bit for bit as imagehash, and one pixel convention per comparison."""
+"""memaudit.adapters.images: pHash and dHash bit for bit as imagehash, and one pixel convention per comparison."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from memaudit.hashing import PixelScale, content_hashes, dhash, phash, pixel_scale
+from memaudit.adapters.images import PixelScale, content_hashes, dhash, phash, pixel_scale
 from naive import naive_dhash_bits, naive_phash_bits
 
 imagehash = pytest.importorskip("imagehash")
@@ -195,9 +195,9 @@ def test_equal_hashes_iff_equal_levels(seed):
 
 
 def test_nan_and_inf_are_refused_in_every_block(tmp_path, monkeypatch):
-    import memaudit.hashing as hashing
+    import memaudit._blocks as blocks
 
-    monkeypatch.setattr(hashing, "_BLOCK_BYTES", 8 * 36 * 4)  # blocks of 4 items
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 8 * 36 * 4)  # blocks of 4 items
     x = np.random.default_rng(0).random((20, 6, 6))
     x[13, 2, 2] = np.inf
     np.save(tmp_path / "x.npy", x)

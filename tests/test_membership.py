@@ -48,9 +48,11 @@ def test_seeded_and_reported(rng):
     assert d["baseline"] == {"auc": 0.5, "tpr_at_fpr": {"0.01": 0.01, "0.001": 0.001}}
     assert "seed 3" in d["method"]
     # 500 non-members cannot resolve 0.1%: marked, never a number
-    assert d["tpr_at_fpr"]["0.001"] == {
+    want = {
         "value": None, "low": None, "high": None, "bootstrap_collapsed": False, "resolved": False,
         "min_resolvable_fpr": 1 / 500, "count": None, "n": 500, "false_positives_allowed": 0}
+    # a TprAtFpr is a Rate: its dict holds the Rate's keys too (confidence, method, lead...)
+    assert {k: d["tpr_at_fpr"]["0.001"][k] for k in want} == want
     assert d["tpr_at_fpr"]["0.01"]["resolved"] and d["tpr_at_fpr"]["0.01"]["value"] is not None
     assert ("TPR at 0.1% FPR: not resolved: 500 non-members resolve FPRs of 1/500 or more "
             "(random 0.1%)") in a.summary()
@@ -109,7 +111,7 @@ def test_metrics_equal_brute_force_and_mark_what_they_cannot_resolve(members, no
             assert iv.resolved
             assert iv.value == pytest.approx(naive_tpr_at_fpr(members, nonmembers, f))
             assert iv.low <= iv.value <= iv.high or iv.collapsed
-            assert iv.score[0] <= iv.value <= iv.score[1]
+            assert iv.score_interval[0] <= iv.value <= iv.score_interval[1]
 
 
 def test_the_bootstrap_reads_each_resample_with_the_same_rule(rng):
@@ -130,7 +132,7 @@ def test_the_bootstrap_reads_each_resample_with_the_same_rule(rng):
 def test_few_members_warn_and_the_auc_interval_does_not_collapse():
     res = membership_metrics([5, 6, 7, 8.0], [0, 1, 2, 3.0], n_bootstrap=200)
     assert res.auc.value == 1 and res.auc.collapsed  # every resample separates perfectly
-    lo, hi = res.auc.score
+    lo, hi = res.auc.score_interval
     assert hi == 1 and lo < 0.65
     d = res.to_dict()
     assert d["auc"]["bootstrap_collapsed"] and d["auc"]["lead"] == "score"
@@ -153,7 +155,7 @@ def _auc_coverage(n_side, delta, reps=300):
         a = membership_metrics(rng.normal(delta, 1, n_side), rng.normal(0, 1, n_side),
                                n_bootstrap=400, seed=r, fprs=()).auc
         boot += a.low <= true <= a.high
-        score += a.score[0] <= true <= a.score[1]
+        score += a.score_interval[0] <= true <= a.score_interval[1]
     return boot / reps, score / reps
 
 

@@ -27,7 +27,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "report.md"
 def results():
     """One of every result type, on small inputs with planted copies."""
     from memaudit.probes.calibration import calibrated_attack, calibration_split
-    from memaudit.probes.duplicates import find_copies_with_control, find_duplicates
+    from memaudit.image_duplicates import find_copies_with_control, find_duplicates
     from memaudit.probes.membership import membership_metrics
     from memaudit.probes.nn_ratio import nn_ratio
     from memaudit.probes.subsequence import SubsequenceProbe

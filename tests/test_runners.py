@@ -12,7 +12,7 @@ import pytest
 from memaudit.cli import build_parser, config_from, shown_default
 from memaudit.gate import Gate
 from memaudit.probes.calibration import calibration_split
-from memaudit.probes.duplicates import find_duplicates
+from memaudit.image_duplicates import find_duplicates
 from memaudit.probes.nn_ratio import NNRatioProbe
 from memaudit.probes.subsequence import SubsequenceProbe
 from memaudit.runners import (CONFIGS, AuditConfig, DemoConfig, DuplicatesConfig,

@@ -1,5 +1,5 @@
 """Adapters turn a modality (images, series) into arrays ``(n_items, n_features)`` for the probes."""
 
-from .pixels import image_layout, pixels, to_display
+from .images import image_layout, pixels, to_display
 
 __all__ = ["pixels", "to_display", "image_layout"]

@@ -32,7 +32,7 @@ import numpy as np
 
 from .._io import atomic_path
 from .._progress import Progress
-from .pixels import image_layout
+from .images import image_layout
 
 __all__ = ["ClipEncoder"]
 

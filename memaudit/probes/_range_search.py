@@ -7,16 +7,23 @@
   by the block size. :func:`embedding_pairs` runs it on inner products of unit vectors.
 - :class:`IVFBuckets`: approximate cosine range search (k-means cells, one GEMM per cell) with
   :func:`measure_recall` against exact search on a sample.
+- :func:`exact_pairs`: equal keys (content digests), by sorting.
+- :func:`tiled_pairs`: the tiled l2 distance of Carlini et al. 2023 (:func:`tiled_l2_distance`),
+  exact: an L2 range search at the threshold returns every candidate (the squared global RMS
+  difference is the size-weighted mean of the squared tile RMS differences, so it never exceeds
+  the largest tile's), and the tiles are compared on those only.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .._blocks import HASH_BITS, iter_blocks
 from .._progress import Progress
-from ..hashing import HASH_BITS, iter_blocks
+from ..neighbors import pair_recall, recall_rows, unit_rows
 
 FLOAT_BLOCK_BYTES = 32 << 20  # float32 rows per block of the float search (memory-mapped inputs)
+TILE_GRID = 4  # Carlini et al. 2023: 16 non-overlapping tiles (4 x 4), the largest tile distance
 
 
 def blocked_range_search(index, queries, radius, step, desc, progress):
@@ -45,12 +52,9 @@ def binary_pairs(codes_q, codes_r, max_distance, cross, progress):
 
 
 def normalized(block, name, offset=0):
-    x = np.ascontiguousarray(block, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise ValueError(f"{name}: item {offset + int(np.flatnonzero(norms[:, 0] == 0)[0])} has zero "
-                         "norm; cosine similarity is undefined for it")
-    return x / norms
+    """Unit rows (float32) for the cosine search: the neighbour search's normalisation
+    (:func:`memaudit.neighbors.unit_rows`, float64, zero rows refused)."""
+    return unit_rows(np.array(block, dtype=np.float64), name, offset).astype(np.float32)
 
 
 def float_blocks(x, name, prep, whole):
@@ -214,16 +218,108 @@ def range_pairs(idx, xq, min_sim, cross, progress, desc="cosine range search"):
 
 def measure_recall(idx, fq, fr, thr, cross, m, seed):
     """Share of the exact pairs of a seeded query sample that the approximate index also found."""
-    rng = np.random.default_rng(seed)
-    m = min(int(m), fq.shape[0])
-    rows = np.sort(rng.choice(fq.shape[0], size=m, replace=False))
+    rows = recall_rows(fq.shape[0], m, seed)
     exact = range_index(fr, "exact", None, 1, seed)
     e_pairs, _ = range_pairs(exact, fq[rows], thr, True, False)
     a_pairs, _ = range_pairs(idx, fq[rows], thr, True, False)
     if not cross:  # within a set: the query matching itself is not a duplicate pair
         e_pairs = e_pairs[rows[e_pairs[:, 0]] != e_pairs[:, 1]]
         a_pairs = a_pairs[rows[a_pairs[:, 0]] != a_pairs[:, 1]]
-    if len(e_pairs) == 0:
-        return 1.0, m
-    found = {tuple(p) for p in a_pairs.tolist()}
-    return float(np.mean([tuple(p) in found for p in e_pairs.tolist()])), m
+    return pair_recall(a_pairs, e_pairs), int(rows.size)
+
+
+# ----------------------------------------------------------------------------- exact matches
+def exact_pairs(h_q, h_r, cross):
+    """Pairs of equal keys (content digests, ``S16``): across sets every (query, reference) pair,
+    within one set every (i, j) with i < j of each class of equal items."""
+    if not cross:
+        order = np.argsort(h_q, kind="stable")
+        s = h_q[order]
+        bounds = np.flatnonzero(s[1:] != s[:-1]) + 1
+        pairs = [np.zeros((0, 2), np.int64)]
+        for run in np.split(order, bounds):
+            if run.size >= 2:
+                run = np.sort(run)
+                a, b = np.triu_indices(run.size, 1)
+                pairs.append(np.stack([run[a], run[b]], axis=1))
+        pairs = np.concatenate(pairs).astype(np.int64)
+        return pairs, np.zeros(len(pairs))
+    order = np.argsort(h_r, kind="stable")
+    s = h_r[order]
+    lo = np.searchsorted(s, h_q, "left")
+    hi = np.searchsorted(s, h_q, "right")
+    counts = hi - lo
+    i = np.repeat(np.arange(len(h_q)), counts)
+    starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    j = order[starts + np.arange(counts.sum())] if counts.sum() else np.zeros(0, np.int64)
+    pairs = np.stack([i, j], axis=1).astype(np.int64)
+    return pairs, np.zeros(len(pairs))
+
+
+# ----------------------------------------------------------------------------- tiled l2
+def _tile_bounds(h, w):
+    rows = [int(r[0]) for r in np.array_split(np.arange(h), TILE_GRID)]
+    cols = [int(c[0]) for c in np.array_split(np.arange(w), TILE_GRID)]
+    return rows, cols
+
+
+def tiled_l2_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Largest tile RMS difference between images ``a[k]`` and ``b[k]`` (pairs, pixels in [0, 1]).
+
+    ``a`` and ``b`` are (m, H, W) or (m, H, W, C); tiles follow ``np.array_split`` of each side
+    into 4, so sides that do not divide by 4 give tiles that differ by one pixel.
+    """
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if d.ndim == 3:
+        d = d[..., None]
+    h, w = d.shape[1:3]
+    rows, cols = _tile_bounds(h, w)
+    sums = np.add.reduceat(np.add.reduceat((d * d).sum(axis=3), rows, axis=1), cols, axis=2)
+    counts = np.outer(np.diff(rows + [h]), np.diff(cols + [w])) * d.shape[3]
+    return np.sqrt(sums / counts).reshape(len(d), -1).max(axis=1)
+
+
+def tiled_pairs(xq, xr, thr, cross, hwc, preps, convention, names, progress):
+    """Pairs within tiled l2 distance ``thr``: rows are images laid out ``hwc`` = (H, W, C),
+    read block by block through ``preps`` (one ``(block, offset) -> float32 rows in [0, 1]`` per
+    set); ``convention`` names the pixel convention in the out-of-range error."""
+    import faiss
+
+    if min(hwc[:2]) < TILE_GRID:
+        raise ValueError(f"tiled_l2 needs images of at least {TILE_GRID} x {TILE_GRID} pixels, "
+                         f"{names[0]} are {hwc[0]} x {hwc[1]}")
+    d = xr.shape[1]
+
+    def images(rows):
+        return rows.reshape((len(rows),) + tuple(hwc))
+
+    def checked(prep, name):
+        def f(block, offset):
+            u = prep(block, offset)
+            lo, hi = float(u.min()), float(u.max())
+            if lo < -1e-6 or hi > 1 + 1e-6:
+                bad = int(np.flatnonzero(((u < -1e-6) | (u > 1 + 1e-6)).any(axis=1))[0])
+                raise ValueError(
+                    f"tiled_l2 compares pixels in [0, 1]; {name} item {offset + bad} has values "
+                    f"outside {convention}: give the value_range that holds them (uint8 images "
+                    "are divided by 255 automatically)")
+            return u
+        return f
+
+    def build(rb):
+        idx = faiss.IndexFlatL2(d)
+        idx.add(rb)
+        return idx
+
+    chunk = max(1, (32 << 20) // (8 * d))
+
+    def refine(qb, rb, i, j, _):
+        dist = np.concatenate([tiled_l2_distance(images(qb[i[s : s + chunk]]), images(rb[j[s : s + chunk]]))
+                               for s in range(0, len(i), chunk)]) if len(i) else np.zeros(0)
+        return dist <= thr, dist
+
+    # global RMS <= largest tile RMS, so every match lies within this L2 radius (FAISS keeps
+    # squared distances strictly below it; widen by a relative 1e-5 against float32 rounding)
+    radius = np.float32(thr**2 * d * (1 + 1e-5) + 1e-6)
+    return float_pairs(xq, xr, cross, checked(preps[0], names[0]), checked(preps[1], names[1]),
+                       build, radius, refine, names, progress, "l2 range search (tiled_l2)")

@@ -26,10 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import check_fraction, check_ids, check_positive_int
-from ..results import jsonable
-from ..stats import mover_interval, wilson_interval
-from .membership import (DEFAULT_FPRS, Interval, MembershipResult, _scores, interval_text,
-                         membership_metrics)
+from ..results import Rate, interval_text, jsonable
+from ..stats import StatsConfig, mover_interval, seed_label, spawn, wilson_interval
+from .membership import DEFAULT_FPRS, MembershipResult, _scores, membership_metrics
 
 __all__ = ["SplitManifest", "calibration_split", "calibrated_attack", "CalibratedAttack",
            "balanced_accuracy", "best_threshold"]
@@ -75,8 +74,9 @@ class SplitManifest:
         })
 
 
-def calibration_split(n_members: int, n_nonmembers: int, *, fraction: float = 0.5, seed: int = 0,
-                      member_ids=None, nonmember_ids=None) -> SplitManifest:
+def calibration_split(n_members: int, n_nonmembers: int, *, fraction: float = 0.5,
+                      seed: int = StatsConfig.seed, member_ids=None,
+                      nonmember_ids=None) -> SplitManifest:
     """A seeded, stratified split: ``fraction`` of each side calibrates, the rest evaluates."""
     check_fraction(fraction, "fraction", low_open=True)
     rng = np.random.default_rng(seed)
@@ -117,17 +117,18 @@ class CalibratedAttack:
     calibration_auc: dict
     calibration_balanced_accuracy: float
     evaluation: MembershipResult
-    balanced_accuracy: Interval
+    balanced_accuracy: Rate
     split: SplitManifest
     optimistic: bool
     notes: tuple = ()
 
-    def to_dict(self) -> dict:
+    def to_dict(self, per_sample: bool = True) -> dict:
+        """JSON-safe summary; ``per_sample`` adds the evaluated items' scores (``evaluation``)."""
         return jsonable({
             "setting": self.setting, "threshold": self.threshold,
             "calibration_auc": {str(k): v for k, v in self.calibration_auc.items()},
             "calibration_balanced_accuracy": self.calibration_balanced_accuracy,
-            "evaluation": self.evaluation.to_dict(),
+            "evaluation": self.evaluation.to_dict(per_sample=per_sample),
             "balanced_accuracy": self.balanced_accuracy.to_dict(),
             "split": self.split.to_dict(), "optimistic": self.optimistic, "notes": list(self.notes),
         })
@@ -146,7 +147,7 @@ class CalibratedAttack:
 
 
 def _balanced_accuracy_interval(members, nonmembers, threshold, n_bootstrap, confidence,
-                                seed) -> Interval:
+                                seed) -> Rate:
     """Balanced accuracy at a fixed threshold: a stratified bootstrap and, beside it, the MOVER
     interval of (TPR + TNR) / 2 from the two Wilson intervals (informative at 0.5 and 1).
 
@@ -162,8 +163,9 @@ def _balanced_accuracy_interval(members, nonmembers, threshold, n_bootstrap, con
     lo, hi = np.percentile(boot, [50 * (1 - confidence), 50 * (1 + confidence)])
     score = mover_interval((tp / m, tn / n), (wilson_interval(tp, m, confidence),
                                               wilson_interval(tn, n, confidence)), (0.5, 0.5))
-    return Interval(0.5 * (tp / m + tn / n), float(lo), float(hi), score=score,
-                    score_method="Wilson, MOVER")
+    return Rate(0.5 * (tp / m + tn / n), None, m + n, float(lo), float(hi), confidence,
+                f"stratified percentile bootstrap, {n_bootstrap} resamples, {seed_label(seed)}",
+                score_interval=score, score_method="Wilson, MOVER")
 
 
 def _by_setting(scores, n, name):
@@ -181,8 +183,9 @@ def _by_setting(scores, n, name):
 
 def calibrated_attack(member_scores, nonmember_scores, split: SplitManifest, *,
                       select_on: str = "calibration", allow_optimistic: bool = False,
-                      fprs=DEFAULT_FPRS, n_bootstrap: int = 1000, confidence: float = 0.95,
-                      seed: int = 0) -> CalibratedAttack:
+                      fprs=DEFAULT_FPRS, n_bootstrap: int = StatsConfig.n_bootstrap,
+                      confidence: float = StatsConfig.confidence,
+                      seed: int = StatsConfig.seed) -> CalibratedAttack:
     """Choose the attack setting and threshold on the calibration split; report on evaluation.
 
     Parameters
@@ -197,7 +200,7 @@ def calibrated_attack(member_scores, nonmember_scores, split: SplitManifest, *,
         ``allow_optimistic=True``; the result is then flagged ``optimistic``.
     fprs, n_bootstrap, confidence
         As in :func:`memaudit.probes.membership.membership_metrics`.
-    seed : int, default=0
+    seed : int, default=StatsConfig.seed
         ``SeedSequence(seed).spawn(2)``: the first stream drives the bootstrap of the evaluation
         AUC and TPRs, the second that of the balanced accuracy. The split is drawn beforehand by
         :func:`calibration_split` (``default_rng(seed)`` of its own seed).
@@ -230,7 +233,7 @@ def calibrated_attack(member_scores, nonmember_scores, split: SplitManifest, *,
     ev_m, ev_n = ms[setting][em], ns[setting][en]
     # two independent streams: the bootstrap of the evaluation figures, then that of the
     # balanced accuracy (the split itself was drawn by calibration_split from its own seed)
-    metrics_stream, accuracy_stream = np.random.SeedSequence(seed).spawn(2)
+    metrics_stream, accuracy_stream = spawn(seed, 2)
     evaluation = membership_metrics(ev_m, ev_n, fprs=fprs, n_bootstrap=n_bootstrap,
                                     confidence=confidence, seed=metrics_stream)
     balanced = _balanced_accuracy_interval(ev_m, ev_n, thr, n_bootstrap, confidence,

@@ -30,6 +30,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..stats import StatsConfig
+
 __all__ = ["NoisePredictor", "loss_attack", "pia_attack", "secmi_attack"]
 
 
@@ -96,7 +98,7 @@ def _per_item(v: np.ndarray, p: float = 2.0) -> np.ndarray:
 
 
 def loss_attack(model: NoisePredictor, x, timesteps=(10, 50, 100, 200), *, n_draws: int = 4,
-                seed: int = 0) -> dict:
+                seed: int = StatsConfig.seed) -> dict:
     """Minus the denoising error per item at each timestep: ``{t: scores}``.
 
     The noise of item i in draw k comes from a generator seeded with (seed, k, i), so a score does

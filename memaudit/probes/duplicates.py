@@ -5,31 +5,32 @@ et al. 2023). This probe answers two questions with the same machinery:
 
 - within one set (training-set hygiene): which items are duplicates of each other;
 - across two sets (samples vs training set): which generated samples copy which training items,
-  and, with a held-out set through the same matcher (:func:`find_copies_with_control`), how many
-  real unseen items match just as well: the control of the copy rate.
+  and, with a held-out set through the same matcher, how many real unseen items match just as
+  well: the control of the copy rate (:class:`DuplicatesProbe` with ``holdout``).
 
-Methods:
+The probe sees arrays only. What it compares, per method:
 
-- ``"exact"``: equal content hashes of the quantized pixels (:func:`memaudit.hashing.content_hashes`),
-  one pixel convention (:class:`memaudit.hashing.PixelScale`) for every set compared;
-- ``"phash"`` / ``"dhash"``: imagehash-compatible 64-bit perceptual hashes within a Hamming
-  distance (default 10 bits, imagededup's, fit for photographs; digit-like images need 0-1),
-  searched exactly with a FAISS binary index;
+- ``"exact"``: keys, one per item (1-D array), equal keys match; the images adapter writes them as
+  content digests of the quantized pixels (:func:`memaudit.adapters.images.content_digests`);
+- ``"phash"`` / ``"dhash"``: packed 64-bit codes, (n, 8) uint8 (:func:`memaudit.adapters.images.phash`),
+  within a Hamming distance (default 10 bits, imagededup's, fit for photographs; digit-like images
+  need 0-1), searched exactly with a FAISS binary index;
 - ``"embedding"``: cosine similarity at or above a threshold (default 0.95) on any feature vectors
   (pixels, CLIP embeddings), by FAISS range search: exact by default, over blocks of the reference;
   ``index="ivf"`` groups the vectors in k-means cells and compares each query with its nearest
   cells by GEMM, and its recall against exact search is measured on a sample and reported;
-- ``"tiled_l2"``: the extraction distance of Carlini et al. 2023 on images: split both images into
-  a 4 x 4 grid of non-overlapping tiles, take the root-mean-square pixel difference (pixels in
-  [0, 1]) of each pair of tiles and keep the largest; a pair matches when it is at most the
-  threshold. Exact: the squared global RMS difference is the (size-weighted) mean of the squared
-  tile RMS differences, so it never exceeds the largest tile's; an exact L2 range search at the
-  threshold therefore returns every candidate, and the tiles are compared on those only.
+- ``"tiled_l2"``: images (n, H, W) or (n, H, W, C) with pixels in [0, 1]: the extraction distance
+  of Carlini et al. 2023, the largest root-mean-square pixel difference over a 4 x 4 grid of tiles;
+  a pair matches when it is at most the threshold (exact, see
+  :mod:`memaudit.probes._range_search`).
 
-Matches are edges of a graph; duplicate groups are its connected components
-(scipy.sparse.csgraph), so a chain of near-copies ends up in one group. A group far larger than
-copies form (:func:`component_limit`) means the threshold joins unrelated items: the result then
-carries a warning with the thresholds at which the groups stay small.
+Images of any layout and value range go through :mod:`memaudit.image_duplicates`
+(``find_duplicates``, ``find_copies``, ``find_copies_with_control``), which computes these arrays
+with the images adapter under one pixel convention for every set and calls :func:`match_sets`.
+
+Matches are edges of a graph; duplicate groups are its connected components, and a group far
+larger than copies form carries a warning with the thresholds at which the groups stay small
+(:mod:`memaudit.probes._groups`).
 
 Memory-mapped inputs are read in blocks whose pages are released after use, and every block is
 checked for NaN and Inf, so memory stays bounded by the block size, not the file size (exact,
@@ -39,27 +40,26 @@ vectors in memory).
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
-from .._validation import as_2d_array, check_fraction, check_ids, check_same_dim
-from ..hashing import HASH_BITS, PixelScale, _digests, _perceptual, iter_blocks, pixel_scale
-from ..results import jsonable
-from ._range_search import (binary_pairs, embedding_pairs, float_pairs, measure_recall,
-                            normalized, range_index, range_pairs)
+from .._blocks import HASH_BITS, iter_blocks
+from .._validation import as_2d_array, check_fraction, check_ids
+from ..results import Rate, jsonable
+from ..stats import StatsConfig, rate, rate_difference, spawn
+from ._contract import Probe
+from ._groups import (HASH_METHODS, best_first, component_check, component_limit,
+                      component_warning, duplicate_groups)
+from ._range_search import (binary_pairs, embedding_pairs, exact_pairs, measure_recall,
+                            normalized, range_index, range_pairs, tiled_l2_distance, tiled_pairs)
 
-__all__ = ["DuplicateResult", "CopyRateResult", "find_duplicates", "find_copies",
-           "find_copies_with_control", "tiled_l2_distance", "component_limit", "parse_threshold",
+__all__ = ["DuplicatesProbe", "DuplicateResult", "CopyRateResult", "match_sets", "copy_rates",
+           "tiled_l2_distance", "component_limit", "parse_threshold", "check_threshold",
            "METHODS", "DEFAULTS"]
 
 METHODS = ("exact", "phash", "dhash", "embedding", "tiled_l2")
-HASH_METHODS = ("phash", "dhash")
-TILE_GRID = 4  # Carlini et al. 2023: 16 non-overlapping tiles (4 x 4), the largest tile distance
 # threshold and where it comes from, per method
 DEFAULTS = {
     "exact": (None, "identical quantized pixels (content hash); takes no threshold"),
@@ -76,15 +76,8 @@ DEFAULTS = {
 CONTROL_SHARE = 0.01  # a threshold is recommended by the control when <= 1% of held-out items match
 PAIRS_LISTED = 10_000  # pairs written to JSON (best first); all are in DuplicateResult.pairs
 _MATCHES_LISTED = 10  # reference items listed per query in JSON (best first)
-
-
-def component_limit(n_nodes: int) -> int:
-    """Largest group size expected from copies: ``max(10, ceil(1% of the items in the graph))``.
-
-    A planted or real copy joins an original and a few copies; a connected component larger than
-    this means the threshold chains unrelated items together.
-    """
-    return max(10, math.ceil(0.01 * n_nodes))
+NPROBE = 8  # ivf: cells each query scans
+RECALL_SAMPLE = 1000  # ivf: queries on which the recall against exact search is measured
 
 
 @dataclass(frozen=True)
@@ -117,7 +110,7 @@ class DuplicateResult:
     notes : list of str
         Warnings (starting with "warning:") and remarks, also printed by :meth:`summary`.
     scale : dict or None
-        The pixel convention the hashes and tiles used (:class:`memaudit.hashing.PixelScale`).
+        The pixel convention the hashes and tiles used (:class:`memaudit.adapters.images.PixelScale`).
     components : dict
         The group-size check: the rule, its limit, the largest group and, when it is exceeded or
         for hashes, the largest group per threshold and the loosest threshold within the limit.
@@ -172,10 +165,11 @@ class DuplicateResult:
     def warnings(self) -> list:
         return [n for n in self.notes if n.startswith("warning:")]
 
-    def to_dict(self, max_groups: int = 50, max_pairs: int = PAIRS_LISTED,
-                max_matches: int = _MATCHES_LISTED) -> dict:
-        """JSON-safe summary: groups (ids), the best ``max_pairs`` pairs and, across sets, each
-        matched query's best ``max_matches`` reference items."""
+    def to_dict(self, per_sample: bool = True, *, max_groups: int = 50,
+                max_pairs: int = PAIRS_LISTED, max_matches: int = _MATCHES_LISTED) -> dict:
+        """JSON-safe summary; ``per_sample`` adds the item listings: groups (ids), the best
+        ``max_pairs`` pairs and, across sets, each matched query's best ``max_matches`` reference
+        items."""
         def named(g):
             if self.cross:
                 return {"queries": self.ids[g["queries"]],
@@ -185,7 +179,7 @@ class DuplicateResult:
 
         other = self.reference_ids if self.cross else self.ids
         a, b = ("query", "reference") if self.cross else ("a", "b")
-        listed = self.pairs[:max_pairs]
+        listed = self.pairs[:max_pairs] if per_sample else self.pairs[:0]
         pairs = [{a: int(i), f"{a}_id": self.ids[i], b: int(j), f"{b}_id": other[j],
                   self.score_name: s}
                  for (i, j), s in zip(listed.tolist(), self._score_values(self.scores[:max_pairs]))]
@@ -206,13 +200,14 @@ class DuplicateResult:
             "recall": self.recall,
             "recall_sample": self.recall_sample,
             "components": self.components,
-            "groups": [named(g) for g in self.groups[:max_groups]],
-            "pairs": pairs,
-            "pairs_listed": len(pairs),
+            "pairs_listed": len(pairs) if per_sample else 0,
             "notes": self.notes,
         }
-        if self.cross:
-            out["matches"] = self._matches_dict(max_matches)
+        if per_sample:
+            out["groups"] = [named(g) for g in self.groups[:max_groups]]
+            out["pairs"] = pairs
+            if self.cross:
+                out["matches"] = self._matches_dict(max_matches)
         return jsonable(out)
 
     def _matches_dict(self, cap):
@@ -264,40 +259,52 @@ class CopyRateResult:
 
     Attributes
     ----------
-    samples, control : DuplicateResult
-        Samples vs training set, and held-out real items vs the same training set, through the
-        same matcher (method, threshold, pixel convention).
-    rate, control_rate : Rate
-        Share of samples (held-out items) that match at least one training item.
-    excess : Rate
+    samples : DuplicateResult
+        Samples vs training set.
+    rate : Rate
+        Share of samples that match at least one training item.
+    control : DuplicateResult or None
+        Held-out real items vs the same training set, through the same matcher (method,
+        threshold, pixel convention).
+    control_rate : Rate or None
+        Share of held-out items that match at least one training item.
+    excess : Rate or None
         ``rate - control_rate``: the copying that held-out real data does not explain.
     by_threshold : dict or None
-        Hashes: for every Hamming distance d from 0 to the threshold, the share of samples and of
-        held-out items within d of a training item (the curve to choose a threshold from).
+        Hashes: for every Hamming distance d from 0 to the threshold, the share of samples (and of
+        held-out items) within d of a training item (the curve to choose a threshold from).
     recommended_threshold : int or None
-        Hashes: the loosest d up to the threshold at which at most 1% of held-out items match
-        (:data:`CONTROL_SHARE`); None when even d = 0 matches more.
+        Hashes with a control: the loosest d up to the threshold at which at most 1% of held-out
+        items match (:data:`CONTROL_SHARE`); None when even d = 0 matches more.
     """
 
     samples: DuplicateResult
-    control: DuplicateResult
-    rate: object
-    control_rate: object
-    excess: object
+    rate: Rate
+    control: DuplicateResult | None = None
+    control_rate: Rate | None = None
+    excess: Rate | None = None
     by_threshold: dict | None = None
     recommended_threshold: int | None = None
 
-    def to_dict(self) -> dict:
-        return jsonable({
+    def to_dict(self, per_sample: bool = True) -> dict:
+        """JSON-safe summary; ``per_sample`` adds, per sample (and held-out item), its id and
+        whether it matches a training item."""
+        out = {
             "method": self.samples.method,
             "threshold": self.samples.threshold,
-            "copy_rate": self.rate.to_dict(),
-            "control_rate": self.control_rate.to_dict(),
-            "excess_over_control": self.excess.to_dict(),
+            "copy_rate": self.rate,
+            "control_rate": self.control_rate,
+            "excess_over_control": self.excess,
             "by_threshold": self.by_threshold,
             "control_share": CONTROL_SHARE,
             "recommended_threshold": self.recommended_threshold,
-        })
+        }
+        if per_sample:
+            out["per_sample"] = {"sample_id": self.samples.ids, "matched": self.samples.matched}
+            if self.control is not None:
+                out["per_sample"]["holdout"] = {"id": self.control.ids,
+                                                "matched": self.control.matched}
+        return jsonable(out)
 
     def plot(self, ax=None):
         """Hashes: the matched share of samples and of held-out items by Hamming distance
@@ -318,6 +325,8 @@ class CopyRateResult:
                                       ax=ax)
 
     def summary(self) -> str:
+        if self.control is None:
+            return f"copy rate {self.rate}; no held-out control (give holdout to read it)"
         line = (f"copy rate {self.rate}; held-out control {self.control_rate}; excess over control "
                 f"{100 * self.excess.value:+.2f}%, {int(round(100 * self.excess.confidence))}% CI "
                 f"[{100 * self.excess.low:+.2f}%, {100 * self.excess.high:+.2f}%]")
@@ -331,237 +340,10 @@ class CopyRateResult:
         return line
 
 
-# ----------------------------------------------------------------------------- exact matches
-def _exact_pairs(h_q, h_r, cross):
-    """Pairs of equal digests (``S16`` arrays): across sets every (query, reference) pair,
-    within one set every (i, j) with i < j of each class of equal items."""
-    if not cross:
-        order = np.argsort(h_q, kind="stable")
-        s = h_q[order]
-        bounds = np.flatnonzero(s[1:] != s[:-1]) + 1
-        pairs = [np.zeros((0, 2), np.int64)]
-        for run in np.split(order, bounds):
-            if run.size >= 2:
-                run = np.sort(run)
-                a, b = np.triu_indices(run.size, 1)
-                pairs.append(np.stack([run[a], run[b]], axis=1))
-        pairs = np.concatenate(pairs).astype(np.int64)
-        return pairs, np.zeros(len(pairs))
-    order = np.argsort(h_r, kind="stable")
-    s = h_r[order]
-    lo = np.searchsorted(s, h_q, "left")
-    hi = np.searchsorted(s, h_q, "right")
-    counts = hi - lo
-    i = np.repeat(np.arange(len(h_q)), counts)
-    starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
-    j = order[starts + np.arange(counts.sum())] if counts.sum() else np.zeros(0, np.int64)
-    pairs = np.stack([i, j], axis=1).astype(np.int64)
-    return pairs, np.zeros(len(pairs))
-
-
-# ----------------------------------------------------------------------------- tiled l2
-def _tile_bounds(h, w):
-    rows = [int(r[0]) for r in np.array_split(np.arange(h), TILE_GRID)]
-    cols = [int(c[0]) for c in np.array_split(np.arange(w), TILE_GRID)]
-    return rows, cols
-
-
-def tiled_l2_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Largest tile RMS difference between images ``a[k]`` and ``b[k]`` (pairs, pixels in [0, 1]).
-
-    ``a`` and ``b`` are (m, H, W) or (m, H, W, C); tiles follow ``np.array_split`` of each side
-    into 4, so sides that do not divide by 4 give tiles that differ by one pixel.
-    """
-    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    if d.ndim == 3:
-        d = d[..., None]
-    h, w = d.shape[1:3]
-    rows, cols = _tile_bounds(h, w)
-    sums = np.add.reduceat(np.add.reduceat((d * d).sum(axis=3), rows, axis=1), cols, axis=2)
-    counts = np.outer(np.diff(rows + [h]), np.diff(cols + [w])) * d.shape[3]
-    return np.sqrt(sums / counts).reshape(len(d), -1).max(axis=1)
-
-
-def _tiled_images(item_shape, name):
-    from ..adapters.pixels import image_layout
-
-    layout = image_layout(item_shape)
-    if layout is None:
-        raise ValueError(f"tiled_l2 needs images; {name} of shape {tuple(item_shape)} are not images "
-                         "(arrays shaped (n, H, W), (n, H, W, C) or (n, C, H, W), or an image folder)")
-    shape = tuple(int(s) for s in item_shape)
-    if layout == "flat-square":
-        side = math.isqrt(shape[0])
-        hwc, perm = (side, side, 1), None
-    elif layout == "HW":
-        hwc, perm = shape + (1,), None
-    elif layout == "CHW":
-        hwc, perm = (shape[1], shape[2], shape[0]), (0, 2, 3, 1)
-    else:
-        hwc, perm = shape, None
-    if min(hwc[:2]) < TILE_GRID:
-        raise ValueError(f"tiled_l2 needs images of at least {TILE_GRID} x {TILE_GRID} pixels, "
-                         f"{name} are {hwc[0]} x {hwc[1]}")
-
-    def images(rows):
-        if perm is None:
-            return rows.reshape((len(rows),) + hwc)
-        return rows.reshape((len(rows), shape[0], shape[1], shape[2])).transpose(perm)
-
-    return images
-
-
-def _tiled_scale(sets, value_range):
-    """tiled_l2 compares pixels in [0, 1]: the given range, (0, 255) for uint8, else (0, 1)."""
-    if value_range is not None:
-        return pixel_scale(*sets, value_range=value_range)
-    kinds = {np.asarray(x[:0]).dtype for x, _ in sets}
-    if kinds == {np.dtype(np.uint8)}:
-        return PixelScale(0.0, 255.0, 255, "uint8 pixels / 255")
-    if all(k.kind == "f" for k in kinds):
-        return PixelScale(0.0, 1.0, 255, "float pixels taken as [0, 1]")
-    desc = ", ".join(f"{name} {np.asarray(x[:0]).dtype}" for x, name in sets)
-    raise ValueError(f"tiled_l2 compares pixels in [0, 1]; the sets are {desc}: give "
-                     "value_range=(lo, hi) to say how they map to [0, 1]")
-
-
-def _tiled_pairs(xq, xr, thr, cross, item_shape, scale, names, progress):
-    import faiss
-
-    images = _tiled_images(item_shape, names[0])
-    d = xr.shape[1]
-
-    def prep(name):
-        def f(block, offset):
-            u = scale.to_unit(block)
-            lo, hi = float(u.min()), float(u.max())
-            if lo < -1e-6 or hi > 1 + 1e-6:
-                bad = int(np.flatnonzero(((u < -1e-6) | (u > 1 + 1e-6)).any(axis=1))[0])
-                raise ValueError(
-                    f"tiled_l2 compares pixels in [0, 1]; {name} item {offset + bad} has values "
-                    f"outside {str(scale)}: give the value_range that holds them (uint8 images "
-                    "are divided by 255 automatically)")
-            return np.ascontiguousarray(u)
-        return f
-
-    def build(rb):
-        idx = faiss.IndexFlatL2(d)
-        idx.add(rb)
-        return idx
-
-    chunk = max(1, (32 << 20) // (8 * d))
-
-    def refine(qb, rb, i, j, _):
-        dist = np.concatenate([tiled_l2_distance(images(qb[i[s : s + chunk]]), images(rb[j[s : s + chunk]]))
-                               for s in range(0, len(i), chunk)]) if len(i) else np.zeros(0)
-        return dist <= thr, dist
-
-    # global RMS <= largest tile RMS, so every match lies within this L2 radius (FAISS keeps
-    # squared distances strictly below it; widen by a relative 1e-5 against float32 rounding)
-    radius = np.float32(thr**2 * d * (1 + 1e-5) + 1e-6)
-    return float_pairs(xq, xr, cross, prep(names[0]), prep(names[1]), build, radius, refine,
-                        names, progress, "l2 range search (tiled_l2)")
-
-
-# ----------------------------------------------------------------------------- groups
-def _graph(pairs, n_q, n_r, cross):
-    n = n_q + n_r if cross else n_q
-    b = pairs[:, 1] + (n_q if cross else 0)
-    return coo_matrix((np.ones(len(pairs)), (pairs[:, 0], b)), shape=(n, n))
-
-
-def _labels(pairs, n_q, n_r, cross):
-    return connected_components(_graph(pairs, n_q, n_r, cross), directed=False)[1]
-
-
-def _largest(pairs, n_q, n_r, cross) -> int:
-    if len(pairs) == 0:
-        return 1 if (n_q + n_r) else 0
-    return int(np.bincount(_labels(pairs, n_q, n_r, cross)).max())
-
-
-def _groups(pairs, n_q, n_r, cross):
-    n = n_q + n_r if cross else n_q
-    labels = _labels(pairs, n_q, n_r, cross) if n else np.zeros(0, np.int64)
-    sizes = np.bincount(labels, minlength=labels.max() + 1 if n else 0)
-    big = np.flatnonzero(sizes >= 2)
-    order = np.argsort(labels, kind="stable")
-    members_of = np.split(order, np.cumsum(sizes)[:-1]) if n else []
-    groups = []
-    for lab in big:
-        members = members_of[lab]  # sorted positions (stable argsort of the labels)
-        if cross:
-            groups.append({"queries": members[members < n_q],
-                           "reference": members[members >= n_q] - n_q})
-        else:
-            groups.append({"members": members})
-    groups.sort(key=lambda g: (-sum(len(v) for v in g.values()),
-                               int(min(v.min() if len(v) else n for v in g.values()))))
-    return groups
-
-
-def _best_first(pairs, scores, method):
-    key = -scores if method == "embedding" else scores
-    order = np.lexsort((pairs[:, 1], pairs[:, 0], key))
-    return pairs[order], scores[order]
-
-
-def _component_check(method, thr, pairs, scores, n_q, n_r, cross, largest):
-    """The group-size rule; for hashes (and when the rule is broken) the largest group by
-    threshold and the loosest threshold whose groups stay at the copy scale."""
-    n_nodes = n_q + n_r if cross else n_q
-    limit = component_limit(n_nodes)
-    out = {"rule": "largest group <= max(10, 1% of the items in the graph)", "limit": limit,
-           "n_nodes": n_nodes, "largest": largest, "exceeded": largest > limit}
-    if method == "exact" or (method not in HASH_METHODS and not out["exceeded"]) or not len(pairs):
-        return out
-    better = -scores if method == "embedding" else scores  # smaller is a closer match
-
-    def size_at(cut):
-        return _largest(pairs[better <= cut], n_q, n_r, cross)
-
-    if method in HASH_METHODS:
-        cuts = np.arange(int(thr) + 1)
-        sizes = [size_at(d) for d in cuts]
-        out["largest_by_threshold"] = {int(d): s for d, s in zip(cuts, sizes)}
-    else:
-        cuts, sizes = np.unique(better), None
-    # the copy scale: groups of at most max(10, the largest group of the closest matches)
-    scale = max(10, sizes[0] if sizes else size_at(cuts[0]))
-    if sizes:
-        best = max(k for k, s in enumerate(sizes) if s <= scale)
-    else:  # the largest group grows with the threshold: binary search over the matched scores
-        lo, hi, best = 1, len(cuts) - 1, 0
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            if size_at(cuts[mid]) <= scale:
-                best, lo = mid, mid + 1
-            else:
-                hi = mid - 1
-    rec = cuts[best]
-    out["copy_scale"] = int(scale)
-    out["recommended_threshold"] = (int(rec) if method in HASH_METHODS
-                                    else float(-rec if method == "embedding" else rec))
-    return out
-
-
-def _component_warning(method, thr, check):
-    if not check["exceeded"]:
-        return None
-    msg = (f"warning: the largest group joins {check['largest']} of {check['n_nodes']} items, far "
-           f"more than copies form (rule: {check['rule']} = {check['limit']}); ")
-    if method == "exact":
-        return msg + "these items have identical pixels: check the group (blank or placeholder images?)"
-    op = ">=" if method == "embedding" else "<="
-    return msg + (f"at threshold {thr:g} the matches chain unrelated items. Groups stay at the copy "
-                  f"scale (at most {check['copy_scale']} items) at threshold {op} "
-                  f"{check['recommended_threshold']:g}: use threshold {check['recommended_threshold']:g} "
-                  "(--threshold), or calibrate it with a held-out control (--holdout); measured "
-                  "thresholds in docs/probes/duplicates.md")
-
-
-# ----------------------------------------------------------------------------- public API
-def _threshold(method, threshold):
+# ----------------------------------------------------------------------------- thresholds
+def check_threshold(method, threshold):
+    """``(threshold, source)`` for ``method``: the default and its source when None, else the
+    checked value and "user"."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if threshold is None:
@@ -625,32 +407,14 @@ def parse_threshold(method: str, text):
     return value
 
 
-def _check_index(method, index):
+def check_index(method, index):
     if index not in ("exact", "ivf"):
         raise ValueError(f"index must be 'exact' or 'ivf', got {index!r}")
     if index != "exact" and method != "embedding":
         raise ValueError("an approximate index applies to method='embedding' only")
 
 
-def _scale(method, sets, value_range, levels):
-    if method in ("exact", "phash", "dhash"):
-        return pixel_scale(*sets, value_range=value_range, levels=levels)
-    if method == "tiled_l2":
-        return _tiled_scale(sets, value_range)
-    return None
-
-
-def _features(x, method, item_shape, scale, name, notes):
-    if method == "exact":
-        return _digests(x, item_shape, scale, name)
-    clipped = []
-    codes = _perceptual(method, x, item_shape, None, scale, name, clipped)
-    if clipped[0]:
-        notes.append(f"{name}: {clipped[0]} item(s) have pixels outside {scale.lo:g}..{scale.hi:g}, "
-                     "clipped to 0..255 for the 8-bit conversion of the hashes")
-    return codes
-
-
+# ----------------------------------------------------------------------------- matching arrays
 def _checked(x, name):
     """The whole array, read (and checked for NaN/Inf) block by block when memory-mapped."""
     if not isinstance(x, np.memmap):
@@ -658,140 +422,70 @@ def _checked(x, name):
     return np.concatenate([b for _, b in iter_blocks(x, name)])
 
 
-def _run(xq, xr, method, thr, source, cross, item_shape, ids, ref_ids, index, nlist, nprobe,
-         recall_sample, seed, progress, scale, names, ref_features=None):
-    """One search; ``ref_features`` = (hashes, notes) of the reference when already computed."""
-    notes = []
-    recall = sample = None
-    if method in ("exact", "phash", "dhash"):
-        fq = _features(xq, method, item_shape, scale, names[0], notes)
-        if not cross:
-            fr = fq
-        elif ref_features is not None:
-            fr = ref_features[0]
-            notes += ref_features[1]
-        else:
-            fr = _features(xr, method, item_shape, scale, names[1], notes)
-        if method == "exact":
-            pairs, scores = _exact_pairs(fq, fr, cross)
-        else:
-            pairs, scores = binary_pairs(fq, fr, thr, cross, progress)
-    elif method == "tiled_l2":
-        pairs, scores = _tiled_pairs(xq, xr, thr, cross, item_shape, scale, names, progress)
-    elif index == "exact":
-        pairs, scores = embedding_pairs(xq, xr, thr, cross, names, progress)
-    else:
-        fq = normalized(_checked(xq, names[0]), names[0])
-        fr = normalized(_checked(xr, names[1]), names[1]) if cross else fq
-        idx = range_index(fr, index, nlist, nprobe, seed)
-        pairs, scores = range_pairs(idx, fq, thr, cross, progress)
-        recall, sample = measure_recall(idx, fq, fr, thr, cross, recall_sample, seed)
-    pairs, scores = _best_first(pairs, scores, method)
-    n_q, n_r = xq.shape[0], (xr.shape[0] if cross else 0)
-    groups = _groups(pairs, n_q, n_r, cross)
-    largest = max([sum(len(v) for v in g.values()) for g in groups], default=1)
-    check = _component_check(method, thr, pairs, scores, n_q, n_r, cross, largest)
-    warning = _component_warning(method, thr, check)
-    if warning:
-        notes.insert(0, warning)
-    if scale is not None and scale.source.startswith("joint"):
-        notes.append(f"pixel convention computed from the data ({scale}); give value_range "
-                     "(and levels) to state it")
-    return DuplicateResult(
-        method=method, threshold=thr, threshold_source=source, cross=cross, pairs=pairs,
-        scores=scores, groups=groups, ids=ids, reference_ids=ref_ids if cross else None,
-        n_items=len(ids), n_reference=len(ref_ids) if cross else 0, index=index, recall=recall,
-        recall_sample=sample, notes=notes, scale=None if scale is None else scale.to_dict(),
-        components=check,
-    )
-
-
-def find_duplicates(x, method: str = "embedding", *, ids=None, item_shape=None, threshold=None,
-                    value_range=None, levels=None, index: str = "exact", nlist: int | None = None,
-                    nprobe: int = 8, recall_sample: int = 1000, seed: int = 0,
-                    progress=None) -> DuplicateResult:
-    """Duplicate groups within one set (training-set hygiene).
+def match_sets(fq, fr, method, threshold, source, cross, ids, ref_ids, *, index="exact",
+               nlist=None, nprobe=NPROBE, recall_sample=RECALL_SAMPLE, seed=StatsConfig.seed,
+               progress=None, names=("items", "items"), tiles=None, notes=(), scale=None,
+               scale_note=None) -> DuplicateResult:
+    """One search of ``fq`` against ``fr`` (or of ``fq`` within itself when not ``cross``).
 
     Parameters
     ----------
-    x : array-like of shape (n_items, ...)
-        Images (for exact, perceptual hashes and tiled_l2) or feature vectors (for embedding).
-        Memory-mapped arrays are read in blocks.
-    method : {"exact", "phash", "dhash", "embedding", "tiled_l2"}, default="embedding"
-    ids : array-like, optional
-        Item names (file names, original indices).
-    item_shape : tuple, optional
-        Shape of one image ((H, W), (H, W, C), (C, H, W)) when ``x`` is flat; taken from ``x``
-        when it is not.
-    threshold : int or float, optional
-        Hamming distance at most, an integer from 0 to 64 (hashes; default 10, fit for
-        photographs, see docs/probes/duplicates.md), cosine similarity at least, in (0, 1]
-        (embedding; default 0.95), or tiled l2 distance at most, in (0, 1] (tiled_l2, pixels in [0, 1]; default 0.15).
-        ``exact`` takes none.
-    value_range : (lo, hi), optional
-        The pixels' convention: ``lo`` is black, ``hi`` white ((0, 1) for images read from files,
-        (-1, 1) for diffusers outputs, (0, 255) for 8-bit arrays). Exact hashes quantize
-        ``round((x - lo) * levels / (hi - lo))``; perceptual hashes convert to 8 bits on it;
-        tiled_l2 maps it to [0, 1]. Without it: see :func:`memaudit.hashing.pixel_scale` (tiled_l2:
-        uint8 / 255, floats as [0, 1]). Embedding ignores it.
-    levels : int, optional
-        Quantization levels of exact hashes (255 for 8-bit sources, 65535 for 16-bit ones).
-    index : {"exact", "ivf"}, default="exact"
-        Embedding only: exact range search, or k-means cells searched by one GEMM per cell
-        (``nlist`` cells, default sqrt(n); each query scans its ``nprobe`` nearest cells) with
-        its recall against exact search measured on ``recall_sample`` queries. Within a set, a
-        pair can also be found from its other end, so the reported recall is a lower bound.
+    fq, fr : ndarray
+        What the method compares (see the module docstring): keys, codes, feature rows, or
+        tiled_l2 image rows (flat, laid out (H, W, C)).
+    method, threshold, source : str, float, str
+        ``threshold`` and ``source`` as :func:`check_threshold` returns them.
+    cross : bool
+    ids, ref_ids : ndarray
+    tiles : ((H, W, C), (prep_q, prep_r), convention)
+        tiled_l2 only (required there): the image shape, the block readers that turn a block of
+        rows into float32 pixels in [0, 1] laid out (H, W, C), and the pixel convention's name
+        for the out-of-range error.
+    notes : sequence of str
+        Remarks made while preparing the arrays (kept in the result).
+    scale : dict, optional
+        The pixel convention the arrays were made under, recorded in the result.
+    scale_note : str, optional
+        A remark appended last (the convention was computed from the data).
 
     Returns
     -------
     DuplicateResult
     """
-    raw_shape = tuple(np.shape(x))[1:]
-    arr = as_2d_array(x, "items", min_rows=1)
-    item_shape = tuple(item_shape) if item_shape is not None else raw_shape
-    ids = check_ids(ids, arr.shape[0], "ids")
-    thr, source = _threshold(method, threshold)
-    _check_index(method, index)
-    sets = [(arr, "items")]
-    scale = _scale(method, sets, value_range, levels)
-    return _run(arr, arr, method, thr, source, False, item_shape, ids, None, index, nlist, nprobe,
-                recall_sample, seed, progress, scale, ("items", "items"))
-
-
-def _prepare_cross(samples, reference, item_shape, extra=()):
-    raw_shape = tuple(np.shape(samples))[1:]
-    q = as_2d_array(samples, "samples")
-    r = as_2d_array(reference, "reference")
-    check_same_dim(q, r, "samples", "reference")
-    others = []
-    for x, name in extra:
-        o = as_2d_array(x, name)
-        check_same_dim(o, r, name, "reference")
-        others.append(o)
-    item_shape = tuple(item_shape) if item_shape is not None else raw_shape
-    return q, r, others, item_shape
-
-
-def find_copies(samples, reference, method: str = "embedding", *, sample_ids=None,
-                reference_ids=None, item_shape=None, threshold=None, value_range=None,
-                levels=None, index: str = "exact", nlist: int | None = None, nprobe: int = 8,
-                recall_sample: int = 1000, seed: int = 0, progress=None) -> DuplicateResult:
-    """Which samples copy which reference (training) items; same options as :func:`find_duplicates`.
-
-    ``pairs[:, 0]`` are sample positions and ``pairs[:, 1]`` reference positions, best first;
-    groups join the samples and training items connected by matches. Both sets are read with one
-    pixel convention: ``value_range`` and ``levels`` when given, else one computed over both sets
-    together (stated in ``scale`` and the summary).
-    """
-    q, r, _, item_shape = _prepare_cross(samples, reference, item_shape)
-    thr, source = _threshold(method, threshold)
-    _check_index(method, index)
-    sets = [(q, "samples"), (r, "reference")]
-    scale = _scale(method, sets, value_range, levels)
-    return _run(q, r, method, thr, source, True, item_shape,
-                check_ids(sample_ids, q.shape[0], "sample_ids"),
-                check_ids(reference_ids, r.shape[0], "reference_ids"), index, nlist, nprobe,
-                recall_sample, seed, progress, scale, ("samples", "reference"))
+    notes = list(notes)
+    recall = sample = None
+    if method == "exact":
+        pairs, scores = exact_pairs(fq, fr, cross)
+    elif method in HASH_METHODS:
+        pairs, scores = binary_pairs(fq, fr, threshold, cross, progress)
+    elif method == "tiled_l2":
+        hwc, preps, convention = tiles
+        pairs, scores = tiled_pairs(fq, fr, threshold, cross, hwc, preps, convention, names,
+                                    progress)
+    elif index == "exact":
+        pairs, scores = embedding_pairs(fq, fr, threshold, cross, names, progress)
+    else:
+        uq = normalized(_checked(fq, names[0]), names[0])
+        ur = normalized(_checked(fr, names[1]), names[1]) if cross else uq
+        idx = range_index(ur, index, nlist, nprobe, seed)
+        pairs, scores = range_pairs(idx, uq, threshold, cross, progress)
+        recall, sample = measure_recall(idx, uq, ur, threshold, cross, recall_sample, seed)
+    pairs, scores = best_first(pairs, scores, method)
+    n_q, n_r = fq.shape[0], (fr.shape[0] if cross else 0)
+    found = duplicate_groups(pairs, n_q, n_r, cross)
+    largest = max([sum(len(v) for v in g.values()) for g in found], default=1)
+    check = component_check(method, threshold, pairs, scores, n_q, n_r, cross, largest)
+    warning = component_warning(method, threshold, check)
+    if warning:
+        notes.insert(0, warning)
+    if scale_note:
+        notes.append(scale_note)
+    return DuplicateResult(
+        method=method, threshold=threshold, threshold_source=source, cross=cross, pairs=pairs,
+        scores=scores, groups=found, ids=ids, reference_ids=ref_ids if cross else None,
+        n_items=len(ids), n_reference=len(ref_ids) if cross else 0, index=index, recall=recall,
+        recall_sample=sample, notes=notes, scale=scale, components=check,
+    )
 
 
 def _share_by_threshold(res, thr):
@@ -801,65 +495,166 @@ def _share_by_threshold(res, thr):
     return [float(np.mean(best <= d)) for d in range(int(thr) + 1)]
 
 
-def find_copies_with_control(samples, reference, holdout, method: str = "embedding", *,
-                             sample_ids=None, reference_ids=None, holdout_ids=None,
-                             item_shape=None, threshold=None, value_range=None, levels=None,
-                             index: str = "exact", nlist: int | None = None, nprobe: int = 8,
-                             recall_sample: int = 1000, n_bootstrap: int = 1000,
-                             confidence: float = 0.95, seed: int = 0,
-                             progress=None) -> CopyRateResult:
-    """The copy rate of samples against ``reference`` and its control, held-out real items.
-
-    Samples and held-out items go through the same matcher (method, threshold, one pixel
-    convention for the three sets). The copy rate is the share of samples that match at least one
-    reference item; the control rate the same share of held-out items, which the model never saw:
-    what near-twins in the data distribution alone produce. The excess is their difference.
-
-    Parameters
-    ----------
-    samples, reference, holdout : array-like of shape (n, ...)
-    n_bootstrap, confidence :
-        Intervals of the rates (:func:`memaudit.stats.rate`) and of the excess
-        (:func:`memaudit.stats.rate_difference`), seeded from ``seed`` through
-        ``numpy.random.SeedSequence(seed).spawn(3)``.
-    Other parameters as in :func:`find_copies`.
-
-    Returns
-    -------
-    CopyRateResult
-    """
-    from ..stats import rate, rate_difference
-
-    q, r, (h,), item_shape = _prepare_cross(samples, reference, item_shape,
-                                            extra=[(holdout, "holdout")])
-    thr, source = _threshold(method, threshold)
-    _check_index(method, index)
-    sets = [(q, "samples"), (r, "reference"), (h, "holdout")]
-    scale = _scale(method, sets, value_range, levels)
-    r_ids = check_ids(reference_ids, r.shape[0], "reference_ids")
-    common = (index, nlist, nprobe, recall_sample, seed, progress, scale)
-    ref = None
-    if method in ("exact", "phash", "dhash"):  # hash the reference once for both searches
-        ref_notes = []
-        ref = (_features(r, method, item_shape, scale, "reference", ref_notes), ref_notes)
-    res_s = _run(q, r, method, thr, source, True, item_shape,
-                 check_ids(sample_ids, q.shape[0], "sample_ids"), r_ids, *common,
-                 ("samples", "reference"), ref)
-    res_h = _run(h, r, method, thr, source, True, item_shape,
-                 check_ids(holdout_ids, h.shape[0], "holdout_ids"), r_ids, *common,
-                 ("holdout", "reference"), ref)
-    s1, s2, s3 = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(3))
-    r_s = rate(res_s.matched, n_bootstrap=n_bootstrap, confidence=confidence, seed=s1,
-               label="samples")
-    r_h = rate(res_h.matched, n_bootstrap=n_bootstrap, confidence=confidence, seed=s2,
-               label="holdout")
-    excess = rate_difference(r_s, r_h, n_bootstrap=n_bootstrap, confidence=confidence, seed=s3)
+def copy_rates(res_s: DuplicateResult, res_h: DuplicateResult | None = None, *,
+               n_bootstrap: int = StatsConfig.n_bootstrap,
+               confidence: float = StatsConfig.confidence,
+               seed=StatsConfig.seed) -> CopyRateResult:
+    """The copy rate of the samples' search ``res_s`` and, with the held-out items' search
+    ``res_h``, its control and the excess: intervals from :func:`memaudit.stats.rate` and
+    :func:`memaudit.stats.rate_difference`, seeded through ``SeedSequence(seed).spawn(3)``
+    (samples, control, excess)."""
+    s1, s2, s3 = spawn(seed, 3)
+    kw = dict(n_bootstrap=n_bootstrap, confidence=confidence)
+    r_s = rate(res_s.matched, seed=s1, label="samples", **kw)
+    hashes = res_s.method in HASH_METHODS
+    thr = res_s.threshold
+    if res_h is None:
+        by = {"threshold": list(range(int(thr) + 1)),
+              "samples": _share_by_threshold(res_s, thr)} if hashes else None
+        return CopyRateResult(samples=res_s, rate=r_s, by_threshold=by)
+    r_h = rate(res_h.matched, seed=s2, label="holdout", **kw)
+    excess = rate_difference(r_s, r_h, seed=s3, **kw)
     by = rec = None
-    if method in HASH_METHODS:
+    if hashes:
         by = {"threshold": list(range(int(thr) + 1)),
               "samples": _share_by_threshold(res_s, thr),
               "holdout": _share_by_threshold(res_h, thr)}
         ok = [d for d, share in zip(by["threshold"], by["holdout"]) if share <= CONTROL_SHARE]
         rec = max(ok) if ok else None
-    return CopyRateResult(samples=res_s, control=res_h, rate=r_s, control_rate=r_h, excess=excess,
+    return CopyRateResult(samples=res_s, rate=r_s, control=res_h, control_rate=r_h, excess=excess,
                           by_threshold=by, recommended_threshold=rec)
+
+
+# ----------------------------------------------------------------------------- probe class
+def _as_compared(x, method, name):
+    """``(array, tiles)``: ``x`` checked as what ``method`` compares (see the module docstring)."""
+    if method == "exact":
+        keys = np.asarray(x)
+        if keys.ndim != 1 or keys.size == 0:
+            raise ValueError(f"{name}: method 'exact' compares one key per item (a non-empty 1-D "
+                             f"array, e.g. memaudit.adapters.images.content_digests), got shape "
+                             f"{keys.shape}")
+        return keys, None
+    if method in HASH_METHODS:
+        codes = np.asarray(x)
+        if codes.ndim != 2 or codes.shape[1] != HASH_BITS // 8 or codes.dtype != np.uint8:
+            raise ValueError(f"{name}: method {method!r} compares packed {HASH_BITS}-bit codes, "
+                             f"(n, {HASH_BITS // 8}) uint8 (memaudit.adapters.images.{method}), "
+                             f"got shape {codes.shape} and dtype {codes.dtype}")
+        return np.ascontiguousarray(codes), None
+    if method == "tiled_l2":
+        shape = tuple(np.shape(x))[1:]
+        if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3)):
+            raise ValueError(f"{name}: method 'tiled_l2' compares images (n, H, W) or (n, H, W, C) "
+                             f"with pixels in [0, 1] (other layouts: memaudit.image_duplicates), "
+                             f"got shape {(np.shape(x)[0],) + shape}")
+        rows = as_2d_array(x, name)
+        hwc = shape if len(shape) == 3 else shape + (1,)
+
+        def prep(block, offset):
+            return np.ascontiguousarray(block, dtype=np.float32)
+
+        return rows, (hwc, prep)
+    return as_2d_array(x, name), None
+
+
+class DuplicatesProbe(Probe):
+    """Which samples copy which reference (training) items, and how many more than held-out data.
+
+    ``fit(reference)`` keeps the training set in the representation ``method`` compares (see the
+    module docstring: feature vectors for ``"embedding"``, keys, hash codes or [0, 1] images for
+    the others); ``score(samples, holdout=...)`` matches the samples, and the held-out items
+    through the same matcher, and returns the copy rate beside its control.
+
+    Parameters
+    ----------
+    method : {"exact", "phash", "dhash", "embedding", "tiled_l2"}, default="embedding"
+    threshold : int or float, optional
+        Default and range per method in :data:`DEFAULTS` (:func:`check_threshold`).
+    index : {"exact", "ivf"}, default="exact"
+        Embedding only: exact range search, or k-means cells (``nlist`` cells, default sqrt(n);
+        ``nprobe`` scanned per query) with the recall measured on ``recall_sample`` queries.
+    nlist, nprobe, recall_sample : int
+    n_bootstrap, confidence, seed : int, float, int
+        Intervals of the rates (defaults: :class:`memaudit.stats.StatsConfig`), streams from
+        ``SeedSequence(seed).spawn(3)``; ``seed`` also seeds the ivf cells and recall sample.
+    progress : bool or None
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> train = rng.normal(size=(200, 32))
+    >>> samples = np.vstack([rng.normal(size=(9, 32)), train[5:6]])
+    >>> res = DuplicatesProbe(threshold=0.99).fit(train).score(samples, holdout=rng.normal(size=(50, 32)))
+    >>> res.samples.pairs.tolist(), res.rate.count, res.control_rate.count
+    ([[9, 5]], 1, 0)
+    """
+
+    def __init__(self, *, method: str = "embedding", threshold=None, index: str = "exact",
+                 nlist: int | None = None, nprobe: int = NPROBE,
+                 recall_sample: int = RECALL_SAMPLE, n_bootstrap: int = StatsConfig.n_bootstrap,
+                 confidence: float = StatsConfig.confidence, seed: int = StatsConfig.seed,
+                 progress=None):
+        self.method = method
+        self.threshold = threshold
+        self.index = index
+        self.nlist = nlist
+        self.nprobe = nprobe
+        self.recall_sample = recall_sample
+        self.n_bootstrap = n_bootstrap
+        self.confidence = confidence
+        self.seed = seed
+        self.progress = progress
+
+    def fit(self, reference, ids=None) -> "DuplicatesProbe":
+        """Check the settings and keep the reference (training) set.
+
+        Parameters
+        ----------
+        reference : array-like of shape (n_reference, ...)
+            What ``method`` compares (see the module docstring).
+        ids : array-like of shape (n_reference,), optional
+        """
+        self.threshold_, self.threshold_source_ = check_threshold(self.method, self.threshold)
+        check_index(self.method, self.index)
+        StatsConfig(self.n_bootstrap, self.confidence, self.seed)  # one-line errors
+        self.reference_, self.tiles_ = _as_compared(reference, self.method, "reference")
+        self.reference_ids_ = check_ids(ids, self.reference_.shape[0], "reference ids")
+        return self
+
+    def _match(self, x, ids, name):
+        q, tiles = _as_compared(x, self.method, name)
+        if q.shape[1:] != self.reference_.shape[1:]:
+            raise ValueError(f"{name} have shape {q.shape[1:]} per item but the reference has "
+                             f"{self.reference_.shape[1:]}")
+        if tiles is not None:
+            if tiles[0] != self.tiles_[0]:
+                raise ValueError(f"{name} are images of shape {tiles[0]} but the reference images "
+                                 f"are {self.tiles_[0]}")
+            tiles = (tiles[0], (tiles[1], self.tiles_[1]), "[0, 1]")
+        return match_sets(q, self.reference_, self.method, self.threshold_,
+                          self.threshold_source_, True, check_ids(ids, q.shape[0], f"{name} ids"),
+                          self.reference_ids_, index=self.index, nlist=self.nlist,
+                          nprobe=self.nprobe, recall_sample=self.recall_sample, seed=self.seed,
+                          progress=self.progress, names=(name, "reference"), tiles=tiles)
+
+    def score(self, samples, ids=None, *, holdout=None, holdout_ids=None) -> CopyRateResult:
+        """Match the samples (and the held-out items, the control) against the reference.
+
+        Parameters
+        ----------
+        samples : array-like of shape (n_samples, ...)
+        ids : array-like, optional
+        holdout : array-like, optional
+            Held-out real items through the same matcher: the control of the copy rate.
+        holdout_ids : array-like, optional
+
+        Returns
+        -------
+        CopyRateResult
+        """
+        self._check_fitted()
+        res_s = self._match(samples, ids, "samples")
+        res_h = None if holdout is None else self._match(holdout, holdout_ids, "holdout")
+        return copy_rates(res_s, res_h, n_bootstrap=self.n_bootstrap, confidence=self.confidence,
+                          seed=self.seed)

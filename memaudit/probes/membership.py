@@ -27,13 +27,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import check_fraction, check_positive_int
-from ..results import jsonable
-from ..stats import (_auc, _fp_limit, _roc_counts, _tp_at_fpr, auc_score_interval, fpr_resolved,
-                     roc_points, seed_label, tpr_at_fpr, wilson_interval)
+from .._validation import as_2d_array, check_fraction, check_ids, check_positive_int
+from ..results import Rate, interval_text, jsonable
+from ..stats import (StatsConfig, _auc, _fp_limit, _roc_counts, _tp_at_fpr, auc_score_interval,
+                     fpr_resolved, roc_points, seed_label, spawn, tpr_at_fpr, wilson_interval)
+from ._contract import Probe
+from .sample_attacks import density_ratio_attack, distance_attack
 
-__all__ = ["MembershipResult", "membership_metrics", "tpr_at_fpr", "DEFAULT_FPRS", "MIN_PER_SIDE",
-           "MIN_FALSE_POSITIVES", "Interval", "TprAtFpr"]
+__all__ = ["MembershipProbe", "MembershipResult", "membership_metrics", "tpr_at_fpr",
+           "DEFAULT_FPRS", "MIN_PER_SIDE", "MIN_FALSE_POSITIVES", "TprAtFpr", "interval_text",
+           "ATTACKS"]
 
 DEFAULT_FPRS = (0.01, 0.001)
 
@@ -62,47 +65,19 @@ def _scores(x, name: str) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Interval:
-    """A statistic with its bootstrap interval (``low``, ``high``) and a closed-form ``score``
-    interval that stays informative where the bootstrap collapses (at 0 and 1).
-
-    ``lead`` names the interval the text and HTML show first: "score" where the closed form
-    covers at least as well as the bootstrap (the AUC's score interval, measured; the balanced
-    accuracy at a fixed threshold, a function of two binomials), "bootstrap" where the closed form
-    leaves out a source of noise (the TPR's Wilson interval holds the threshold fixed).
-    """
-
-    value: float | None
-    low: float | None
-    high: float | None
-    score: tuple | None = None
-    score_method: str | None = None
-    lead: str = "score"
-
-    @property
-    def collapsed(self) -> bool:
-        """The bootstrap interval is a single point (every resample gave the same value)."""
-        return self.low is not None and self.low == self.high
-
-    def to_dict(self) -> dict:
-        d = {"value": self.value, "low": self.low, "high": self.high,
-             "bootstrap_collapsed": self.collapsed}
-        if self.score is not None:
-            d.update(score_interval=list(self.score), score_method=self.score_method,
-                     lead=self.lead)
-        return jsonable(d)
-
-
-@dataclass(frozen=True)
-class TprAtFpr(Interval):
-    """TPR at a target FPR: ``value``/``low``/``high`` are None when ``resolved`` is False."""
+class TprAtFpr(Rate):
+    """TPR at a target FPR: a :class:`~memaudit.results.Rate` over the members (``count`` of
+    ``n``) at the operating point ``fpr``; ``value``/``low``/``high`` are None when ``resolved``
+    is False."""
 
     lead: str = "bootstrap"
     fpr: float = 0.0
-    count: int | None = None
-    n_members: int = 0
     n_nonmembers: int = 0
     resolved: bool = True
+
+    @property
+    def n_members(self) -> int:
+        return self.n
 
     @property
     def min_resolvable_fpr(self) -> float:
@@ -114,33 +89,8 @@ class TprAtFpr(Interval):
         return _fp_limit(self.fpr, self.n_nonmembers)
 
     def to_dict(self) -> dict:
-        return jsonable({**super().to_dict(), "resolved": self.resolved,
-                         "min_resolvable_fpr": self.min_resolvable_fpr,
-                         "count": self.count, "n": self.n_members,
+        return jsonable({**super().to_dict(), "min_resolvable_fpr": self.min_resolvable_fpr,
                          "false_positives_allowed": self.false_positives_allowed})
-
-
-def interval_text(d: dict, confidence: float, pct: bool = False) -> str:
-    """``Interval.to_dict()`` as text, in the format of a rate: the value (with its count), the
-    leading interval, then the other one in parentheses; a collapsed bootstrap is marked.
-
-    ``"1.0000, 95% CI [0.5823, 1.0000] (score interval; bootstrap [1.0000, 1.0000], collapsed to
-    a point)"``.
-    """
-    f = (lambda v: f"{100 * v:.2f}%") if pct else (lambda v: f"{v:.4f}")
-    head = f(d["value"])
-    if d.get("count") is not None:
-        head += f" ({d['count']}/{d['n']} members)"
-    level = f"{int(round(100 * confidence))}% CI"
-    boot = f"[{f(d['low'])}, {f(d['high'])}]"
-    mark = ", collapsed to a point" if d.get("bootstrap_collapsed") else ""
-    if d.get("score_interval") is None:
-        return f"{head}, {level} {boot} (bootstrap{mark})"
-    score = f"[{f(d['score_interval'][0])}, {f(d['score_interval'][1])}]"
-    if d.get("lead") == "bootstrap":
-        mark = mark and ", collapsed to a point: unreliable here"
-        return f"{head}, {level} {boot} (bootstrap{mark}; {d['score_method']} {score})"
-    return f"{head}, {level} {score} ({d['score_method']}; bootstrap {boot}{mark})"
 
 
 def tpr_text(d: dict, confidence: float, n_nonmembers: int) -> str:
@@ -176,9 +126,28 @@ def _bootstrap_roc(m: np.ndarray, n: np.ndarray, idx_m: np.ndarray, idx_n: np.nd
 
 @dataclass(frozen=True)
 class MembershipResult:
-    """What an attacker achieves, with intervals and the random baseline."""
+    """What an attacker achieves, with intervals and the random baseline.
 
-    auc: Interval
+    Attributes
+    ----------
+    auc : Rate
+        ROC AUC with its bootstrap and score intervals (``count`` None, ``n`` the items scored).
+    tpr : dict of float -> TprAtFpr
+        TPR at each target FPR.
+    roc_fpr, roc_tpr : ndarray
+        Every ROC point.
+    n_members, n_nonmembers : int
+    confidence : float
+    method : str
+    notes : tuple of str
+        Warnings (few items, coarse FPRs).
+    member_scores, nonmember_scores : ndarray or None
+        The attack scores (higher = member), one per item.
+    member_ids, nonmember_ids : ndarray or None
+        Their names (positions by default).
+    """
+
+    auc: Rate
     tpr: dict  # fpr -> TprAtFpr
     roc_fpr: np.ndarray
     roc_tpr: np.ndarray
@@ -187,9 +156,15 @@ class MembershipResult:
     confidence: float
     method: str
     notes: tuple = ()
+    member_scores: np.ndarray | None = None
+    nonmember_scores: np.ndarray | None = None
+    member_ids: np.ndarray | None = None
+    nonmember_ids: np.ndarray | None = None
 
-    def to_dict(self) -> dict:
-        return jsonable({
+    def to_dict(self, per_sample: bool = True) -> dict:
+        """JSON-safe summary; ``per_sample`` adds every member's id and score (``sample_id``,
+        ``score``) and every non-member's (``holdout``)."""
+        out = {
             "auc": self.auc.to_dict(),
             "tpr_at_fpr": {f"{f:g}": iv.to_dict() for f, iv in self.tpr.items()},
             "baseline": {"auc": 0.5, "tpr_at_fpr": {f"{f:g}": f for f in self.tpr}},
@@ -197,7 +172,13 @@ class MembershipResult:
             "min_per_side": MIN_PER_SIDE,
             "confidence": self.confidence, "method": self.method, "notes": list(self.notes),
             "roc": {"fpr": self.roc_fpr, "tpr": self.roc_tpr},
-        })
+        }
+        if per_sample and self.member_scores is not None:
+            # the members are the probe's samples, the non-members its holdout
+            out["per_sample"] = {"sample_id": self.member_ids, "score": self.member_scores,
+                                 "holdout": {"id": self.nonmember_ids,
+                                             "score": self.nonmember_scores}}
+        return jsonable(out)
 
     def tpr_line(self, fpr: float) -> str:
         """"TPR at 1% FPR: ... (random 1%)", or the "not resolved" marker."""
@@ -243,8 +224,9 @@ def coarse_fpr_warning(fpr: float, n_nonmembers: int) -> str | None:
 
 
 def membership_metrics(member_scores, nonmember_scores, *, fprs=DEFAULT_FPRS,
-                       n_bootstrap: int = 1000, confidence: float = 0.95,
-                       seed=0) -> MembershipResult:
+                       n_bootstrap: int = StatsConfig.n_bootstrap,
+                       confidence: float = StatsConfig.confidence, seed=StatsConfig.seed,
+                       member_ids=None, nonmember_ids=None) -> MembershipResult:
     """AUC and TPR at fixed FPRs of a membership attack, with stratified bootstrap intervals.
 
     Parameters
@@ -254,11 +236,13 @@ def membership_metrics(member_scores, nonmember_scores, *, fprs=DEFAULT_FPRS,
     fprs : tuple of float, default=(0.01, 0.001)
         Target false-positive rates. A target with ``fpr * n_nonmembers < 1`` is not resolved:
         its TPR is None, marked ``resolved: false``.
-    n_bootstrap : int, default=1000
-    confidence : float, default=0.95
-    seed : int or numpy.random.SeedSequence, default=0
+    n_bootstrap, confidence : int, float
+        Defaults: :class:`memaudit.stats.StatsConfig`.
+    seed : int or numpy.random.SeedSequence, default=StatsConfig.seed
         One stream drives the bootstrap: per block of resamples, member indices then non-member
         indices.
+    member_ids, nonmember_ids : array-like, optional
+        Names of the items, kept with their scores (default: positions).
 
     Returns
     -------
@@ -266,6 +250,8 @@ def membership_metrics(member_scores, nonmember_scores, *, fprs=DEFAULT_FPRS,
     """
     m = _scores(member_scores, "member_scores")
     n = _scores(nonmember_scores, "nonmember_scores")
+    member_ids = check_ids(member_ids, m.size, "member_ids")
+    nonmember_ids = check_ids(nonmember_ids, n.size, "nonmember_ids")
     check_positive_int(n_bootstrap, "n_bootstrap")
     check_fraction(confidence, "confidence")
     fprs = tuple(check_fraction(f, "fpr") for f in fprs)
@@ -289,25 +275,170 @@ def membership_metrics(member_scores, nonmember_scores, *, fprs=DEFAULT_FPRS,
             boot_tpr[f][b : b + c] = v
     q = [50 * (1 - confidence), 50 * (1 + confidence)]
     lo, hi = np.percentile(boot_auc, q)
+    method = f"stratified percentile bootstrap, {n_bootstrap} resamples, {seed_label(seed)}"
     tpr_iv = {}
     for f in fprs:
-        common = dict(fpr=f, n_members=int(m.size), n_nonmembers=int(n.size))
+        common = dict(n=int(m.size), confidence=confidence, method=method, fpr=f,
+                      n_nonmembers=int(n.size))
         if f not in tp_at:
-            tpr_iv[f] = TprAtFpr(None, None, None, resolved=False, **common)
+            tpr_iv[f] = TprAtFpr(None, None, low=None, high=None, resolved=False, **common)
             continue
         tl, th = np.percentile(boot_tpr[f], q)
-        tpr_iv[f] = TprAtFpr(tp_at[f] / m.size, float(tl), float(th),
-                             score=wilson_interval(tp_at[f], m.size, confidence),
-                             score_method="Wilson at the threshold, members only",
-                             count=tp_at[f], **common)
+        wilson = wilson_interval(tp_at[f], m.size, confidence)
+        tpr_iv[f] = TprAtFpr(tp_at[f] / m.size, tp_at[f], low=float(tl), high=float(th),
+                             wilson=wilson, score_interval=wilson,
+                             score_method="Wilson at the threshold, members only", **common)
     notes = [few_items_warning(m.size, n.size)]
     notes += [coarse_fpr_warning(f, n.size) for f in resolved]
     fpr_curve, tpr_curve, _ = roc_points(m, n)
     return MembershipResult(
-        auc=Interval(auc, float(lo), float(hi),
-                     score=auc_score_interval(auc, m.size, n.size, confidence),
-                     score_method="score interval"),
+        auc=Rate(auc, None, int(m.size + n.size), float(lo), float(hi), confidence, method,
+                 score_interval=auc_score_interval(auc, m.size, n.size, confidence),
+                 score_method="score interval"),
         tpr=tpr_iv, roc_fpr=fpr_curve, roc_tpr=tpr_curve,
-        n_members=int(m.size), n_nonmembers=int(n.size), confidence=confidence,
-        method=f"stratified percentile bootstrap, {n_bootstrap} resamples, {seed_label(seed)}",
-        notes=tuple(x for x in notes if x is not None))
+        n_members=int(m.size), n_nonmembers=int(n.size), confidence=confidence, method=method,
+        notes=tuple(x for x in notes if x is not None), member_scores=m, nonmember_scores=n,
+        member_ids=member_ids, nonmember_ids=nonmember_ids)
+
+
+ATTACKS = ("distance", "density")
+
+
+class MembershipProbe(Probe):
+    """A membership attack that needs only generated samples, evaluated with intervals.
+
+    ``fit`` takes the model's **generated samples** (the reference of the sample-based attacks);
+    ``score`` takes the **members** (training items) as ``samples`` and the **non-members**
+    (held-out real items) as ``holdout``, scores both sides with the attack and reports
+    :func:`membership_metrics`: the AUC and TPR at fixed FPRs with intervals, beside the random
+    baseline. The non-members are the control that every membership figure needs, so ``holdout``
+    is required. No threshold is chosen, so no calibration split is needed (for attacks with a
+    setting to choose, see :func:`memaudit.probes.calibration.calibrated_attack`).
+
+    Parameters
+    ----------
+    attack : {"distance", "density"}, default="distance"
+        "distance": minus the distance to the k-th nearest generated sample (GAN-Leaks,
+        :func:`~memaudit.probes.sample_attacks.distance_attack`); "density": the KDE log-density
+        ratio p_gen / p_ref (DOMIAS style, :func:`~memaudit.probes.sample_attacks.density_ratio_attack`),
+        which needs ``density_reference``.
+    k : int, default=1
+        Distance attack: which nearest generated sample.
+    metric : {"l2", "cosine"}, default="l2"
+        Distance attack.
+    density_reference : array-like of shape (r, d), optional
+        Density attack: real data that was not used in training and is neither a member nor a
+        non-member being scored.
+    n_components : int, optional
+        Density attack: project onto this many principal components of ``density_reference``.
+    bandwidth : float or (float, float), optional
+        Density attack: kernel widths (default Scott's rule).
+    fprs : tuple of float, default=(0.01, 0.001)
+    n_bootstrap, confidence, seed : int, float, int
+        Defaults: :class:`memaudit.stats.StatsConfig`. ``SeedSequence(seed).spawn(2)``: the first
+        stream drives the bootstrap, the second the PCA of the density attack.
+    progress : bool or None
+    search_options : dict, optional
+        Distance attack: :class:`memaudit.neighbors.NeighborIndex` options.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> members, nonmembers = rng.normal(size=(200, 8)), rng.normal(size=(200, 8))
+    >>> generated = members + 0.05 * rng.normal(size=members.shape)   # a model that copies
+    >>> res = MembershipProbe().fit(generated).score(members, holdout=nonmembers)
+    >>> res.auc.value > 0.99
+    True
+    """
+
+    _fitted_attr = "generated_"
+
+    def __init__(self, *, attack: str = "distance", k: int = 1, metric: str = "l2",
+                 density_reference=None, n_components: int | None = None, bandwidth=None,
+                 fprs=DEFAULT_FPRS, n_bootstrap: int = StatsConfig.n_bootstrap,
+                 confidence: float = StatsConfig.confidence, seed: int = StatsConfig.seed,
+                 progress=None, search_options: dict | None = None):
+        self.attack = attack
+        self.k = k
+        self.metric = metric
+        self.density_reference = density_reference
+        self.n_components = n_components
+        self.bandwidth = bandwidth
+        self.fprs = fprs
+        self.n_bootstrap = n_bootstrap
+        self.confidence = confidence
+        self.seed = seed
+        self.progress = progress
+        self.search_options = search_options
+
+    def fit(self, generated, ids=None) -> "MembershipProbe":
+        """Keep the generated samples (the reference of the attack).
+
+        Parameters
+        ----------
+        generated : array-like or numpy.memmap of shape (m, ...)
+            Samples of the model.
+        ids : array-like of shape (m,), optional
+        """
+        if self.attack not in ATTACKS:
+            raise ValueError(f"attack must be one of {ATTACKS}, got {self.attack!r}")
+        check_positive_int(self.k, "k")
+        check_positive_int(self.n_bootstrap, "n_bootstrap")
+        check_fraction(self.confidence, "confidence")
+        check_positive_int(self.seed, "seed", minimum=0)
+        for f in self.fprs:
+            check_fraction(f, "fpr")
+        generated = as_2d_array(generated, "generated", min_rows=2)
+        if self.attack == "distance" and self.k > generated.shape[0]:
+            raise ValueError(f"k={self.k} but there are only {generated.shape[0]} generated "
+                             "samples")
+        if self.attack == "density":
+            if self.density_reference is None:
+                raise ValueError("attack='density' needs density_reference: real data that was "
+                                 "not used in training and is not among the scored items")
+            self.density_reference_ = as_2d_array(self.density_reference, "density_reference",
+                                                  min_rows=2)
+        self.generated_ = generated
+        self.generated_ids_ = check_ids(ids, generated.shape[0], "generated ids")
+        return self
+
+    def _attack_scores(self, members, nonmembers, pca_seed):
+        if self.attack == "distance":
+            kw = dict(k=self.k, metric=self.metric, progress=self.progress,
+                      **(self.search_options or {}))
+            # each side on its own: a memory-mapped member set is streamed, never concatenated
+            return (distance_attack(members, self.generated_, **kw),
+                    distance_attack(nonmembers, self.generated_, **kw))
+        m = as_2d_array(members, "members")
+        both = np.concatenate([np.asarray(m), np.asarray(as_2d_array(nonmembers, "holdout"))])
+        scores = density_ratio_attack(both, self.generated_, self.density_reference_,
+                                      bandwidth=self.bandwidth, n_components=self.n_components,
+                                      seed=pca_seed)
+        return scores[: m.shape[0]], scores[m.shape[0]:]
+
+    def score(self, samples, ids=None, *, holdout=None, holdout_ids=None) -> MembershipResult:
+        """Score the members (``samples``) against the non-members (``holdout``).
+
+        Parameters
+        ----------
+        samples : array-like of shape (n_members, ...)
+            Training items whose membership the attack should detect.
+        ids : array-like, optional
+            Their names.
+        holdout : array-like of shape (n_nonmembers, ...)
+            Held-out real items (never trained on): required.
+        holdout_ids : array-like, optional
+
+        Returns
+        -------
+        MembershipResult
+        """
+        self._check_fitted()
+        if holdout is None:
+            raise ValueError("a membership attack is measured against non-members: pass "
+                             "holdout= (held-out real items the model never saw)")
+        boot, pca = spawn(self.seed, 2)
+        ms, ns = self._attack_scores(samples, holdout, int(pca.generate_state(1)[0]))
+        return membership_metrics(ms, ns, fprs=self.fprs, n_bootstrap=self.n_bootstrap,
+                                  confidence=self.confidence, seed=boot, member_ids=ids,
+                                  nonmember_ids=holdout_ids)

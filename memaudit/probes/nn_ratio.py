@@ -27,7 +27,8 @@ from .._validation import (as_2d_array, check_fraction, check_ids, check_positiv
                            check_same_dim, check_seed)
 from ..neighbors import BACKENDS, INDEXES, METRICS, NeighborIndex
 from ..results import Rate, jsonable
-from ..stats import rate, rate_difference
+from ..stats import StatsConfig, rate, rate_difference, spawn
+from ._contract import Probe
 
 __all__ = ["NNRatioProbe", "NNRatioResult", "nn_ratio", "DEFAULT_THRESHOLD"]
 
@@ -199,7 +200,7 @@ def _ratio(d1: np.ndarray, d2: np.ndarray) -> np.ndarray:
     return out
 
 
-class NNRatioProbe:
+class NNRatioProbe(Probe):
     """Flag generated samples whose nearest training item is much nearer than the second.
 
     Parameters
@@ -214,9 +215,10 @@ class NNRatioProbe:
         Relative criterion of Carlini et al. 2023; ``None`` turns it off.
     carlini_n : int, default=50
         Nearest training items averaged in that criterion.
-    n_bootstrap : int, default=1000
-    confidence : float, default=0.95
-    seed : int, default=0
+    n_bootstrap, confidence : int, float
+        Bootstrap resamples and confidence of every interval (defaults:
+        :class:`memaudit.stats.StatsConfig`).
+    seed : int, default=StatsConfig.seed
         Seeds the bootstraps: ``SeedSequence(seed).spawn(6)`` gives one stream per figure, in the
         order of ``STREAMS`` (and seeds an approximate index's training and recall sample).
     progress : bool or None, default=None
@@ -235,18 +237,20 @@ class NNRatioProbe:
     ([99], 7)
     """
 
+    _fitted_attr = "train_"
+
     def __init__(
         self,
+        *,
         threshold: float = DEFAULT_THRESHOLD,
         metric: str = "l2",
         backend: str = "faiss",
         index: str = "exact",
-        *,
         carlini_alpha: float | None = 0.5,
         carlini_n: int = 50,
-        n_bootstrap: int = 1000,
-        confidence: float = 0.95,
-        seed: int = 0,
+        n_bootstrap: int = StatsConfig.n_bootstrap,
+        confidence: float = StatsConfig.confidence,
+        seed: int = StatsConfig.seed,
         progress: bool | None = None,
         search_options: dict | None = None,
     ):
@@ -364,10 +368,9 @@ class NNRatioProbe:
         -------
         NNRatioResult
         """
-        if not hasattr(self, "train_"):
-            raise RuntimeError("NNRatioProbe is not fitted: call fit(train) before score()")
+        self._check_fitted()
         # one independent bootstrap stream per figure (see STREAMS)
-        streams = np.random.SeedSequence(self.seed).spawn(len(STREAMS))
+        streams = spawn(self.seed, len(STREAMS))
         result = self._score_one(samples, ids, "samples", streams[0:2])
         if holdout is None:
             return result

@@ -20,6 +20,7 @@ from scipy.special import logsumexp
 
 from .._validation import as_2d_array, check_positive_int, check_same_dim
 from ..neighbors import NeighborIndex
+from ..stats import StatsConfig
 
 __all__ = ["distance_attack", "density_ratio_attack", "kde_log_density", "scott_bandwidth"]
 
@@ -83,7 +84,8 @@ def kde_log_density(points, data, bandwidth: float, block: int = 2048) -> np.nda
 
 
 def density_ratio_attack(candidates, generated, reference, *, bandwidth=None,
-                         n_components: int | None = None, seed: int = 0) -> np.ndarray:
+                         n_components: int | None = None,
+                         seed: int = StatsConfig.seed) -> np.ndarray:
     """log p_gen(x) - log p_ref(x) at each candidate (Gaussian KDEs).
 
     Parameters

@@ -75,7 +75,7 @@ def display_range(*sets, n: int = 2000) -> tuple[float, float]:
 
 def thumbs(ds, positions, lo, hi) -> str:
     """Thumbnails (or, for items that are not images, ids) of ``ds``'s items at ``positions``."""
-    from ..adapters.pixels import image_layout, png_data_uri, to_display
+    from ..adapters.images import image_layout, png_data_uri, to_display
 
     positions = [int(i) for i in positions]
     if not positions:

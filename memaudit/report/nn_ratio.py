@@ -43,7 +43,7 @@ def _headline(nr: dict) -> str:
 
 
 def _gallery_html(items: list[dict], train, samples) -> str:
-    from ..adapters.pixels import image_layout, png_data_uri, to_display
+    from ..adapters.images import image_layout, png_data_uri, to_display
 
     if train is None or samples is None or not items:
         return ""

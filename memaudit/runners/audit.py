@@ -220,7 +220,7 @@ def run_audit(config: AuditConfig) -> AuditRun:
     )
     duplicates = None
     if config.duplicates is not None:
-        from ..probes.duplicates import find_copies, find_duplicates
+        from ..image_duplicates import find_copies, find_duplicates
 
         # one quantization for every set: the training set's range and precision
         opts = dict(item_shape=train.item_shape, threshold=dup_threshold, seed=config.seed,

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from .._validation import check_fraction, check_positive_int, check_seed
 from ..conventions import pixel_scale, require_images
 from ..gate import Gate
-from ..probes.duplicates import (DEFAULTS, METHODS, CopyRateResult, find_copies,
-                                 find_copies_with_control, find_duplicates, parse_threshold)
+from ..image_duplicates import find_copies, find_copies_with_control, find_duplicates
+from ..probes.duplicates import DEFAULTS, METHODS, CopyRateResult, parse_threshold
 from ._common import (SETS, STATS, Run, check_out, declarations, defaults_of, gate_options,
                       load_inputs, option, option_errors, out_option, package_versions,
                       parsed_declarations, progress_option, resolved)

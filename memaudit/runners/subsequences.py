@@ -159,7 +159,7 @@ def run_subsequences(config: SubsequencesConfig) -> SubsequencesRun:
     train, train_ids, _ = series["train"]
     samples, sample_ids, _ = series["samples"]
     probe.fit(train, ids=train_ids)
-    res = probe.score(samples, sample_ids=sample_ids,
+    res = probe.score(samples, ids=sample_ids,
                       holdout=series["holdout"][0] if "holdout" in series else None)
     if config.gate == "rate":
         record = gate.apply("subsequences.series_rate", res.series_rate.value)

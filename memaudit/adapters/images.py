@@ -1,4 +1,15 @@
-"""Pixel conventions and image hashes: content hashes of quantized pixels, pHash and dHash.
+"""Images as arrays: layout, pixel conventions, tiles and hash codes (the images adapter).
+
+Every image-specific step lives here, so that the probes see arrays only:
+
+- layout: :func:`image_layout` reads one item's shape as HW, HWC, CHW or a flat square;
+  :func:`pixels` flattens images to (n, d) vectors (the paper's space); :func:`to_display` and
+  :func:`png_data_uri` turn rows back into viewable images;
+- pixel conventions: :class:`PixelScale` / :func:`pixel_scale`, one map from values to integer
+  levels for every set compared;
+- the codes the duplicates probe compares (:func:`duplicate_codes`): content digests of quantized
+  pixels (``exact``), 64-bit pHash / dHash codes, and for ``tiled_l2`` a block reader that turns
+  rows into pixels in [0, 1] laid out (H, W, C) (:func:`tile_reader`).
 
 One convention for every set compared: a :class:`PixelScale` maps pixel values in ``[lo, hi]`` to
 integer levels ``q = round((x - lo) * levels / (hi - lo))``, the same map for the training set, the
@@ -18,26 +29,28 @@ convention only.
   ``codes[i].tobytes().hex() == str(imagehash.phash(image))``.
 
 Memory-mapped inputs are read in blocks whose pages are released after use
-(``memaudit.neighbors._release``), and every block is checked for NaN and Inf.
+(:func:`memaudit._blocks.iter_blocks`), and every block is checked for NaN and Inf.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import math
 import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import check_finite
+from .._blocks import HASH_BITS, iter_blocks
+from .._validation import as_2d_array
 
-__all__ = ["PixelScale", "pixel_scale", "content_hashes", "phash", "dhash", "hamming",
-           "uint8_images", "HASH_BITS"]
+__all__ = ["PixelScale", "pixel_scale", "content_hashes", "content_digests", "phash", "dhash",
+           "hamming", "uint8_images", "HASH_BITS", "image_layout", "pixels", "to_display",
+           "png_data_uri", "tile_reader", "tiled_scale", "duplicate_scale", "duplicate_codes"]
 
-HASH_BITS = 64
 PHASH_SIZE = 32  # imagehash: hash_size 8 x highfreq_factor 4
-_BLOCK_BYTES = 32 << 20  # float64 working memory per block
 
 
 @dataclass(frozen=True)
@@ -85,27 +98,67 @@ class PixelScale:
         return f"pixels [{self.lo:g}, {self.hi:g}] -> levels 0..{self.levels} ({self.source})"
 
 
-def iter_blocks(x: np.ndarray, name: str, row_bytes: int | None = None):
-    """Yield ``(start, block)`` over the rows of ``x``, each block checked for NaN/Inf.
+# ----------------------------------------------------------------------------- layout and display
+def pixels(images, name: str = "images") -> np.ndarray:
+    """Flatten a batch of images ``(n, H, W)``, ``(n, H, W, C)`` or ``(n, C, H, W)`` to ``(n, d)``.
 
-    A memory-mapped ``x`` is copied block by block and its pages are released after each copy,
-    so that a file larger than memory is read once in bounded memory.
+    Values are kept as they are (no rescaling): the nearest-neighbour ratio is scale invariant, and
+    the paper computes L2 distances on raw pixels. Integer images become float32.
     """
-    from .neighbors import _release
-
-    n = x.shape[0]
-    per_row = int(row_bytes or 8 * max(1, int(np.prod(x.shape[1:]))))
-    rows = max(1, _BLOCK_BYTES // per_row)
-    mm = getattr(x, "_mmap", None) if isinstance(x, np.memmap) else None
-    for start in range(0, n, rows):
-        block = x[start : start + rows]
-        if mm is not None:
-            block = np.array(block)
-            _release(mm)
-        check_finite(block.reshape(block.shape[0], -1), name, offset=start)
-        yield start, block
+    x = as_2d_array(images, name)
+    return x.astype(np.float32) if x.dtype.kind in "iu" else x
 
 
+def image_layout(item_shape) -> str | None:
+    """How one item's shape reads as an image: "HW", "HWC", "CHW", "flat-square" or None."""
+    shape = tuple(int(s) for s in item_shape)
+    if len(shape) == 2 and min(shape) >= 2:
+        return "HW"
+    if len(shape) == 3:
+        if shape[-1] in (1, 3) and min(shape[:2]) >= 2:
+            return "HWC"
+        if shape[0] in (1, 3) and min(shape[1:]) >= 2:
+            return "CHW"
+    if len(shape) == 1 and shape[0] >= 4 and math.isqrt(shape[0]) ** 2 == shape[0]:
+        return "flat-square"
+    return None
+
+
+def to_display(rows: np.ndarray, item_shape, lo: float, hi: float) -> list[np.ndarray]:
+    """Turn flat rows back into uint8 images (H, W) or (H, W, 3), mapping [lo, hi] to [0, 255]."""
+    layout = image_layout(item_shape)
+    if layout is None:
+        raise ValueError(f"items of shape {tuple(item_shape)} cannot be shown as images")
+    span = hi - lo if hi > lo else 1.0
+    out = []
+    for row in np.asarray(rows, dtype=np.float64):
+        if layout == "flat-square":
+            s = math.isqrt(row.size)
+            img = row.reshape(s, s)
+        else:
+            img = row.reshape(item_shape)
+            if layout == "CHW":
+                img = np.moveaxis(img, 0, -1)
+            if img.ndim == 3 and img.shape[-1] == 1:
+                img = img[..., 0]
+        out.append(np.clip(np.round((img - lo) / span * 255), 0, 255).astype(np.uint8))
+    return out
+
+
+def png_data_uri(img: np.ndarray, min_size: int = 64) -> str:
+    """A base64 PNG data URI of a uint8 image, upscaled (nearest) to at least ``min_size`` pixels."""
+    from PIL import Image
+
+    im = Image.fromarray(img)
+    scale = max(1, math.ceil(min_size / max(1, min(im.size))))
+    if scale > 1:
+        im = im.resize((im.size[0] * scale, im.size[1] * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ----------------------------------------------------------------------------- pixel conventions
 def _dtype_class(dt: np.dtype) -> str:
     if dt == np.uint8:
         return "uint8"
@@ -193,10 +246,10 @@ def content_hashes(x, item_shape=(), *, value_range=None, levels=None, scale=Non
     """
     x = np.asarray(x) if not isinstance(x, np.ndarray) else x
     scale = _scale_for(x, value_range, levels, scale, name)
-    return np.array([d.hex() for d in _digests(x, item_shape, scale, name)], dtype=object)
+    return np.array([d.hex() for d in content_digests(x, item_shape, scale, name)], dtype=object)
 
 
-def _digests(x, item_shape, scale: PixelScale, name: str) -> np.ndarray:
+def content_digests(x, item_shape, scale: PixelScale, name: str = "items") -> np.ndarray:
     """16-byte BLAKE2b digests (``S16`` array) of each item's levels and shape."""
     shape = repr(tuple(int(s) for s in item_shape)).encode()
     out = np.empty(x.shape[0], dtype="S16")
@@ -208,8 +261,6 @@ def _digests(x, item_shape, scale: PixelScale, name: str) -> np.ndarray:
 
 
 def _image_shape(item_shape, name):
-    from .adapters.pixels import image_layout
-
     layout = image_layout(item_shape)
     if layout is None:
         raise ValueError(
@@ -324,3 +375,74 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamming distances between packed hashes a (n, 8) and b (m, 8): (n, m) int."""
     x = np.bitwise_xor(a[:, None, :], b[None, :, :])
     return np.unpackbits(x, axis=2).sum(axis=2)
+
+
+# ----------------------------------------------------------------------------- codes of the duplicates probe
+def tiled_scale(sets, value_range=None) -> PixelScale:
+    """tiled_l2 compares pixels in [0, 1]: the given range, (0, 255) for uint8, else (0, 1)."""
+    if value_range is not None:
+        return pixel_scale(*sets, value_range=value_range)
+    kinds = {np.asarray(x[:0]).dtype for x, _ in sets}
+    if kinds == {np.dtype(np.uint8)}:
+        return PixelScale(0.0, 255.0, 255, "uint8 pixels / 255")
+    if all(k.kind == "f" for k in kinds):
+        return PixelScale(0.0, 1.0, 255, "float pixels taken as [0, 1]")
+    desc = ", ".join(f"{name} {np.asarray(x[:0]).dtype}" for x, name in sets)
+    raise ValueError(f"tiled_l2 compares pixels in [0, 1]; the sets are {desc}: give "
+                     "value_range=(lo, hi) to say how they map to [0, 1]")
+
+
+def duplicate_scale(method: str, sets, value_range=None, levels=None) -> PixelScale | None:
+    """The one pixel convention of a duplicates search over ``sets`` ((array, name) pairs): for
+    exact and perceptual hashes :func:`pixel_scale`, for tiled_l2 :func:`tiled_scale`, None for
+    embeddings (compared as they are)."""
+    if method in ("exact", "phash", "dhash"):
+        return pixel_scale(*sets, value_range=value_range, levels=levels)
+    if method == "tiled_l2":
+        return tiled_scale(sets, value_range)
+    return None
+
+
+def duplicate_codes(x, method: str, item_shape, scale: PixelScale, name: str, notes: list):
+    """What the duplicates probe compares for a hash method: 16-byte content digests (``exact``,
+    an ``S16`` array) or packed 64-bit codes (``phash``/``dhash``, (n, 8) uint8). Items with pixels
+    outside the convention are counted in ``notes`` (they are clipped for the 8-bit hashes)."""
+    if method == "exact":
+        return content_digests(x, item_shape, scale, name)
+    clipped = []
+    codes = _perceptual(method, x, item_shape, None, scale, name, clipped)
+    if clipped[0]:
+        notes.append(f"{name}: {clipped[0]} item(s) have pixels outside {scale.lo:g}..{scale.hi:g}, "
+                     "clipped to 0..255 for the 8-bit conversion of the hashes")
+    return codes
+
+
+def tile_reader(item_shape, scale: PixelScale, name: str):
+    """How the tiled_l2 search reads images of ``item_shape``: ``(hwc, prep)``.
+
+    ``hwc`` is the (H, W, C) shape of one image; ``prep(block, offset)`` turns a block of flat rows
+    into float32 pixels in [0, 1] under ``scale``, laid out (H, W, C) and flattened (HW, HWC and
+    flat squares as they are, CHW moved to channels last).
+    """
+    layout = image_layout(item_shape)
+    if layout is None:
+        raise ValueError(f"tiled_l2 needs images; {name} of shape {tuple(item_shape)} are not images "
+                         "(arrays shaped (n, H, W), (n, H, W, C) or (n, C, H, W), or an image folder)")
+    shape = tuple(int(s) for s in item_shape)
+    if layout == "flat-square":
+        side = math.isqrt(shape[0])
+        hwc = (side, side, 1)
+    elif layout == "HW":
+        hwc = shape + (1,)
+    elif layout == "CHW":
+        hwc = (shape[1], shape[2], shape[0])
+    else:
+        hwc = shape
+
+    def prep(block, offset):
+        u = scale.to_unit(block)
+        if layout == "CHW":
+            u = u.reshape((len(u),) + shape).transpose(0, 2, 3, 1).reshape(len(u), -1)
+        return np.ascontiguousarray(u)
+
+    return hwc, prep
