@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .audit import GATES, AuditConfig, config_defaults, run_audit
-from ._io import check_writable_dir
+from .io import check_writable_dir
 from ._validation import check_seed
 from .conventions import parse_declarations
 from .gate import Gate, verdict_line
@@ -240,7 +240,7 @@ def _demo_model():
 def cmd_demo_model(args, generate) -> int:
     from pathlib import Path
 
-    from ._io import atomic_savez
+    from .io import atomic_savez
     from .tracking import track_memorization
 
     out = Path(args.out)

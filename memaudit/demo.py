@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_savez
+from .io import atomic_savez
 
 __all__ = ["make_demo_data", "DemoData"]
 

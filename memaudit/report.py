@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write_pair, atomic_write_text, remove_stale_temporaries
+from .io import atomic_write_pair, atomic_write_text, remove_stale_temporaries
 from .adapters.pixels import image_layout, png_data_uri, to_display
 from .gate import verdict_line
 from .results import jsonable, rate_text

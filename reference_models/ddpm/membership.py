@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memaudit._io import atomic_path, atomic_write_text
+from memaudit.io import atomic_path, atomic_write_text
 from memaudit.probes.calibration import calibrated_attack, calibration_split
 from memaudit.probes.diffusion_attacks import NoisePredictor, loss_attack, pia_attack, secmi_attack
 

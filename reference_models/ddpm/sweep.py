@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memaudit._io import atomic_path, atomic_write_text
+from memaudit.io import atomic_path, atomic_write_text
 from memaudit.probes.nn_ratio import NNRatioProbe
 from memaudit.tracking import estimate_tau_gen, level_crossing, tau_gen_threshold
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memaudit._io import atomic_path, atomic_savez, atomic_write_text
+from memaudit.io import atomic_path, atomic_savez, atomic_write_text
 from memaudit.tracking import track_memorization
 
 from .checkpoints import RunFileWarning, checkpoint_step, read_stats, readable_checkpoints

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memaudit._io import atomic_path, atomic_savez, atomic_write_text, remove_stale_temporaries
+from memaudit.io import atomic_path, atomic_savez, atomic_write_text, remove_stale_temporaries
 
 from .checkpoints import (CheckpointError, RunFileWarning, append_stats, checkpoint_files,
                           checkpoint_path, checkpoint_problem, read_stats, readable_checkpoints)

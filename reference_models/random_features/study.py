@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memaudit._io import atomic_path, atomic_write_text
+from memaudit.io import atomic_path, atomic_write_text
 from memaudit.tracking import level_crossing
 
 from .constants import rf_constants

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memaudit._io import atomic_path, atomic_write_bytes, atomic_write_text
+from memaudit.io import atomic_path, atomic_write_bytes, atomic_write_text
 from memaudit.probes.subsequence import SubsequenceProbe
 
 from ..ddpm.checkpoints import readable_checkpoints
