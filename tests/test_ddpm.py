@@ -8,11 +8,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from reference_models.ddpm.data import load_celeba_folder, load_digits, split  # noqa: E402
+from reference_models.data.images import load_celeba_folder, load_digits, split  # noqa: E402
+from reference_models.ddpm.checkpoints import load_checkpoint  # noqa: E402
+from reference_models.ddpm.config import TrainConfig, build_model  # noqa: E402
 from reference_models.ddpm.diffusion import (Schedule, ddim_sample, ddpm_sample,  # noqa: E402
                                              denoising_loss, ou_time)
-from reference_models.ddpm.train import (TrainConfig, build_model, checkpoint_steps,  # noqa: E402
-                                         load_checkpoint, prepare_data, train)
+from reference_models.ddpm.train import checkpoint_steps, prepare_data, train  # noqa: E402
 from reference_models.ddpm.unet import UNet  # noqa: E402
 
 
@@ -182,7 +183,7 @@ def test_residual_mlp_parameter_count_matches_the_paper(d, width):
 
 
 def test_gmm_setting_trains_samples_and_tracks(tmp_path):
-    from reference_models.ddpm.data import gmm_sample
+    from reference_models.data.images import gmm_sample
     from reference_models.ddpm.track import track_run
 
     cfg = TrainConfig.gmm(n_train=16, n_holdout=64, steps=300, n_checkpoints=3, width=32,
@@ -205,7 +206,8 @@ def test_gmm_setting_trains_samples_and_tracks(tmp_path):
 
 
 def test_sweep_read_off_rules():
-    from reference_models.ddpm.sweep import crossing_step, fit_exponent
+    from reference_models.ddpm.sweep import crossing_step
+    from reference_models.fits import fit_exponent
 
     steps = np.array([100, 200, 400, 800])
     f = np.array([0.0, 0.0, 0.02, 0.5])
@@ -217,6 +219,21 @@ def test_sweep_read_off_rules():
     slope, icpt = fit_exponent(ns, 30 * ns**0.9)
     assert slope == pytest.approx(0.9) and np.exp(icpt) == pytest.approx(30)
     assert np.isnan(fit_exponent(ns, [np.nan, np.nan, np.nan, 5.0])[0])
+    # a run that never crossed is left out of the fit, not propagated as NaN
+    slope, _ = fit_exponent(ns, [30 * 64**0.9, 30 * 128**0.9, np.nan, 30 * 512**0.9])
+    assert slope == pytest.approx(0.9)
+
+
+def test_the_study_figures_are_written_whole_and_closed(tmp_path):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from reference_models.figures import pyplot, save_png
+
+    assert pyplot() is plt and plt.get_backend().lower() == "agg"
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [3, 4])
+    save_png(fig, tmp_path / "f.png")
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number) and [p.name for p in tmp_path.iterdir()] == ["f.png"]
 
 
 def test_membership_over_training_on_a_tiny_run(tmp_path):
@@ -294,3 +311,15 @@ def test_sweep_end_to_end_on_tiny_runs(tmp_path):
     assert again["tau_gen_scale"] == "log"
     assert again["fits"]["0.01"]["tau_mem"] == pytest.approx(summary["fits"]["0.01"]["tau_mem"],
                                                              nan_ok=True)
+
+
+def test_tracked_runs_of_a_sweep_folder(tmp_path):
+    from reference_models.ddpm.sweep import tracked_runs
+
+    for name, tracked in [("n64-s0", True), ("n8-s1", True), ("n8-s0", True), ("n8-s0-early", True),
+                          ("n16-s0", False), ("n128-s0", True)]:
+        (tmp_path / name).mkdir()
+        if tracked:
+            (tmp_path / name / "tracking.json").write_text("{}")
+    # by n as a number (8 < 64 < 128, not as text), then by name; early and untracked runs left out
+    assert [r.name for r in tracked_runs(tmp_path)] == ["n8-s0", "n8-s1", "n64-s0", "n128-s0"]

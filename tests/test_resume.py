@@ -17,8 +17,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
 from reference_models.ddpm.checkpoints import (CheckpointError, RunFileWarning,  # noqa: E402
-                                               checkpoint_path, read_stats, readable_checkpoints)
-from reference_models.ddpm.train import TrainConfig, checkpoint_steps, load_checkpoint, train  # noqa: E402
+                                               checkpoint_path, load_checkpoint, read_stats,
+                                               readable_checkpoints)
+from reference_models.ddpm.config import TrainConfig  # noqa: E402
+from reference_models.ddpm.train import checkpoint_steps, train  # noqa: E402
 
 # the tiny configuration of the exact-resume tests in test_ddpm.py: checkpoints at 1, 3, 6, 16, 40
 CFG = TrainConfig(n_train=16, n_holdout=8, steps=40, n_checkpoints=5, batch_size=8, width=8,
@@ -218,3 +220,32 @@ def test_run_files_are_read_through_one_loader_each():
         if re.search(r"glob\([\"']step_", text) or re.search(r"stats\.jsonl[\"']\)?\.read_", text):
             offenders.append(str(path.relative_to(root)))
     assert offenders == []
+
+
+def test_checkpoints_are_written_read_and_turned_into_models_in_one_module():
+    """Only checkpoints.py touches safetensors or loads a state dict: track, membership, sweep and
+    ts_diffusion rebuild models through ``load_model``, resume through ``restore_training_state``."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in sorted(root.glob("reference_models/**/*.py")):
+        if path.name == "checkpoints.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                    else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(m.split(".")[0] == "safetensors" for m in mods):
+                offenders.append(f"{path.relative_to(root)}:{node.lineno} imports safetensors")
+            if isinstance(node, ast.Attribute) and node.attr == "load_state_dict":
+                offenders.append(f"{path.relative_to(root)}:{node.lineno} calls load_state_dict")
+    assert offenders == []
+
+
+def test_load_model_rebuilds_the_trained_network(straight):
+    from reference_models.ddpm.checkpoints import load_model
+
+    model, ck = load_model(checkpoint_path(straight, 40))
+    assert not model.training and ck["step"] == 40 and ck["config"] == CFG
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, ck["tensors"][f"model.{k}"], rtol=0, atol=0)

@@ -6,7 +6,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from reference_models.ddpm.train import TrainConfig, build_model, prepare_data, train  # noqa: E402
+from reference_models.ddpm.config import TrainConfig, build_model  # noqa: E402
+from reference_models.ddpm.train import prepare_data, train  # noqa: E402
 from reference_models.ddpm.unet import UNet  # noqa: E402
 from reference_models.ts_diffusion import FAMILIES, load_windows, sample_fn  # noqa: E402
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_path
+from ..io import atomic_path
 from .._progress import Progress
 from .images import image_layout
 

@@ -5,7 +5,7 @@ command, one renderer per result type, figures from :mod:`memaudit.figures`.
 ``membership`` and ``subsequences`` write their own pair; docs/report.md describes the keys.
 """
 
-from .._io import atomic_write_text
+from ..io import atomic_write_text
 from .audit import Report, render_html
 from .document import ENVELOPE_KEYS, SCHEMA_VERSION, document, write_json_html
 from .duplicates import duplicates_html, write_duplicates_report

@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .._io import atomic_write_pair, remove_stale_temporaries
+from ..io import atomic_write_pair, remove_stale_temporaries
 from ..results import jsonable
 
 __all__ = ["ENVELOPE_KEYS", "SCHEMA_VERSION", "document", "now", "write_json_html"]

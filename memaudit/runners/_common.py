@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import check_writable_dir
+from ..io import check_writable_dir
 from .._validation import check_same_dim
 from ..conventions import harmonize, parse_declarations
 from ..gate import GATES, Gate, verdict_line

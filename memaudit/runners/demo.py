@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_savez
+from ..io import atomic_savez
 from .._validation import check_positive_int, check_seed
 from ..gate import Gate
 from ._common import STATS, Run, check_out, gate_options, option

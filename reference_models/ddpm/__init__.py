@@ -1,1 +1,2 @@
-"""The paper's U-Net DDPM: model, diffusion math, data and training (see reference_models/README.md)."""
+"""The paper's U-Net DDPM: model, diffusion math, config, checkpoints, training and the studies over
+checkpoints (see reference_models/README.md)."""

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoints import read_stats
+from .config import TrainConfig
 from .track import samples_at_checkpoints
-from .train import TrainConfig, prepare_data, train
+from .train import prepare_data, train
 
 __all__ = ["generate", "DEMO_CONFIG"]
 

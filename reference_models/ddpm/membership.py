@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memaudit._io import atomic_path, atomic_write_text
+from memaudit.io import atomic_write_text
 from memaudit.probes.calibration import calibrated_attack, calibration_split
 from memaudit.probes.diffusion_attacks import NoisePredictor, loss_attack, pia_attack, secmi_attack
 
-from .checkpoints import checkpoint_step, readable_checkpoints
+from ..figures import pyplot, save_png
+from .checkpoints import checkpoint_config, checkpoint_step, load_model, readable_checkpoints
 from .diffusion import Schedule
-from .train import build_model, load_checkpoint, prepare_data
+from .train import prepare_data
 
 __all__ = ["noise_predictor", "membership_over_training"]
 
@@ -37,11 +38,8 @@ TIMESTEPS = (10, 40, 100, 200, 400)
 
 def noise_predictor(checkpoint, batch_size: int = 512) -> NoisePredictor:
     """The memaudit attack protocol for a reference-DDPM checkpoint (eval mode, no gradients)."""
-    ck = load_checkpoint(checkpoint)
+    model, ck = load_model(checkpoint)
     cfg = ck["config"]
-    model = build_model(cfg)
-    model.load_state_dict(ck["model"])
-    model.eval()
 
     @torch.no_grad()
     def eps(x, t):
@@ -55,7 +53,7 @@ def membership_over_training(run, *, max_nonmembers: int | None = None, every: i
                              n_bootstrap: int = 500, seed: int = 0, log=None) -> dict:
     run = Path(run)
     files = readable_checkpoints(run, every=every, required=True)
-    cfg = load_checkpoint(files[-1])["config"]
+    cfg = checkpoint_config(files[-1])
     x_tr, x_ho, _, tr_idx, ho_idx = prepare_data(cfg)
     members, nonmembers = x_tr.numpy(), x_ho.numpy()
     if max_nonmembers is not None:
@@ -103,11 +101,7 @@ def membership_over_training(run, *, max_nonmembers: int | None = None, every: i
 
 
 def plot(out: dict, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     steps = [r["step"] for r in out["rows"]]
     for name, color in (("loss", "C0"), ("pia", "C1"), ("secmi", "C2")):
@@ -123,10 +117,7 @@ def plot(out: dict, path) -> None:
            title=f"{Path(out['run']).name}: {out['n_members']} members, {out['n_nonmembers']} "
                  "non-members; AUC on the evaluation half")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main(argv=None) -> int:

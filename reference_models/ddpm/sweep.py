@@ -42,11 +42,14 @@ from pathlib import Path
 
 import numpy as np
 
-from memaudit._io import atomic_path, atomic_write_text
+from memaudit.io import atomic_write_text
 from memaudit.probes.nn_ratio import NNRatioProbe
 from memaudit.tracking import estimate_tau_gen, level_crossing, tau_gen_threshold
 
-__all__ = ["crossing_step", "fit_exponent", "run_sweep", "analyse"]
+from ..figures import pyplot, save_png
+from ..fits import fit_exponent
+
+__all__ = ["crossing_step", "tracked_runs", "run_sweep", "analyse"]
 
 LEVELS = (0.01, 0.05, 0.10)
 TAU_GEN_TOLERANCE = 0.05
@@ -55,18 +58,16 @@ TAU_GEN_TOLERANCE = 0.05
 crossing_step = level_crossing  # tau_mem(level): first step where f_mem reaches the level
 
 
-def fit_exponent(ns, taus) -> tuple[float, float]:
-    """Slope and intercept of log tau against log n (least squares), ignoring runs that never cross."""
-    ns, taus = np.asarray(ns, float), np.asarray(taus, float)
-    ok = np.isfinite(taus)
-    if np.unique(ns[ok]).size < 2:
-        return float("nan"), float("nan")
-    slope, icpt = np.polyfit(np.log(ns[ok]), np.log(taus[ok]), 1)
-    return float(slope), float(icpt)
+def tracked_runs(out) -> list[Path]:
+    """The main runs of a sweep folder that have a tracking.json (``n{n}-s{seed}``, early runs left
+    out), ordered by n, then by name."""
+    runs = (r for r in Path(out).glob("n*-s*")
+            if not r.name.endswith("-early") and (r / "tracking.json").exists())
+    return sorted(runs, key=lambda r: (int(r.name.split("-")[0][1:]), str(r)))
 
 
 def _config(setting: str, n: int, seed: int, a, early: bool = False):
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     steps = int(max(a.min_steps, a.steps_per_n * n))
     common = dict(n_train=n, seed=seed, steps=steps, n_checkpoints=a.n_checkpoints,
@@ -105,10 +106,10 @@ def _one_run(job):
 
 def _flags(run: Path) -> tuple[np.ndarray, np.ndarray]:
     """Steps and the (n_checkpoints, n_samples) memorized flags of one run, from its samples."""
-    from .checkpoints import readable_checkpoints
-    from .train import load_checkpoint, prepare_data
+    from .checkpoints import run_config
+    from .train import prepare_data
 
-    cfg = load_checkpoint(readable_checkpoints(run, required=True)[-1])["config"]
+    cfg = run_config(run)
     x_train = prepare_data(cfg)[0].reshape(cfg.n_train, -1).numpy()
     probe = NNRatioProbe(carlini_alpha=None, n_bootstrap=1).fit(x_train)
     with np.load(run / "samples.npz") as z:
@@ -243,11 +244,7 @@ def table(summary: dict) -> str:
 
 
 def plot(summary: dict, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(1, 4, figsize=(17, 3.8))
     ns = sorted({r["n"] for r in summary["runs"]})
     colors = {n: plt.cm.viridis(i / max(1, len(ns) - 1)) for i, n in enumerate(ns)}
@@ -278,10 +275,7 @@ def plot(summary: dict, path) -> None:
     ax[3].set(xlabel="n", ylabel="step")
     for a in ax:
         a.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def run_sweep(a) -> dict:
@@ -332,9 +326,7 @@ def main(argv=None) -> int:
                    help="tau_gen where quality made 95%% of its plain (linear) or log improvement")
     a = p.parse_args(argv)
     if a.analyse_only:
-        runs = sorted((str(r) for r in Path(a.out).glob("n*-s*")
-                       if (r / "tracking.json").exists() and not r.name.endswith("-early")),
-                      key=lambda p: (int(Path(p).name.split("-")[0][1:]), p))
+        runs = [str(r) for r in tracked_runs(a.out)]
         summary = analyse(a.out, runs, n_bootstrap=a.n_bootstrap, seed=a.seeds[0],
                           tau_gen_scale=a.tau_gen_scale)
     else:

@@ -20,12 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from memaudit._io import atomic_path, atomic_savez, atomic_write_text
+from memaudit.io import atomic_savez, atomic_write_text
 from memaudit.tracking import track_memorization
 
-from .checkpoints import RunFileWarning, checkpoint_step, read_stats, readable_checkpoints
+from ..figures import pyplot, save_png
+from .checkpoints import (RunFileWarning, checkpoint_config, checkpoint_step, load_model,
+                          read_stats, readable_checkpoints)
 from .diffusion import Schedule, ddim_sample, ddpm_sample
-from .train import build_model, load_checkpoint, prepare_data
+from .train import prepare_data
 
 __all__ = ["samples_at_checkpoints", "track_run"]
 
@@ -43,10 +45,8 @@ def samples_at_checkpoints(run, n_samples: int = 500, *, steps: int = 50, seed: 
     out = {}
     seeds = list(range(seed, seed + n_samples))
     for path in files:
-        ck = load_checkpoint(path)
+        model, ck = load_model(path)
         cfg = ck["config"]
-        model = build_model(cfg)
-        model.load_state_dict(ck["model"])
         schedule = Schedule.linear(cfg.n_steps_diffusion)
         if sampler == "ddim":
             x = ddim_sample(model, cfg.sample_shape, seeds, schedule, steps=steps, batch_size=1000)
@@ -69,7 +69,7 @@ def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, ever
     """
     run = Path(run)
     files = readable_checkpoints(run, every=every, required=True)
-    cfg = load_checkpoint(files[-1])["config"]
+    cfg = checkpoint_config(files[-1])
     x_train, x_hold, _, _, _ = prepare_data(cfg)
     cache = run / "samples.npz"
     key = f"{sampler}-{steps}-{n_samples}-{seed}"
@@ -98,17 +98,11 @@ def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, ever
         {"run": str(run), "n_samples": n_samples, "sampler": sampler,
          "ddim_steps": steps if sampler == "ddim" else None, **curve.to_dict()}, indent=2) + "\n")
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        pyplot()  # the Agg backend, before curve.plot() makes its figure
         fig = curve.plot().figure  # laid out by matplotlib's constrained layout
         fig.suptitle(f"{run.name}: n = {cfg.n_train}, {n_samples} samples per checkpoint",
                      fontsize=9)
-        with atomic_path(run / "tracking.png", suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=110)
-        plt.close(fig)
+        save_png(fig, run / "tracking.png")
     except ImportError:  # plots are optional
         pass
     return curve

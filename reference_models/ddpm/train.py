@@ -20,92 +20,22 @@ import json
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from memaudit._io import atomic_path, atomic_savez, atomic_write_text, remove_stale_temporaries
+from memaudit.io import atomic_savez, atomic_write_text, remove_stale_temporaries
 
+from ..data.images import gmm_sample, load_celeba_folder, load_digits, load_mnist, split
+from ..data.timeseries import load_windows
 from .checkpoints import (CheckpointError, RunFileWarning, append_stats, checkpoint_files,
-                          checkpoint_path, checkpoint_problem, read_stats, readable_checkpoints)
-from .data import gmm_sample, load_celeba_folder, load_digits, load_mnist, split
+                          checkpoint_path, load_checkpoint, read_stats, readable_checkpoints,
+                          restore_training_state, save_checkpoint)
+from .config import TrainConfig, build_model
 from .diffusion import Schedule, denoising_loss, training_loss
-from .mlp import ResidualMLP
-from .unet import UNet
 
-__all__ = ["TrainConfig", "train", "load_checkpoint", "checkpoint_steps", "build_model", "prepare_data"]
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on (written to config.json and into every checkpoint)."""
-
-    data: str = "digits"  # digits | mnist | celeba | gmm (SM B) | ts-<family> (time-series windows)
-    data_dir: str | None = None  # CelebA folder
-    image_size: int = 8
-    gmm_dim: int = 8  # d of the Gaussian mixture
-    model: str = "unet"  # unet (images; 1-D for ts-* data) | mlp (the SM B residual MLP, vectors)
-    seq_len: int = 64  # time-series window length
-    n_train: int = 64
-    n_holdout: int = 256
-    width: int = 16
-    mults: tuple = (1, 2)
-    attention: tuple = (False, True)
-    n_res: int = 2
-    dropout: float = 0.1
-    n_steps_diffusion: int = 1000
-    optimizer: str = "adam"  # sgd (momentum, the paper's default) | adam
-    lr: float = 1e-3
-    momentum: float = 0.95
-    batch_size: int = 128  # the batch is min(n_train, batch_size)
-    noise_draws: int = 1  # m: each batch item enters the loss m times with fresh (t, noise)
-    steps: int = 2000
-    n_checkpoints: int = 20
-    first_checkpoint: int = 1  # the log-spaced checkpoint grid runs from here to ``steps``
-    eval_index: int = 40
-    eval_draws: int = 5
-    seed: int = 0
-    device: str = "cpu"
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def gmm(cls, **overrides) -> "TrainConfig":
-        """The paper's Gaussian-mixture setting (SM B): d = 8, residual MLP W = 128, full batch, Adam 6e-4."""
-        base = dict(data="gmm", model="mlp", gmm_dim=8, width=128, optimizer="adam", lr=6e-4,
-                    batch_size=1 << 30, dropout=0.0, n_holdout=2000)
-        base.update(overrides)
-        return cls(**base)
-
-    @property
-    def sample_shape(self) -> tuple:
-        """The shape of one item: (d,) for the mixture, (1, S, S) for images."""
-        if self.data == "gmm":
-            return (self.gmm_dim,)
-        if self.data.startswith("ts-"):
-            return (1, self.seq_len)
-        return (1, self.image_size, self.image_size)
-
-    @classmethod
-    def paper(cls, **overrides) -> "TrainConfig":
-        """The paper's CelebA configuration (SM A.1): W = 32, 32x32, SGD 0.01 momentum 0.95, B = 512."""
-        base = dict(data="celeba", image_size=32, width=32, mults=(1, 2, 4),
-                    attention=(False, True, True), optimizer="sgd", lr=0.01, momentum=0.95,
-                    batch_size=512, steps=2_000_000, n_checkpoints=40, n_holdout=2048)
-        base.update(overrides)
-        return cls(**base)
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        d["mults"], d["attention"] = list(self.mults), list(self.attention)
-        return json.dumps(d, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
-        d = json.loads(text)
-        d["mults"], d["attention"] = tuple(d["mults"]), tuple(d["attention"])
-        return cls(**d)
+__all__ = ["train", "checkpoint_steps", "prepare_data"]
 
 
 def checkpoint_steps(total: int, n: int, first: int = 1) -> list[int]:
@@ -114,21 +44,6 @@ def checkpoint_steps(total: int, n: int, first: int = 1) -> list[int]:
         raise ValueError(f"the first checkpoint must be in [1, steps={total}], got {first}")
     grid = np.round(np.logspace(np.log10(first), np.log10(total), n))
     return sorted(set(int(s) for s in grid) | {total})
-
-
-def build_model(cfg: TrainConfig) -> torch.nn.Module:
-    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only
-    if cfg.model == "mlp":
-        dim = {"gmm": cfg.gmm_dim}.get(cfg.data, cfg.seq_len if cfg.data.startswith("ts-")
-                                       else cfg.image_size**2)
-        return ResidualMLP(dim, cfg.width, 3, cfg.n_steps_diffusion)
-    if cfg.model != "unet":
-        raise ValueError(f"model must be 'unet' or 'mlp', got {cfg.model!r}")
-    if cfg.data == "gmm":
-        raise ValueError("the Gaussian mixture is vector data: use model='mlp'")
-    dims = 1 if cfg.data.startswith("ts-") else 2
-    return UNet(cfg.width, cfg.mults, cfg.attention, cfg.n_res, 1, cfg.dropout, cfg.n_steps_diffusion,
-                dims=dims)
 
 
 def prepare_data(cfg: TrainConfig):
@@ -143,8 +58,6 @@ def prepare_data(cfg: TrainConfig):
         return (torch.from_numpy(tr), torch.from_numpy(ho), 0.0, np.arange(cfg.n_train),
                 np.arange(cfg.n_holdout))
     if cfg.data.startswith("ts-"):
-        from ..ts_diffusion.data import load_windows
-
         tr, ho, tr_idx, ho_idx = load_windows(cfg.data[3:], cfg.n_train, cfg.n_holdout, cfg.seq_len,
                                               seed=cfg.seed)
         mean = float(tr.mean())
@@ -178,72 +91,7 @@ def _make_optimizer(cfg: TrainConfig, model):
     raise ValueError(f"optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def _save_checkpoint(path: Path, cfg, step, model, opt, gen, rng, mean):
-    from safetensors.torch import save_file
-
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    opt_state = opt.state_dict()
-    scalars = {}
-    for pid, st in opt_state["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"optim.{pid}.{k}"] = v.contiguous()
-            else:
-                scalars[f"{pid}.{k}"] = v
-    tensors["rng.generator"] = gen.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"config": cfg.to_json(), "step": str(step), "data_mean": repr(mean),
-            "optim_param_groups": json.dumps(opt_state["param_groups"]),
-            "optim_scalars": json.dumps(scalars), "numpy_rng": json.dumps(rng.bit_generator.state)}
-    with atomic_path(path) as tmp:  # a killed run never leaves a half-written checkpoint
-        save_file(tensors, tmp, metadata=meta)
-
-
-def load_checkpoint(path) -> dict:
-    """Read a checkpoint (safetensors: no pickle is executed): model weights, config, step, states.
-
-    Raises :class:`~reference_models.ddpm.checkpoints.CheckpointError` (a ``ValueError``) naming
-    the file when it is truncated, empty, not safetensors or lacks the run's metadata.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    problem = checkpoint_problem(path)
-    if problem is not None:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {problem}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata()
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        return {
-            "config": TrainConfig.from_json(meta["config"]),
-            "step": int(meta["step"]),
-            "data_mean": float(meta["data_mean"]),
-            "model": {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
-            "tensors": tensors,
-            "meta": meta,
-        }
-    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from None
-
-
-def _restore(ck, model, opt, gen, rng):
-    model.load_state_dict(ck["model"])
-    state = {}
-    for k, v in ck["tensors"].items():
-        if k.startswith("optim."):
-            _, pid, key = k.split(".", 2)
-            state.setdefault(int(pid), {})[key] = v
-    for k, v in json.loads(ck["meta"]["optim_scalars"]).items():
-        pid, key = k.split(".", 1)
-        state.setdefault(int(pid), {})[key] = v
-    opt.load_state_dict({"state": state,
-                         "param_groups": json.loads(ck["meta"]["optim_param_groups"])})
-    gen.set_state(ck["tensors"]["rng.generator"])
-    torch.set_rng_state(ck["tensors"]["rng.torch"])
-    rng.bit_generator.state = json.loads(ck["meta"]["numpy_rng"])
-
-
+# ----------------------------------------------------------------------------- resume
 def _resume_point(run: Path):
     """The latest checkpoint that loads (falling back past unreadable ones, with a warning)."""
     for path in reversed(readable_checkpoints(run)):
@@ -302,7 +150,7 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = True, stop_after: int | N
     if ck is not None:
         if ck["config"].to_json() != cfg.to_json():
             raise ValueError(f"{run} holds a run with another config; use a new folder or resume=False")
-        _restore(ck, model, opt, gen, rng)
+        restore_training_state(ck, model, opt, gen, rng)
         start = ck["step"]
         kept = [rec for rec in read_stats(run) if rec["step"] <= start]  # torn lines dropped
         atomic_write_text(run / "stats.jsonl", "".join(json.dumps(rec) + "\n" for rec in kept))
@@ -344,7 +192,7 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = True, stop_after: int | N
                 "seconds": round(time.perf_counter() - t0, 2),
             }
             append_stats(run, rec)
-            _save_checkpoint(checkpoint_path(run, step), cfg, step, model, opt, gen, rng, mean)
+            save_checkpoint(checkpoint_path(run, step), cfg, step, model, opt, gen, rng, mean)
             log(f"step {step:>8d}  loss {rec['loss']:.4f}  train@{cfg.eval_index} "
                 f"{rec['train_loss_eval']:.4f}  held-out@{cfg.eval_index} {rec['holdout_loss_eval']:.4f}")
             running, count = 0.0, 0

@@ -25,21 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from memaudit._io import atomic_path, atomic_write_text
+from memaudit.io import atomic_write_text
 from memaudit.tracking import level_crossing
 
+from ..figures import pyplot, save_png
+from ..fits import fit_exponent
 from .constants import rf_constants
 from .dynamics import ClosedForm, gaussian_equivalent, simulate_sampled
 from .spectrum import empirical_rho1, theory_density
 
 PAPER_ESCORE_EXPONENT = 0.59  # Bonnaire et al. 2025, Fig. 13 (psi_p = 32, t = 0.01)
 ONSET_LEVEL = 0.1  # L_gen departs from 0: the first tau where L_gen >= 0.1
-
-
-def _save_figure(fig, path: Path) -> None:
-    """Save a figure atomically (a killed study never leaves half a PNG)."""
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
 
 
 def _log(msg: str) -> None:
@@ -49,9 +45,9 @@ def _log(msg: str) -> None:
 crossing_time = level_crossing  # first tau where a curve reaches a level (log-linear)
 
 
-def fit_exponent(x, y) -> float:
-    """Slope of log y against log x (least squares)."""
-    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
+def exponent(x, y) -> float:
+    """Slope of log y against log x (least squares; :func:`reference_models.fits.fit_exponent`)."""
+    return fit_exponent(x, y)[0]
 
 
 def spectrum_part(out: Path, d: int, psi_p: float, psi_n: float, t: float, seed: int, plt):
@@ -76,9 +72,7 @@ def spectrum_part(out: Path, d: int, psi_p: float, psi_n: float, t: float, seed:
     ax.set_title(rf"Spectrum of U: $\psi_p$={psi_p:g}, $\psi_n$={psi_n:g}, t={t:g} (memorization bulk $\rho_1$)",
                  fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    _save_figure(fig, out / "spectrum.png")
-    plt.close(fig)
+    save_png(fig, out / "spectrum.png")
     mass = float(np.nansum(dens) * (grid[1] - grid[0]))
     return {"d": d, "psi_p": psi_p, "psi_n": psi_n, "t": t,
             "empirical_edges": [lo, hi], "predicted_edges": [float(pred_lo), float(pred_hi)],
@@ -142,9 +136,7 @@ def plot_losses(out, taus, curves, rows, psi_p, t, plt):
     axes[0].legend(fontsize=6, ncol=2)
     fig.suptitle(rf"Random-features dynamics (closed form, Gaussian equivalent), $\psi_p$={psi_p:g}, t={t:g}",
                  fontsize=10)
-    fig.tight_layout()
-    _save_figure(fig, out / "losses.png")
-    plt.close(fig)
+    save_png(fig, out / "losses.png")
 
 
 def plot_score(out, taus, curves, rows, score_rows, plt):
@@ -160,15 +152,13 @@ def plot_score(out, taus, curves, rows, score_rows, plt):
     for label, rs, mk in score_rows:
         x = [r["psi_n"] for r in rs]
         y = [r["score_min"] for r in rs]
-        slope = fit_exponent(x, y)
+        slope = exponent(x, y)
         axes[1].loglog(x, y, mk + "-", label=f"{label}: slope {slope:.2f}")
     axes[1].set_xlabel(r"$\psi_n$")
     axes[1].set_ylabel(r"min over $\tau$ of $E_{score}$")
     axes[1].set_title(f"paper (psi_p=32, t=0.01): slope -{PAPER_ESCORE_EXPONENT}", fontsize=9)
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    _save_figure(fig, out / "escore.png")
-    plt.close(fig)
+    save_png(fig, out / "escore.png")
 
 
 def sampled_part(out, d, psi_p, psi_ns, t, taus, dtau, seed, plt):
@@ -192,9 +182,7 @@ def sampled_part(out, d, psi_p, psi_ns, t, taus, dtau, seed, plt):
     ax.set_ylabel(r"$L_{gen}$")
     ax.set_title(f"Sampled tanh features, fresh noise each step (d = {d}) vs closed form", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    _save_figure(fig, out / "sampled.png")
-    plt.close(fig)
+    save_png(fig, out / "sampled.png")
     return res
 
 
@@ -271,8 +259,8 @@ def grid_part(d: int, psi_ps, psi_ns, t: float, taus, heat_taus, seeds, fit_rang
             x = np.asarray(psi_ns, float)[ok]
             slopes[f"{psi_p:g}"] = {
                 "psi_n": x.tolist(),
-                "predicted_tau_mem": fit_exponent(x, pred[i, ok]),
-                **{f"rise_{int(100 * q)}": fit_exponent(x, rise[k, i, ok]) for k, q in enumerate(RISE_LEVELS)},
+                "predicted_tau_mem": exponent(x, pred[i, ok]),
+                **{f"rise_{int(100 * q)}": exponent(x, rise[k, i, ok]) for k, q in enumerate(RISE_LEVELS)},
             }
     return {"d": d, "t": t, "psi_p": list(map(float, psi_ps)), "psi_n": list(map(float, psi_ns)),
             "seeds": len(seeds), "fit_range": list(fit_range), "heat_taus": list(map(float, heat_taus)), "gen_at": gen_at,
@@ -296,9 +284,7 @@ def plot_grid(out: Path, g: dict, plt):
         ax.set_title(rf"$L_{{gen}}$ at $\tau$ = {g['heat_taus'][k]:g} (d = {g['d']}, t = {g['t']:g})", fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
         fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    _save_figure(fig, out / "heatmap.png")
-    plt.close(fig)
+    save_png(fig, out / "heatmap.png")
 
     fitted = [p for p in g["psi_p"] if f"{p:g}" in g["exponents"]]
     shown = fitted[:1] + fitted[-1:] if len(fitted) > 1 else fitted  # smallest and largest psi_p
@@ -329,9 +315,7 @@ def plot_grid(out: Path, g: dict, plt):
     ax.set_xlabel(r"$\psi_n$")
     ax.set_ylabel(r"$\tau$ where $L_{gen}$ = half its limit")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    _save_figure(fig, out / "onset.png")
-    plt.close(fig)
+    save_png(fig, out / "onset.png")
 
 
 def grid_table(g: dict) -> str:
@@ -375,10 +359,10 @@ def write_table(out: Path, rows, psi_p, t, d, seeds) -> str:
     x = [r["psi_n"] for r in rows]
     lines += [
         "",
-        f"Fitted exponents against psi_n: tau_mem predicted {fit_exponent(x, [r['tau_mem_predicted'] for r in rows]):.2f}, "
-        f"L_gen half-rise {fit_exponent(x, [r['tau_half'] for r in rows]):.2f}, "
-        f"L_gen onset {fit_exponent(x, [r['tau_onset'] for r in rows]):.2f}, "
-        f"E_score minimum {fit_exponent(x, [r['score_min'] for r in rows]):.2f}.",
+        f"Fitted exponents against psi_n: tau_mem predicted {exponent(x, [r['tau_mem_predicted'] for r in rows]):.2f}, "
+        f"L_gen half-rise {exponent(x, [r['tau_half'] for r in rows]):.2f}, "
+        f"L_gen onset {exponent(x, [r['tau_onset'] for r in rows]):.2f}, "
+        f"E_score minimum {exponent(x, [r['score_min'] for r in rows]):.2f}.",
     ]
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "table.md", text)
@@ -412,10 +396,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     a = p.parse_args(argv)
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
     except ImportError:
         p.error("the study's figures need matplotlib: pip install matplotlib")
     if a.quick:
@@ -450,8 +431,8 @@ def main(argv=None) -> int:
             (f"psi_p={psi_p13:g}, t=0.01", rows13, "s"),
         ], plt)
         results["escore_exponent"] = {
-            "loss_study": fit_exponent([r["psi_n"] for r in rows], [r["score_min"] for r in rows]),
-            "fig13_setting": fit_exponent([r["psi_n"] for r in rows13], [r["score_min"] for r in rows13]),
+            "loss_study": exponent([r["psi_n"] for r in rows], [r["score_min"] for r in rows]),
+            "fig13_setting": exponent([r["psi_n"] for r in rows13], [r["score_min"] for r in rows13]),
             "paper": -PAPER_ESCORE_EXPONENT,
         }
 
@@ -474,8 +455,8 @@ def main(argv=None) -> int:
                       f"{g['tau_half_without_low_modes']:,.0f} | {g['tau_90_without_low_modes']:,.0f}\n"
                       for g in groups)
             + f"Exponents without the low modes: half-rise "
-              f"{fit_exponent(x, [g['tau_half_without_low_modes'] for g in groups]):.2f}, 90% point "
-              f"{fit_exponent(x, [g['tau_90_without_low_modes'] for g in groups]):.2f}.\n"
+              f"{exponent(x, [g['tau_half_without_low_modes'] for g in groups]):.2f}, 90% point "
+              f"{exponent(x, [g['tau_90_without_low_modes'] for g in groups]):.2f}.\n"
         )
     if a.grid_d > 0:
         _log(f"grid: d = {a.grid_d}, psi_p = {a.grid_psi_p}, psi_n = {a.grid_psi_n}, t = {a.t:g}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ddpm.checkpoints import load_model
 from ..ddpm.diffusion import Schedule, ddim_sample
-from ..ddpm.train import build_model, load_checkpoint
 
 __all__ = ["sample_fn"]
 
@@ -17,10 +17,8 @@ def sample_fn(checkpoint, *, steps: int = 50):
     The (n, length, channels) layout is what ``memaudit.probes.subsequence`` and
     ``memaudit.adapters.timeseries.windows`` read.
     """
-    ck = load_checkpoint(checkpoint)
+    model, ck = load_model(checkpoint)
     cfg = ck["config"]
-    model = build_model(cfg)
-    model.load_state_dict(ck["model"])
     schedule = Schedule.linear(cfg.n_steps_diffusion)
 
     def f(seeds) -> np.ndarray:

