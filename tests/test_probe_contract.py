@@ -135,6 +135,25 @@ def test_score_returns_a_result_whose_dict_is_json(case):
     assert res.to_dict() == full  # per_sample=True is the default everywhere
 
 
+def test_every_result_plots_on_labelled_axes(case):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = _score(case)
+    ax = res.plot()
+    try:
+        assert isinstance(ax, matplotlib.axes.Axes)
+        assert ax.get_xlabel() and ax.get_ylabel()  # every figure names its axes
+        assert ax.has_data()
+        fig, given = plt.subplots()
+        assert res.plot(ax=given) is given  # draws on the axes it is given
+    finally:
+        plt.close("all")
+
+
 def test_ids_round_trip(case):
     res = _score(case)
     assert res.to_dict()["per_sample"]["sample_id"] == case["ids"]
