@@ -213,7 +213,7 @@ def test_run_files_are_read_through_one_loader_each():
     """No module globs checkpoints or parses stats.jsonl itself (so every reader skips damage)."""
     root = Path(__file__).resolve().parents[1]
     offenders = []
-    for path in [*root.glob("reference_models/**/*.py"), root / "memaudit" / "demo.py"]:
+    for path in [*root.glob("reference_models/**/*.py"), root / "memaudit" / "runners" / "demo.py"]:
         if path.name == "checkpoints.py":
             continue
         text = path.read_text()
