@@ -7,7 +7,8 @@ from PIL import Image
 
 from memaudit.runners import AuditConfig
 from memaudit.cli import EXIT_ERROR, EXIT_GATE, EXIT_OK, EXIT_USAGE, build_parser, main
-from memaudit.report import SCHEMA_VERSION, atomic_write_text
+from memaudit.io import atomic_write_text
+from memaudit.report import SCHEMA_VERSION
 
 
 @pytest.fixture

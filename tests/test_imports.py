@@ -165,18 +165,8 @@ def test_find_cycle_reports_a_planted_cycle_and_passes_a_dag():
 # Cycles that another part of issue 13 removes (the memaudit/report/ package replaces report.py and
 # report_membership.py, which import each other for the private _CSS). The exemption applies only
 # while both old modules exist, and it must be used: once the cycle is gone, delete the entry.
-KNOWN_CYCLES = {("memaudit.report", "memaudit.report_membership"):
-                ROOT / "memaudit" / "report_membership.py"}
-
-
 def test_no_import_cycle_inside_memaudit():
     edges, _ = graph()
-    edges = {a: dict(t) for a, t in edges.items()}
-    for (a, b), still_there in KNOWN_CYCLES.items():
-        if still_there.exists():
-            assert b in edges.get(a, {}) and a in edges.get(b, {}), \
-                f"{a} <-> {b} no longer import each other: delete its KNOWN_CYCLES entry"
-            edges[a].pop(b)
     cycle = find_cycle(edges, [m for m in edges if _inside("memaudit")(m)])
     assert cycle is None, "import cycle inside memaudit:\n" + _describe(cycle, edges)
 
