@@ -138,8 +138,10 @@ class CalibratedAttack:
         return self.evaluation.plot(ax=ax)
 
     def summary(self) -> str:
-        head = (f"setting {self.setting!r} and threshold {self.threshold:.4g} chosen on "
-                f"{'THE EVALUATION SPLIT (optimistic)' if self.optimistic else 'the calibration split'}")
+        what = (f"threshold {self.threshold:.4g}" if self.setting is None else
+                f"setting {self.setting!r} and threshold {self.threshold:.4g}")
+        where = "THE EVALUATION SPLIT (optimistic)" if self.optimistic else "the calibration split"
+        head = f"{what} chosen on {where}"
         ba = interval_text(self.balanced_accuracy.to_dict(), self.evaluation.confidence)
         return "\n".join([head, self.evaluation.summary(),
                           f"balanced accuracy at the calibrated threshold {ba} (random 0.5)"]

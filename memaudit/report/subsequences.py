@@ -21,8 +21,8 @@ def _windows_html(res, samples, train, train_ids, sample_ids, k: int = 12) -> st
         qs, qo = int(res.query_series[i]), int(res.query_offset[i])
         ms, mo = int(res.match_series[i]), int(res.match_offset[i])
         svg = figure(series_overlay, samples[qs][qo : qo + L], train[ms][mo : mo + L],
-                     normalize=res.normalize, figsize=(3.1, 1.7),
-                     margins=(0.5, 0.42, 0.1, 0.08))
+                     normalize=res.normalize, figsize=(3.25, 1.7),
+                     margins=(0.66, 0.42, 0.1, 0.08))
         cls = "pair wide flag" if res.memorized[i] else "pair wide"
         cells.append(
             f'<div class="{cls}">{svg}'
