@@ -213,6 +213,11 @@ def training_curve(steps, f_mem, low, high, *, control=None, quality=None, quali
         right = ax.twinx()
         (q,) = right.plot(steps, quality, "d-", color="0.35", ms=3, lw=1,
                           label=f"{name}, right axis")
+        qv = np.asarray(quality, dtype=float)
+        qv = qv[np.isfinite(qv)]
+        if qv.size and qv.min() > 0 and qv.max() / qv.min() > 100:  # spans decades: log axis
+            right.set_yscale("log")
+            name += ", log scale"
         right.set_ylabel(name)
         handles.append(q)
         labels.append(q.get_label())
