@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.parametrize("script, expect", [("knn.py", "memory-mapped reference"),
                                             ("dedup.py", "dense / memaudit exact time"),
-                                            ("subsequence.py", "ratio stumpy.match / memaudit")])
+                                            ("subsequence.py", "ratio stumpy.match / memaudit"),
+                                            ("faiss_tile.py", "ratio default / 16384")])
 def test_bench_quick(script, expect, tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", "--tmp",
                           str(tmp_path)], capture_output=True, text=True, timeout=600)

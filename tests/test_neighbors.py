@@ -495,3 +495,30 @@ def test_memmap_queries_keep_resident_memory_bounded(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     growth = int(out.stdout.strip())
     assert growth < 96 << 20, f"peak resident memory grew by {growth / 2**20:.0f} MiB"
+
+
+def test_faiss_tile_is_ours_during_the_search_and_the_users_after(rng):
+    faiss = pytest.importorskip("faiss")
+    from memaudit.neighbors import FAISS_DATABASE_TILE
+
+    ref, q = rng.random((3000, 16)), rng.random((40, 16))
+    before = faiss.cvar.distance_compute_blas_database_bs
+    seen = []
+    real_knn = faiss.knn
+
+    def spy(*args, **kwargs):
+        seen.append(faiss.cvar.distance_compute_blas_database_bs)
+        return real_knn(*args, **kwargs)
+
+    faiss.cvar.distance_compute_blas_database_bs = 777  # a user's own setting
+    try:
+        faiss.knn = spy
+        got = knn(q, ref, k=2, backend="faiss")
+    finally:
+        faiss.knn = real_knn
+        user = faiss.cvar.distance_compute_blas_database_bs
+        faiss.cvar.distance_compute_blas_database_bs = before
+    assert seen and set(seen) == {FAISS_DATABASE_TILE}
+    assert user == 777  # restored
+    want = naive_knn(q, ref, 2)
+    np.testing.assert_array_equal(got.indices, want[1])

@@ -1,0 +1,94 @@
+"""FAISS's database tile (``faiss.cvar.distance_compute_blas_database_bs``) on a quiet and a busy
+machine: the measurement behind issue 18's item 1 (thread and tile settings chosen by measurement).
+
+``faiss.knn`` (memaudit's default exact backend) computes distances tile by tile: 1,024 reference
+rows at a time by default. This script times the same exact top-2 search with the default tile and
+with 16,384 rows, alternately in one process (median of ``--reps``), once on a quiet machine and
+once with another process spinning on one core, and prints wall time, CPU time, the load average
+and the ratio default / 16384 (above 1: the larger tile is faster). Both tiles must give identical
+neighbours.
+
+    python bench/faiss_tile.py            # d = 64, 256, 1024, 3072
+    python bench/faiss_tile.py --quick    # a small setting (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import time
+
+import numpy as np
+
+
+def _spin(stop):  # a busy neighbour: one core of pure Python work
+    while not stop.is_set():
+        sum(range(10_000))
+
+
+def _time(faiss, q, r, tile, k=2):
+    faiss.cvar.distance_compute_blas_database_bs = tile
+    w, c = time.perf_counter(), time.process_time()
+    d, i = faiss.knn(q, r, k)
+    return time.perf_counter() - w, time.process_time() - c, i
+
+
+def measure(faiss, q, r, tiles, reps):
+    """Median (wall, cpu) per tile, timed alternately; the neighbours of each tile."""
+    times = {t: [] for t in tiles}
+    found = {}
+    for _ in range(reps):
+        for t in tiles:
+            wall, cpu, i = _time(faiss, q, r, t)
+            times[t].append((wall, cpu))
+            found[t] = i
+    return {t: tuple(np.median(np.array(v), axis=0)) for t, v in times.items()}, found
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="a small setting that runs in seconds")
+    p.add_argument("--reps", type=int, default=3, help="alternating repetitions (default 3)")
+    p.add_argument("--tmp", help="unused (the bench test passes it to every script)")
+    args = p.parse_args(argv)
+    import faiss
+
+    default = faiss.cvar.distance_compute_blas_database_bs
+    tiles = (default, 16384)
+    cases = ([(64, 20_000), (256, 20_000)] if args.quick else
+             [(64, 500_000), (256, 200_000), (1024, 50_000), (3072, 20_000)])
+    rng = np.random.default_rng(0)
+    print(f"faiss {faiss.__version__}, {os.cpu_count()} cores, omp threads "
+          f"{faiss.omp_get_max_threads()}, default database tile {default} rows")
+    try:
+        for d, n in cases:
+            r = rng.random((n, d), dtype=np.float32)
+            q = rng.random((1000, d), dtype=np.float32)
+            for busy in (False, True):
+                stop = mp.Event()
+                proc = mp.Process(target=_spin, args=(stop,), daemon=True) if busy else None
+                if proc:
+                    proc.start()
+                    time.sleep(0.5)
+                med, found = measure(faiss, q, r, tiles, args.reps)
+                load = os.getloadavg()[0]
+                if proc:
+                    stop.set()
+                    proc.join()
+                same = all(np.array_equal(found[tiles[0]], found[t]) for t in tiles)
+                (w0, c0), (w1, c1) = med[tiles[0]], med[tiles[1]]
+                print(f"d={d:5d} n={n:7d} {'busy ' if busy else 'quiet'}: tile {tiles[0]}: wall "
+                      f"{w0:.3f} s cpu {c0:.3f} s | tile {tiles[1]}: wall {w1:.3f} s cpu {c1:.3f} s "
+                      f"| ratio default / {tiles[1]}: wall {w0 / w1:.2f} cpu {c0 / c1:.2f} | load "
+                      f"{load:.2f}")
+                if not same:
+                    raise SystemExit("the two tiles gave different neighbours")
+        print(f"tile {tiles[1]} agrees with memaudit's default tile: identical neighbours in "
+              "every case")
+    finally:
+        faiss.cvar.distance_compute_blas_database_bs = default
+
+
+if __name__ == "__main__":
+    main()
