@@ -24,17 +24,23 @@ def naive_distance_matrix(queries, reference, metric: str = "l2") -> np.ndarray:
     return out
 
 
-def naive_knn(queries, reference, k, metric="l2", exclude_self=False):
-    """Sorted (distance, index) of the k nearest, ties broken by the lower index."""
-    dmat = naive_distance_matrix(queries, reference, metric)
-    if exclude_self:
-        np.fill_diagonal(dmat, np.inf)
+def _k_nearest(dmat, k):
+    """Per row of ``dmat``: the k smallest (distance, index), ties broken by the lower index."""
     idx = np.empty((dmat.shape[0], k), dtype=np.int64)
     dist = np.empty((dmat.shape[0], k))
     for i, row in enumerate(dmat):
         order = sorted(range(row.size), key=lambda j: (row[j], j))[:k]
         idx[i] = order
         dist[i] = row[order]
+    return dist, idx
+
+
+def naive_knn(queries, reference, k, metric="l2", exclude_self=False):
+    """Sorted (distance, index) of the k nearest, ties broken by the lower index."""
+    dmat = naive_distance_matrix(queries, reference, metric)
+    if exclude_self:
+        np.fill_diagonal(dmat, np.inf)
+    dist, idx = _k_nearest(dmat, k)
     return dist, idx, dmat
 
 
@@ -78,12 +84,7 @@ def naive_knn_scaled(queries, reference, k, metric="l2", exclude_self=False, own
         own = np.arange(dmat.shape[0])
     if own is not None:
         dmat[np.arange(dmat.shape[0]), own] = np.inf
-    idx = np.empty((dmat.shape[0], k), dtype=np.int64)
-    dist = np.empty((dmat.shape[0], k))
-    for i, row in enumerate(dmat):
-        order = sorted(range(row.size), key=lambda j: (row[j], j))[:k]
-        idx[i] = order
-        dist[i] = row[order]
+    dist, idx = _k_nearest(dmat, k)
     return dist, idx, dmat
 
 

@@ -189,36 +189,48 @@ def test_naive_reference_itself():
     np.testing.assert_allclose(d, [[0.2, 0.8, 1.2]])
 
 
-@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="needs Linux /proc")
-def test_memmap_search_keeps_resident_memory_bounded(tmp_path):
-    # a 256 MiB reference streamed in 16 MiB blocks: the process's peak resident memory grows by
-    # far less than the file (its pages are released after each block)
+def _random_memmap(path, n, d=1024):
+    """A float32 .npy of n x d standard normals, written in 4096-row blocks (never whole in RAM)."""
+    x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
+    for s in range(0, n, 4096):
+        x[s:s + 4096] = np.random.default_rng(s).standard_normal((min(4096, n - s), d),
+                                                                 dtype=np.float32)
+    x.flush()
+    return path
+
+
+def _peak_growth(path, setup, work):
+    """Bytes by which a fresh process's peak resident memory grows while it runs ``work`` (lines
+    of Python that see ``mm``, ``path`` memory-mapped, and ``first``, its first 50 rows in RAM),
+    after ``setup`` (the imports, not measured); the file was written by this process."""
     import subprocess
     import sys
     import textwrap
 
-    path = tmp_path / "ref.npy"  # written here, read in a fresh process that measures itself
-    ref = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(65536, 1024))
-    for s in range(0, 65536, 4096):
-        ref[s:s + 4096] = np.random.default_rng(s).standard_normal((4096, 1024), dtype=np.float32)
-    ref.flush()
-    del ref
     code = textwrap.dedent(f"""
         import numpy as np
-        from memaudit.neighbors import knn
         def hwm():
             for line in open("/proc/self/status"):
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024
+        {setup}
         mm = np.load({str(path)!r}, mmap_mode="r")
-        q = np.asarray(mm[:50]) + 0.0
+        first = np.asarray(mm[:50]) + 0.0
         before = hwm()
-        nb = knn(q, mm, 2, block_bytes=16 << 20, progress=False)
-        assert (nb.indices[:, 0] == np.arange(50)).all()
-        print(hwm() - before)
-    """)
+    """) + textwrap.dedent(work) + "\nprint(hwm() - before)\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    growth = int(out.stdout.strip())
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_memmap_search_keeps_resident_memory_bounded(tmp_path):
+    # a 256 MiB reference streamed in 16 MiB blocks: the process's peak resident memory grows by
+    # far less than the file (its pages are released after each block)
+    path = _random_memmap(tmp_path / "ref.npy", 65536)
+    growth = _peak_growth(path, "from memaudit.neighbors import knn", """
+        nb = knn(first, mm, 2, block_bytes=16 << 20, progress=False)
+        assert (nb.indices[:, 0] == np.arange(50)).all()
+    """)
     assert growth < 96 << 20, f"peak resident memory grew by {growth / 2**20:.0f} MiB"
 
 
@@ -468,32 +480,11 @@ def test_distance_attack_streams_memory_mapped_candidates(tmp_path, rng):
 def test_memmap_queries_keep_resident_memory_bounded(tmp_path):
     # a 128 MiB memory-mapped candidate set against 50 samples, 16 MiB blocks: the process grows
     # by far less than the file (it used to be read whole)
-    import subprocess
-    import sys
-    import textwrap
-
-    path = tmp_path / "cand.npy"
-    x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(32768, 1024))
-    for s in range(0, 32768, 4096):
-        x[s:s + 4096] = np.random.default_rng(s).standard_normal((4096, 1024), dtype=np.float32)
-    x.flush()
-    del x
-    code = textwrap.dedent(f"""
-        import numpy as np
-        from memaudit.probes.sample_attacks import distance_attack
-        def hwm():
-            for line in open("/proc/self/status"):
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        mm = np.load({str(path)!r}, mmap_mode="r")
-        gen = np.asarray(mm[:50]) + 0.0
-        before = hwm()
-        score = distance_attack(mm, gen, block_bytes=16 << 20)
+    path = _random_memmap(tmp_path / "cand.npy", 32768)
+    growth = _peak_growth(path, "from memaudit.probes.sample_attacks import distance_attack", """
+        score = distance_attack(mm, first, block_bytes=16 << 20)
         assert (score[:50] == 0).all() and (score[50:] < 0).all()
-        print(hwm() - before)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    growth = int(out.stdout.strip())
     assert growth < 96 << 20, f"peak resident memory grew by {growth / 2**20:.0f} MiB"
 
 
