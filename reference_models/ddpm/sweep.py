@@ -66,21 +66,46 @@ def tracked_runs(out) -> list[Path]:
     return sorted(runs, key=lambda r: (int(r.name.split("-")[0][1:]), str(r)))
 
 
+# Per-setting defaults (every option left unset on the command line takes its setting's value), so
+# that the README's command for a setting is the one that was run. gmm: the paper's SM B recipe
+# (the Adam sweep in the README); digits: the image sweep of the U-Net on 8x8 digits, fixed before
+# its runs (W = 16, mults (1, 2), dropout 0.1, Adam 1e-3, a fixed batch of 16 whatever n, 20
+# log-spaced checkpoints from step 100 to 150 n steps, 500 DDIM-50 samples per checkpoint; the
+# pilot's onset was at ~69 n steps, so 150 n reaches about twice tau_mem(1%)).
+SETTING_DEFAULTS = {
+    "gmm": dict(lr=6e-4, steps_per_n=100.0, min_steps=20_000, n_checkpoints=30, first_checkpoint=100,
+                early_steps=1000, early_checkpoints=15, n_samples=1000, sampler="ddpm",
+                ddim_steps=100, width=128, batch_size=1 << 30),
+    "digits": dict(lr=1e-3, steps_per_n=150.0, min_steps=0, n_checkpoints=20, first_checkpoint=100,
+                   early_steps=0, early_checkpoints=15, n_samples=500, sampler="ddim", ddim_steps=50,
+                   width=16, batch_size=16),
+    "ts": dict(lr=6e-4, steps_per_n=100.0, min_steps=20_000, n_checkpoints=30, first_checkpoint=100,
+               early_steps=1000, early_checkpoints=15, n_samples=1000, sampler="ddpm",
+               ddim_steps=100, width=32, batch_size=128),
+}
+
+
+def setting_defaults(setting: str) -> dict:
+    """The defaults of ``setting`` (gmm, digits or ts-*)."""
+    return dict(SETTING_DEFAULTS["ts" if setting.startswith("ts-") else setting])
+
+
 def _config(setting: str, n: int, seed: int, a, early: bool = False):
     from .config import TrainConfig
 
     steps = int(max(a.min_steps, a.steps_per_n * n))
     common = dict(n_train=n, seed=seed, steps=steps, n_checkpoints=a.n_checkpoints,
-                  first_checkpoint=a.first_checkpoint, optimizer=a.optimizer, lr=a.lr)
+                  first_checkpoint=min(a.first_checkpoint, steps), optimizer=a.optimizer, lr=a.lr,
+                  width=a.width, batch_size=a.batch_size)
     if early:
         common.update(steps=a.early_steps, n_checkpoints=a.early_checkpoints, first_checkpoint=1)
     if setting == "gmm":
         return TrainConfig.gmm(**common)
     if setting.startswith("ts-"):  # time-series windows with the 1-D U-Net (reference_models.ts_diffusion)
-        return TrainConfig(data=setting, seq_len=32, width=32, mults=(1, 2), attention=(False, True),
-                           dropout=0.0, n_holdout=500, batch_size=128, **common)
-    return TrainConfig(data="digits", image_size=8, width=16, mults=(1, 2), attention=(False, True),
-                       n_holdout=500, batch_size=min(n, 128), **common)
+        return TrainConfig(data=setting, seq_len=32, mults=(1, 2), attention=(False, True),
+                           dropout=0.0, n_holdout=500, **common)
+    return TrainConfig(data="digits", image_size=8, mults=(1, 2), attention=(False, True),
+                       dropout=0.1, n_holdout=500, **common)
 
 
 def _one_run(job):
@@ -305,19 +330,22 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, nargs="+", default=[64, 128, 256, 512])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
-    p.add_argument("--lr", type=float, default=6e-4)
-    p.add_argument("--steps-per-n", type=float, default=100.0,
-                   help="training steps = max(min-steps, steps-per-n * n)")
-    p.add_argument("--min-steps", type=int, default=20_000)
-    p.add_argument("--n-checkpoints", type=int, default=30)
-    p.add_argument("--first-checkpoint", type=int, default=100)
-    p.add_argument("--early-steps", type=int, default=1000,
+    p.add_argument("--lr", type=float, help="learning rate (gmm 6e-4, digits 1e-3, ts-* 6e-4)")
+    p.add_argument("--width", type=int, help="base width W (gmm 128, digits 16, ts-* 32)")
+    p.add_argument("--batch-size", type=int,
+                   help="batch min(n, B), the same for every n (gmm: full batch; digits 16; ts-* 128)")
+    p.add_argument("--steps-per-n", type=float,
+                   help="training steps = max(min-steps, steps-per-n * n) (gmm 100, digits 150)")
+    p.add_argument("--min-steps", type=int, help="(gmm 20,000, digits 0)")
+    p.add_argument("--n-checkpoints", type=int, help="log-spaced checkpoints (gmm 30, digits 20)")
+    p.add_argument("--first-checkpoint", type=int, help="first step of the grid (100)")
+    p.add_argument("--early-steps", type=int,
                    help="also train an early run to this step with checkpoints from step 1, for "
-                   "tau_gen (0: none)")
-    p.add_argument("--early-checkpoints", type=int, default=15)
-    p.add_argument("--n-samples", type=int, default=1000)
-    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
-    p.add_argument("--ddim-steps", type=int, default=100)
+                   "tau_gen (0: none; gmm 1000, digits 0)")
+    p.add_argument("--early-checkpoints", type=int, help="(15)")
+    p.add_argument("--n-samples", type=int, help="samples per checkpoint (gmm 1000, digits 500)")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], help="(gmm ddpm, digits ddim)")
+    p.add_argument("--ddim-steps", type=int, help="(gmm 100, digits 50)")
     p.add_argument("--n-bootstrap", type=int, default=1000)
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -325,6 +353,9 @@ def main(argv=None) -> int:
     p.add_argument("--tau-gen-scale", choices=["linear", "log"], default="linear",
                    help="tau_gen where quality made 95%% of its plain (linear) or log improvement")
     a = p.parse_args(argv)
+    for key, value in setting_defaults(a.setting).items():
+        if getattr(a, key) is None:
+            setattr(a, key, value)
     if a.analyse_only:
         runs = [str(r) for r in tracked_runs(a.out)]
         summary = analyse(a.out, runs, n_bootstrap=a.n_bootstrap, seed=a.seeds[0],
