@@ -74,7 +74,8 @@ SPACES = {
         "resize of the short side to 288, ImageNet mean/std (facebookresearch/sscd-copy-detection "
         "README, 'small_288')",
         "SSCD cosine similarity > 0.5 = replication (Somepalli et al. 2023, CVPR, 'Diffusion Art "
-        "or Digital Forgery?'): --duplicates embedding defaults to 0.5 in this space; d1/d2 < 1/3 on the unit-norm descriptors for the ratio", duplicates_threshold=0.5),
+        "or Digital Forgery?'): --duplicates embedding defaults to 0.5 in this space; d1/d2 < 1/3 "
+        "on the unit-norm descriptors for the ratio", duplicates_threshold=0.5),
     "inception": Space(
         "inception", "Inception-v3 pool3 features (torchvision)", "inception:WEIGHTS",
         "resize 342 (bilinear), centre crop 299, ImageNet mean/std, transform_input=True "
