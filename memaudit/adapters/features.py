@@ -16,6 +16,7 @@ published weights file comes from, its preprocessing and the copy criterion that
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -294,7 +295,9 @@ class SSCDEncoder(_Encoder):
         from torchvision import transforms as T
 
         try:
-            net = torch.jit.load(str(spec.weights), map_location="cpu")
+            with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; the file is one
+                warnings.simplefilter("ignore", FutureWarning)
+                net = torch.jit.load(str(spec.weights), map_location="cpu")
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             first = first.split(". ")[0]
