@@ -293,19 +293,25 @@ def test_inception_pool3_matches_torchvision_with_its_published_transform(weight
 
 
 @pytest.mark.slow
-def test_inception_through_the_command_line(files, weights, tmp_path, monkeypatch):
-    calls = _count_forward(monkeypatch, "inception")
+@pytest.mark.parametrize("kind", ["clip", "dinov2", "sscd", "inception"])
+def test_first_and_cached_runs_timed(kind, files, weights, tiny_clip, tmp_path, monkeypatch):
+    """The closing measurement: wall time of a first and a cached audit (inception's only path
+    through the command line; ``pytest -m slow -s -k timed tests/test_features.py``)."""
+    spec = _spec(kind, weights, tiny_clip)
+    calls = _count_forward(monkeypatch, kind)
     t0 = time.perf_counter()
-    first = _audit(files, f"inception:{weights['inception']}", tmp_path / "a", tmp_path / "c",
-                   "--duplicates", "embedding", "--duplicates-threshold", "0.9999")
+    first = _audit(files, spec, tmp_path / "a", tmp_path / "c", "--duplicates", "embedding",
+                   "--duplicates-threshold", "0.9999")
     t1 = time.perf_counter()
-    _check_planted(first, 2048)
+    _check_planted(first, {"clip": 32, "dinov2": 384, "sscd": 512, "inception": 2048}[kind])
     assert sum(calls) == 22
     calls.clear()
-    _audit(files, f"inception:{weights['inception']}", tmp_path / "b", tmp_path / "c")
+    second = _audit(files, spec, tmp_path / "b", tmp_path / "c", "--duplicates", "embedding",
+                    "--duplicates-threshold", "0.9999")
     t2 = time.perf_counter()
-    assert calls == []
-    print(f"inception audit: first run {t1 - t0:.2f} s, cached run {t2 - t1:.2f} s")
+    assert calls == [] and second["sections"]["nn_ratio"] == first["sections"]["nn_ratio"]
+    print(f"\n{kind}: first audit {t1 - t0:.2f} s (22 images encoded), cached audit "
+          f"{t2 - t1:.2f} s (0 encoded)")
 
 
 def test_a_corrupt_cache_file_is_ignored_with_a_warning_and_recomputed(weights, tmp_path):
