@@ -363,6 +363,8 @@ def _error(argv, capsys):
     ("inception:{dinov2}", "does not match torchvision inception_v3"),
     ("sscd:{dinov2_pth}", "is not a TorchScript module"),
     ("clip:ViT-B-32", "clip needs MODEL=WEIGHTS"),
+    ("clip:hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K={sscd}", "is a hub model"),
+    ("clip:NoSuchModel={sscd}", "unknown open_clip model 'NoSuchModel'"),
 ])
 def test_refusals_are_one_line(spec, message, files, weights, tmp_path, capsys):
     spec = spec.format(missing=tmp_path / "nope.pt", **{k: str(v) for k, v in weights.items()})

@@ -136,6 +136,10 @@ def parse_features(text, option: str = "features") -> FeatureSpec:
                              f"file), e.g. clip:ViT-B-32=/models/vit_b_32.safetensors; got {text!r}")
         model, at, tag = model.partition("@")
         tag = tag or None
+        if model.startswith(("hf-hub:", "hf_hub:")) or "/" in model:
+            raise ValueError(f"{what}: {model!r} is a hub model; memaudit never downloads: give "
+                             f"an open_clip model name built in (open_clip.list_models(), e.g. "
+                             f"ViT-B-32) and a local weights file")
     elif "=" in rest and not Path(rest).expanduser().exists():
         raise ValueError(f"{what} takes a weights file only ({name}:WEIGHTS), got {text!r}")
     if not rest.strip():
@@ -396,14 +400,18 @@ def _images(ds, name: str, chunk: int):
     h, w, c = conv.image_shape
     shape = (c, h, w) if conv.layout == "CHW" else (h, w, c)
     for s in range(0, len(ds), chunk):
-        x = np.asarray(ds.x[s : s + chunk], dtype=np.float64).reshape((-1,) + shape)
+        x = np.asarray(ds.x[s : s + chunk]).reshape((-1,) + shape)
         if conv.layout == "CHW":
             x = np.moveaxis(x, 1, -1)
-        yield np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+        if x.dtype == np.uint8 and (lo, hi) == (0.0, 255.0):
+            yield x  # 8-bit pixels already: as they are
+        else:
+            yield np.clip((x.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
 
 
-def encode_dataset(encoder: ImageEncoder, ds, name: str = "data", chunk: int = 1024) -> np.ndarray:
-    """Features of every image of a harmonized :class:`memaudit.Dataset`, read ``chunk`` at a time.
+def encode_dataset(encoder: ImageEncoder, ds, name: str = "data", chunk: int = 256) -> np.ndarray:
+    """Features of every image of a harmonized :class:`memaudit.Dataset`, read ``chunk`` at a time
+    (256 images of 256 x 256 x 3 hold 200 MB as float32).
 
     The pixels are mapped from the set's declared range to [0, 1] and rounded to 8 bits (as a PNG
     holds them) before the encoder's own preprocessing.

@@ -134,7 +134,7 @@ class DuplicatesRun(Run):
                for k, v in self.results.items()}
         if self.control is not None:
             out["copy_rate"] = self.control.to_dict()
-        return {**out, "gate": self.gate, "report": self._report_paths()}
+        return {**out, "space": self.space, "gate": self.gate, "report": self._report_paths()}
 
 
 def _check(config: DuplicatesConfig):
