@@ -184,6 +184,28 @@ def test_each_extractor_finds_planted_copies_and_the_second_run_encodes_nothing(
     assert [m["weights_sha256"] for m in metas] == [sha]
 
 
+def test_an_image_folder_reaches_the_encoder_as_the_same_8_bit_pixels(files, weights, tmp_path):
+    # the .npy run fills the cache; the same images as PNG files (read as floats in [0, 1]) and as
+    # channels-first floats (declared) are found there: not one image encoded again
+    spec = f"sscd:{weights['sscd']}"
+    cache = tmp_path / "cache"
+    _audit(files, spec, tmp_path / "a", cache)
+    folder = tmp_path / "train_png"
+    folder.mkdir()
+    for i, im in enumerate(np.load(files["train"])):
+        Image.fromarray(im).save(folder / f"{i:03d}.png")
+    chw = tmp_path / "samples_chw.npy"
+    np.save(chw, np.moveaxis(np.load(files["samples"]), -1, 1).astype(np.float32) / 255)
+    argv = ["audit", "--train", str(folder), "--samples", str(chw), "--layout", "samples=CHW",
+            "--range", "samples=0,1", "--features", spec, "--feature-cache", str(cache), "--out",
+            str(tmp_path / "b"), "--n-bootstrap", "20", "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert "features: 0 image(s) encoded, 18 read from the feature cache" in report["notes"][-1]
+    ps = report["sections"]["nn_ratio"]["per_sample"]
+    assert [ps["nn_index"][i] for i in COPIES] == list(COPIES.values())
+
+
 def test_sscd_space_uses_somepallis_threshold_and_duplicates_compare_in_it(files, weights,
                                                                             tmp_path, capsys):
     spec = f"sscd:{weights['sscd']}"
