@@ -40,7 +40,7 @@ COPIES = {4: 3, 5: 7}  # sample position -> the training item it copies
 
 
 class TinySSCD(torch.nn.Module):
-    """The published SSCD interface at toy size: images (n, 3, H, W) -> (n, 512) unit descriptors."""
+    """The published SSCD interface at toy size: (n, 3, H, W) images -> (n, 512) unit vectors."""
 
     def __init__(self):
         super().__init__()
@@ -311,7 +311,8 @@ def test_inception_pool3_matches_torchvision_with_its_published_transform(weight
     assert got.shape == (1, 2048)
     np.testing.assert_allclose(got, want, atol=1e-5)
     tv = torchvision.models.Inception_V3_Weights.IMAGENET1K_V1.transforms()
-    assert (tv.resize_size, tv.crop_size, tuple(tv.mean), tuple(tv.std)) == ([342], [299], MEAN, STD)
+    published = (tv.resize_size, tv.crop_size, tuple(tv.mean), tuple(tv.std))
+    assert published == ([342], [299], MEAN, STD)
 
 
 @pytest.mark.slow

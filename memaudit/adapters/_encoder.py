@@ -4,9 +4,9 @@ An encoder (:class:`memaudit.adapters.clip.ClipEncoder`, the DINOv2, SSCD and In
 :mod:`memaudit.adapters.features`) is a network, a PIL transform and a ``_forward``; this module
 holds the one code path around them:
 
-    images -> 8-bit PIL images (to_uint8) -> content keys -> cache lookup -> the missing ones through
-    ``preprocess`` and ``_forward`` in batches -> L2-normalised (when the space's criterion is a
-    cosine) -> the cache
+    images -> 8-bit PIL images (to_uint8) -> content keys -> cache lookup -> the missing ones
+    through ``preprocess`` and ``_forward`` in batches -> L2-normalised (when the space's
+    criterion is a cosine) -> the cache
 
 The cache (:class:`FeatureCache`) is keyed by the extractor, the model name, the SHA-256 of the
 weights file, the preprocessing (its version and description) and each image's 8-bit content. Its
@@ -185,8 +185,8 @@ class FeatureCache:
                         raise ValueError(f"keys {keys.shape} and features {feats.shape} disagree")
                     out.update(zip(keys.tolist(), feats))
             except Exception as exc:
-                self.warnings.append(f"warning: feature cache file {shard} is unreadable "
-                                     f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                self.warnings.append(f"warning: feature cache file {shard} is unreadable ({why}); "
                                      f"ignored and removed, its features computed again")
                 try:
                     shard.unlink()

@@ -3,15 +3,16 @@ sscd:WEIGHTS | inception:WEIGHTS``, each from a local weights file (nothing is d
 
 One registry (:data:`SPACES`) and one code path per step:
 
-    parse_features("sscd:/models/sscd_disc_mixup.torchscript.pt")   -> FeatureSpec (file checked)
-    build_encoder(spec, device="cpu", cache_dir=...)                 -> an ImageEncoder (weights loaded,
-                                                                       mismatches refused)
-    encode_dataset(encoder, dataset)                                 -> (n, d) float32, unit norm
+    parse_features("sscd:/models/sscd_disc_mixup.torchscript.pt")  -> FeatureSpec (file checked)
+    build_encoder(spec, device="cpu", cache_dir=...)  -> an ImageEncoder (weights loaded,
+                                                         mismatches refused)
+    encode_dataset(encoder, dataset)                  -> (n, d) float32, unit norm
 
-Every encoder runs the same loop (:class:`memaudit.adapters._encoder.ImageEncoder`): 8-bit PIL images,
-its own published preprocessing, batches, L2 normalisation, and the disk cache keyed by extractor,
-model, weights SHA-256, preprocessing and image content. docs/adapters/features.md says where each
-published weights file comes from, its preprocessing and the copy criterion that goes with it.
+Every encoder runs the same loop (:class:`memaudit.adapters._encoder.ImageEncoder`): 8-bit PIL
+images, its own published preprocessing, batches, L2 normalisation, and the disk cache keyed by
+extractor, model, weights SHA-256, preprocessing and image content. docs/adapters/features.md says
+where each published weights file comes from, its preprocessing and the copy criterion that goes
+with it.
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ def parse_features(text, option: str = "features") -> FeatureSpec:
         model = model.strip()
         if not eq or not model:
             raise ValueError(f"{what} needs MODEL=WEIGHTS (an open_clip model name and a local "
-                             f"file), e.g. clip:ViT-B-32=/models/vit_b_32.safetensors; got {text!r}")
+                             f"file), e.g. clip:ViT-B-32=/models/vit_b_32.safetensors; "
+                             f"got {text!r}")
         model, at, tag = model.partition("@")
         tag = tag or None
         if model.startswith(("hf-hub:", "hf_hub:")) or "/" in model:
@@ -223,8 +225,9 @@ class _Encoder(ImageEncoder):
 
 
 _DINOV2_SIZES = {384: "small", 768: "base", 1024: "large", 1536: "giant"}
-_DINOV2_FIX = ("dinov2 takes a DINOv2 backbone state dict: dinov2_vit{s,b,l,g}14[_reg4]_pretrain.pth "
-               "of facebookresearch/dinov2, or timm's vit_*_patch14_dinov2 weights")
+_DINOV2_FIX = ("dinov2 takes a DINOv2 backbone state dict: "
+               "dinov2_vit{s,b,l,g}14[_reg4]_pretrain.pth of facebookresearch/dinov2, or timm's "
+               "vit_*_patch14_dinov2 weights")
 
 
 class DinoV2Encoder(_Encoder):
@@ -321,9 +324,9 @@ _INCEPTION_FIX = ("inception takes torchvision's Inception-v3 state dict "
 class InceptionEncoder(_Encoder):
     """torchvision's Inception-v3 pool3 features (2048-d, before dropout and fc).
 
-    Built with ``weights=None`` (``init_weights=False``, ``transform_input=True`` as torchvision sets
-    for its ImageNet weights) and the local state dict loaded strictly; the auxiliary classifier
-    is built when the file holds it. Preprocessing is torchvision's
+    Built with ``weights=None`` (``init_weights=False``, ``transform_input=True`` as torchvision
+    sets for its ImageNet weights) and the local state dict loaded strictly; the auxiliary
+    classifier is built when the file holds it. Preprocessing is torchvision's
     ``Inception_V3_Weights.IMAGENET1K_V1.transforms()``: resize 342 (bilinear), centre crop 299,
     ImageNet mean/std. (FID's TF-ported network, pt_inception-2015-12-05, is another file and
     another architecture variant: it is refused as a mismatch.)

@@ -1,5 +1,5 @@
-"""The ``--features`` / ``--device`` / ``--feature-cache`` options of audit and duplicates, and the one
-step between loading the inputs and the probes: encode every set in the chosen feature space.
+"""The ``--features`` / ``--device`` / ``--feature-cache`` options of audit and duplicates, and the
+one step between loading the inputs and the probes: encode every set in the chosen feature space.
 
     spec = checked_features(config)           # before any file is read: spec, weights file, device
     encoder = load_encoder(config, spec)      # weights loaded (a mismatch refused), still no data
@@ -97,7 +97,7 @@ def feature_threshold(spec: FeatureSpec, method: str, threshold):
 
 
 def label_threshold(result, spec: FeatureSpec, method: str, given):
-    """A duplicates result whose threshold came from the space (SSCD 0.5) says so, with its paper."""
+    """A duplicates result whose threshold came from the space (SSCD 0.5) says so, and why."""
     from dataclasses import fields, replace
 
     if given is not None or method != "embedding" or spec.space.duplicates_threshold is None:
