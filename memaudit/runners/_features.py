@@ -27,7 +27,8 @@ def feature_options(**cli):
             option("cpu", "device the feature encoder runs on", choices=DEVICES, **cli),
             option(None, "folder of the feature cache shared between runs, or 'off'",
                    kind="path", metavar="DIR",
-                   default_text="$MEMAUDIT_CACHE/features, else ~/.cache/memaudit/features", **cli))
+                   default_text="$MEMAUDIT_CACHE/features, else $XDG_CACHE_HOME/memaudit/features, "
+                   "else ~/.cache/memaudit/features", **cli))
 
 
 def checked_features(config) -> FeatureSpec:
