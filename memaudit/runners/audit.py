@@ -89,6 +89,15 @@ class AuditConfig:
                           group="search")
     index: str = option(_NN["index"], "exact search, or an approximate FAISS index whose measured "
                         "recall is reported", choices=INDEXES, group="search")
+    cluster: object = option(None, "search on a Dask cluster: local:N (N worker processes here), "
+                             "tcp://HOST:PORT or a scheduler .json file (Python: a "
+                             "distributed.Client); needs memaudit[dask]; results are the same",
+                             kind="text", group="search", metavar="SPEC",
+                             default_text="none: in this process")
+    shard_rows: int | None = option(None, "rows per shard of a training set given as one .npy "
+                                    "file or a zarr array (a folder of .npy files: one shard per "
+                                    "file)", kind="int", group="search", metavar="N",
+                                    default_text="about 256 MiB a shard")
     out: object = out_option("report", group="output")
     gallery: int = option(16, "closest pairs shown as images in the HTML report", group="output",
                           metavar="N")
@@ -168,6 +177,27 @@ def _duplicates_threshold(config: AuditConfig):
     return value if isinstance(t, str) else t
 
 
+def _sharded(client, data) -> bool:
+    from ..distributed import uses_shards
+
+    return uses_shards(client, data)
+
+
+def _sharded_probe(config: AuditConfig, probe, data, client):
+    """The probe, inputs and cluster record of the sharded search (memaudit.distributed)."""
+    from ..distributed import ShardedNNRatioProbe, shard_inputs
+
+    if config.membership:
+        raise ValueError("membership (--membership) runs in one process on one training array; "
+                         "run it without --cluster, on train given as one .npy file")
+    if config.index != "exact":
+        raise ValueError(f"index (--index) {config.index}: a sharded training set is searched "
+                         "exactly; use --index exact")
+    data, record = shard_inputs(data, "train", client, config.shard_rows)
+    probe = ShardedNNRatioProbe(client=client, shard_rows=config.shard_rows, **probe.get_params())
+    return probe, data, record
+
+
 def _check(config: AuditConfig) -> tuple[Gate, object]:
     """Everything that can be refused before any file is read: settings, declarations, the gate,
     the output folder. Returns the gate and the parsed duplicates threshold."""
@@ -187,6 +217,12 @@ def _check(config: AuditConfig) -> tuple[Gate, object]:
     parsed_declarations(config, SETS)
     gate = Gate(config.fail_above, config.gate).check(has_control=config.holdout is not None)
     check_out(config)
+    from ..distributed import check_cluster
+
+    with option_errors(config):
+        check_cluster(config.cluster)
+        if config.shard_rows is not None:
+            check_positive_int(config.shard_rows, "shard_rows")
     return gate, threshold
 
 
@@ -206,12 +242,22 @@ def run_audit(config: AuditConfig) -> AuditRun:
     >>> run.passed, run.paths["html"]  # doctest: +SKIP
     """
     gate, dup_threshold = _check(config)
+    from ..distributed import open_cluster
+
+    with open_cluster(config.cluster) as client:
+        return _run_audit(config, gate, dup_threshold, client)
+
+
+def _run_audit(config: AuditConfig, gate, dup_threshold, client) -> AuditRun:
     t0 = time.perf_counter()
     data, notes = load_inputs(config, SETS)
+    probe, cluster = _probe(config), None
+    if _sharded(client, data):  # a cluster or a sharded training set: the sharded search
+        probe, data, cluster = _sharded_probe(config, probe, data, client)
     train, samples, holdout = data["train"], data["samples"], data["holdout"]
     if config.duplicates is not None:
         require_images(config.duplicates, train, "--duplicates")
-    probe = _probe(config).fit(train.x, ids=train.ids)
+    probe = probe.fit(train.x, ids=train.ids)
     result = probe.score(
         samples.x,
         ids=samples.ids,
@@ -245,7 +291,7 @@ def run_audit(config: AuditConfig) -> AuditRun:
     record = gate.apply(figure, value)
     notes = list(config.notes) + notes
     report = Report(
-        config=config.resolved(),
+        config=config.resolved() if cluster is None else {**config.resolved(), "cluster": cluster},
         versions=package_versions(),
         inputs={"train": train.describe(), "samples": samples.describe(),
                 "holdout": None if holdout is None else holdout.describe()},
