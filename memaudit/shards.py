@@ -22,6 +22,7 @@ also takes the value range (:meth:`ShardedSet.observe`), each refusal naming the
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +79,8 @@ class Shard:
     data : ndarray or None
         The rows themselves (``kind="memory"`` only).
     stamp : tuple
-        File size and modification time: a worker's cached index of a changed file is not reused.
+        File size and modification time (a random token for memory): a worker's cached index of
+        a changed file, or of another array, is never reused.
     """
 
     name: str
@@ -101,8 +103,6 @@ class Shard:
     @property
     def key(self) -> tuple:
         """Identifies the shard's content (a worker's index cache is keyed on it)."""
-        if self.kind == "memory":
-            return ("memory", id(self.data), self.lo, self.hi)
         return (self.kind, self.path, self.lo, self.hi, self.stamp)
 
     def load(self, rows: slice | None = None) -> np.ndarray:
@@ -342,7 +342,8 @@ class ShardedSet:
         x2 = x.reshape(x.shape[0], -1)
         # a memory shard holds its own rows: local row 0 is data[0]
         shards = [Shard(f"{name}[{a}:{min(a + rows, x.shape[0])}]", "memory", "", 0,
-                        x2[a : a + rows].shape[0], a, data=x2[a : a + rows])
+                        x2[a : a + rows].shape[0], a, data=x2[a : a + rows],
+                        stamp=(uuid.uuid4().hex,))
                   for a in range(0, x.shape[0], rows)]
         return cls(shards, x.shape[1:], x.dtype, source)
 
@@ -396,11 +397,14 @@ def load_sharded(path, name: str = "data", *, shard_rows: int | None = None):
 
 
 def as_sharded(ds, name: str, shard_rows: int | None = None):
-    """``ds`` (a Dataset) with its items as a :class:`ShardedSet` (row ranges of its array or
-    file when it is not sharded already)."""
+    """``ds`` (a Dataset) with its items as a :class:`ShardedSet`: row ranges of its array or
+    file when it is not sharded already, a zarr array re-cut when ``shard_rows`` is given (a
+    folder of ``.npy`` files keeps one shard per file)."""
     from dataclasses import replace
 
     if isinstance(ds.x, ShardedSet):
+        if ds.kind == "zarr" and shard_rows is not None:  # re-cut at the rows asked for
+            return replace(ds, x=ShardedSet.from_zarr(ds.source, name, shard_rows))
         return ds
     x = ShardedSet.from_array(ds.x, name, shard_rows, source=ds.source)
     x.item_shape = tuple(ds.item_shape)
