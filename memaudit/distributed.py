@@ -395,5 +395,99 @@ def shard_inputs(datasets: dict, reference: str, client, shard_rows: int | None)
             out[name] = replace(ds, x=ds.x.block(0, ds.x.shape[0]))
         else:
             out[name] = ds
+    out[reference].x.client = client  # its shards' summaries and codes are computed there
     record = cluster_record(client, {reference: out[reference].x})
     return out, record
+
+
+# -- duplicates over a sharded training set -----------------------------------------------------
+_HASHED = ("exact", "phash", "dhash")
+
+
+def _shard_codes(shard: Shard, method: str, item_shape, scale, name: str):
+    """The hash codes (or content digests) of one shard's items, and its notes."""
+    from .adapters.images import duplicate_codes
+
+    notes: list = []
+    codes = duplicate_codes(shard.load(), method, item_shape, scale, f"{name} (shard {shard.name})",
+                            notes)
+    return codes, notes
+
+
+def _sharded_sets(method, sets, x: ShardedSet, name: str, item_shape, value_range, levels):
+    """The duplicates matcher over ``sets`` with the sharded set's codes computed shard by
+    shard (on the cluster when ``x.client`` is set), concatenated in set order."""
+    from .image_duplicates import _Sets
+
+    if method not in _HASHED:
+        raise ValueError(f"method {method!r} on a sharded set: only the hashes ({', '.join(_HASHED)}"
+                         ") are matched across shards; give the training set as one .npy file "
+                         "for embedding or tiled_l2")
+    matcher = _Sets(method, sets, item_shape, value_range, levels)
+    parts = x.map(_shard_codes, method, item_shape, matcher.scale, name)
+    matcher.codes[name] = np.concatenate([c for c, _ in parts])
+    matcher.notes[name] = [n for _, ns in parts for n in ns]
+    return matcher
+
+
+def _search_args(index, seed, progress):
+    from .probes.duplicates import NPROBE, RECALL_SAMPLE
+
+    return (index, None, NPROBE, RECALL_SAMPLE, seed, progress)
+
+
+def sharded_duplicates(x: ShardedSet, method: str, *, ids=None, item_shape=None, threshold=None,
+                       value_range=None, levels=None, index: str = "exact", seed: int = 0,
+                       progress=None):
+    """:func:`memaudit.image_duplicates.find_duplicates` over a sharded set: every shard's hash
+    codes are computed where the shard is (``x.client``), then matched as one set, so pairs and
+    groups join items of different shards; the result equals the in-process one."""
+    from .probes.duplicates import check_index, check_threshold
+
+    thr, source = check_threshold(method, threshold)
+    check_index(method, index)
+    ids = check_ids(ids, x.shape[0], "ids")
+    item_shape = tuple(item_shape) if item_shape is not None else x.item_shape
+    sets = _sharded_sets(method, [(x, "items")], x, "items", item_shape, value_range, levels)
+    return sets.match(x, x, thr, source, False, ids, None, ("items", "items"),
+                      *_search_args(index, seed, progress))
+
+
+def sharded_copies(samples, reference: ShardedSet, method: str, *, holdout=None, sample_ids=None,
+                   reference_ids=None, holdout_ids=None, item_shape=None, threshold=None,
+                   value_range=None, levels=None, index: str = "exact", seed: int = 0,
+                   progress=None, n_bootstrap=None, confidence=None):
+    """:func:`memaudit.image_duplicates.find_copies` (and, with ``holdout``,
+    ``find_copies_with_control``) against a sharded reference: its codes per shard, the samples'
+    (and held-out items') in process. Returns a DuplicateResult, or a CopyRateResult with a
+    holdout."""
+    from .probes.duplicates import check_index, check_threshold, copy_rates
+
+    q = as_2d_array(samples, "samples")
+    check_same_dim(q, reference, "samples", "reference")
+    thr, source = check_threshold(method, threshold)
+    check_index(method, index)
+    item_shape = tuple(item_shape) if item_shape is not None else reference.item_shape
+    sets = [(q, "samples"), (reference, "reference")]
+    h = None
+    if holdout is not None:
+        h = as_2d_array(holdout, "holdout")
+        check_same_dim(h, reference, "holdout", "reference")
+        sets.append((h, "holdout"))
+    matcher = _sharded_sets(method, sets, reference, "reference", item_shape, value_range, levels)
+    r_ids = check_ids(reference_ids, reference.shape[0], "reference_ids")
+    args = _search_args(index, seed, progress)
+    res_s = matcher.match(q, reference, thr, source, True,
+                          check_ids(sample_ids, q.shape[0], "sample_ids"), r_ids,
+                          ("samples", "reference"), *args)
+    if h is None:
+        return res_s
+    res_h = matcher.match(h, reference, thr, source, True,
+                          check_ids(holdout_ids, h.shape[0], "holdout_ids"), r_ids,
+                          ("holdout", "reference"), *args)
+    return copy_rates(res_s, res_h, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+
+
+def sharded_copies_with_control(samples, reference: ShardedSet, holdout, method: str, **kw):
+    """``find_copies_with_control`` against a sharded reference (see :func:`sharded_copies`)."""
+    return sharded_copies(samples, reference, method, holdout=holdout, **kw)

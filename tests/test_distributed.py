@@ -254,3 +254,60 @@ def test_killed_worker_mid_search_leaves_the_result_unchanged(client):
     assert np.array_equal(got.distances, want.distances)
     client.wait_for_workers(2, timeout=60)
     assert sorted(client.run(os.getpid).values()) != sorted(before.values())
+
+
+# -- duplicates --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """uint8 images with duplicates planted across shard boundaries and copies among samples."""
+    zarr = pytest.importorskip("zarr")
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(11)
+    base = rng.integers(0, 256, size=(8, 8, 8), dtype=np.uint8)
+    # smooth 32x32 images (blocks of a random 8x8), so perceptual hashes differ between them
+    train = np.stack([np.kron(rng.integers(0, 256, size=(8, 8)), np.ones((4, 4)))
+                      for _ in range(240)]).astype(np.uint8)
+    train[130] = train[20]  # across the shard boundary at 100
+    train[230] = train[20]
+    samples = np.concatenate([np.stack([np.kron(b, np.ones((4, 4))) for b in base]),
+                              train[[5, 150, 239]]]).astype(np.uint8)
+    holdout = np.stack([np.kron(rng.integers(0, 256, size=(8, 8)), np.ones((4, 4)))
+                        for _ in range(30)]).astype(np.uint8)
+    np.save(root / "train.npy", train)
+    np.save(root / "samples.npy", samples)
+    np.save(root / "holdout.npy", holdout)
+    (root / "shards").mkdir()
+    for i, (a, b) in enumerate([(0, 100), (100, 170), (170, 240)]):
+        np.save(root / "shards" / f"s{i}.npy", train[a:b])
+    z = zarr.open_array(str(root / "train.zarr"), mode="w", shape=train.shape,
+                        chunks=(64, 32, 32), dtype="u1")
+    z[:] = train
+    return root
+
+
+def _dup_results(run):
+    return {k: json.loads(json.dumps(v.to_dict())) for k, v in run.results.items()}
+
+
+@pytest.mark.parametrize("store", ["shards", "train.zarr"])
+def test_duplicates_on_cluster_equal_in_process(images, client, store):
+    from memaudit.runners import DuplicatesConfig, run_duplicates
+
+    def run(train, **kw):
+        return run_duplicates(DuplicatesConfig(
+            train=str(images / train), samples=str(images / "samples.npy"),
+            holdout=str(images / "holdout.npy"), method="phash", threshold="4", progress=False,
+            **kw))
+
+    whole = run("train.npy")
+    sharded = run(store)
+    on_cluster = run(store, cluster=client, shard_rows=50)
+    assert _dup_results(whole) == _dup_results(sharded) == _dup_results(on_cluster)
+    groups = [sorted(g["members"].tolist()) for g in on_cluster.results["train"].groups]
+    assert [20, 130, 230] in groups  # one group across three shards
+    pairs = on_cluster.results["samples_vs_train"].pairs.tolist()
+    assert [[8, 5], [9, 150], [10, 239]] == [p for p in pairs if p[1] not in (20, 130, 230)]
+    assert on_cluster.control.rate.count == 3
+    exact = run_duplicates(DuplicatesConfig(train=str(images / store), method="exact",
+                                            progress=False, cluster=client))
+    assert [sorted(g["members"].tolist()) for g in exact.results["train"].groups] == [[20, 130, 230]]

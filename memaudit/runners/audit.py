@@ -22,6 +22,7 @@ from ..report import Report
 from ._common import (SETS, STATS, Run, check_out, declarations, defaults_of, gate_options,
                       load_inputs, option, option_errors, out_option, package_versions,
                       parsed_declarations, progress_option, resolved)
+from ._common import check_cluster_options, cluster_options
 
 __all__ = ["AuditConfig", "AuditRun", "run_audit"]
 
@@ -29,6 +30,7 @@ _NN = defaults_of(NNRatioProbe)
 _FAIL_ABOVE, _GATE = gate_options(
     "the gated rate", "figure read by --fail-above: the memorized fraction (rate) or its excess "
     "over the held-out control (excess, needs --holdout)", group="output")
+_CLUSTER, _SHARD_ROWS = cluster_options(group="search")
 
 
 @dataclass
@@ -89,15 +91,8 @@ class AuditConfig:
                           group="search")
     index: str = option(_NN["index"], "exact search, or an approximate FAISS index whose measured "
                         "recall is reported", choices=INDEXES, group="search")
-    cluster: object = option(None, "search on a Dask cluster: local:N (N worker processes here), "
-                             "tcp://HOST:PORT or a scheduler .json file (Python: a "
-                             "distributed.Client); needs memaudit[dask]; results are the same",
-                             kind="text", group="search", metavar="SPEC",
-                             default_text="none: in this process")
-    shard_rows: int | None = option(None, "rows per shard of a training set given as one .npy "
-                                    "file or a zarr array (a folder of .npy files: one shard per "
-                                    "file)", kind="int", group="search", metavar="N",
-                                    default_text="about 256 MiB a shard")
+    cluster: object = _CLUSTER
+    shard_rows: int | None = _SHARD_ROWS
     out: object = out_option("report", group="output")
     gallery: int = option(16, "closest pairs shown as images in the HTML report", group="output",
                           metavar="N")
@@ -217,12 +212,7 @@ def _check(config: AuditConfig) -> tuple[Gate, object]:
     parsed_declarations(config, SETS)
     gate = Gate(config.fail_above, config.gate).check(has_control=config.holdout is not None)
     check_out(config)
-    from ..distributed import check_cluster
-
-    with option_errors(config):
-        check_cluster(config.cluster)
-        if config.shard_rows is not None:
-            check_positive_int(config.shard_rows, "shard_rows")
+    check_cluster_options(config)
     return gate, threshold
 
 
@@ -268,6 +258,9 @@ def _run_audit(config: AuditConfig, gate, dup_threshold, client) -> AuditRun:
     if config.duplicates is not None:
         from ..image_duplicates import find_copies, find_duplicates
 
+        if cluster is not None:  # hash codes computed shard by shard, matched as one set
+            from ..distributed import sharded_copies as find_copies
+            from ..distributed import sharded_duplicates as find_duplicates
         # one quantization for every set: the training set's range and precision
         opts = dict(item_shape=train.item_shape, threshold=dup_threshold, seed=config.seed,
                     progress=config.progress, **pixel_scale(train))

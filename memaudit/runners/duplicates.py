@@ -16,6 +16,9 @@ from ..probes.duplicates import DEFAULTS, METHODS, CopyRateResult, parse_thresho
 from ._common import (SETS, STATS, Run, check_out, declarations, defaults_of, gate_options,
                       load_inputs, option, option_errors, out_option, package_versions,
                       parsed_declarations, progress_option, resolved)
+from ._common import check_cluster_options, cluster_options
+from ..distributed import (shard_inputs, sharded_copies, sharded_copies_with_control,
+                           sharded_duplicates, uses_shards)
 
 __all__ = ["DuplicatesConfig", "DuplicatesRun", "run_duplicates"]
 
@@ -29,6 +32,7 @@ _FAIL_ABOVE, _GATE = gate_options(
 # array, on which hashes are refused.
 DEFAULT_METHOD = "phash"
 _FIND = defaults_of(find_duplicates)
+_CLUSTER, _SHARD_ROWS = cluster_options()
 
 
 def _threshold_defaults() -> str:
@@ -77,6 +81,8 @@ class DuplicatesConfig:
                        "rates)")
     fail_above: float | None = _FAIL_ABOVE
     gate: str = _GATE
+    cluster: object = _CLUSTER
+    shard_rows: int | None = _SHARD_ROWS
     out: object = out_option("duplicates")
     progress: bool | None = progress_option()
 
@@ -94,6 +100,7 @@ class DuplicatesRun(Run):
     control: CopyRateResult | None = None
     datasets: dict = None
     elapsed: float = 0.0
+    cluster: dict | None = None  # where the search ran (workers, threads, shards), if sharded
 
     def warnings(self) -> list:
         """Every note of the loading step (conventions, scales), for stderr."""
@@ -104,6 +111,8 @@ class DuplicatesRun(Run):
         from ..report import write_duplicates_report
 
         config = resolved(self.config, threshold=self.results["train"].threshold)
+        if self.cluster is not None:
+            config["cluster"] = self.cluster
         self.paths = write_duplicates_report(out_dir, self.results, self.datasets, config,
                                              package_versions(), self.elapsed,
                                              control=self.control, gate=self.gate)
@@ -152,6 +161,7 @@ def _check(config: DuplicatesConfig):
         check_fraction(config.confidence, "confidence")
     parsed_declarations(config, SETS)
     check_out(config)
+    check_cluster_options(config)
     return gate, threshold
 
 
@@ -175,31 +185,43 @@ def run_duplicates(config: DuplicatesConfig) -> DuplicatesRun:
         (else ``.write(out_dir)``).
     """
     gate, threshold = _check(config)
+    from ..distributed import open_cluster
+
+    with open_cluster(config.cluster) as client:
+        return _run_duplicates(config, gate, threshold, client)
+
+
+def _run_duplicates(config: DuplicatesConfig, gate, threshold, client) -> DuplicatesRun:
     t0 = time.perf_counter()
     # one convention for every set (refused or converted as in audit); the probe quantizes with
     # the training set's range and precision
     loaded, notes = load_inputs(config, SETS)
+    finders, cluster = (find_duplicates, find_copies, find_copies_with_control), None
+    if uses_shards(client, loaded):  # a cluster or a sharded training set (memaudit.distributed)
+        loaded, cluster = shard_inputs(loaded, "train", client, config.shard_rows)
+        finders = (sharded_duplicates, sharded_copies, sharded_copies_with_control)
+    find_dup, find_cp, find_control = finders
     train, samples, holdout = (loaded[k] for k in SETS)
     require_images(config.method, train)
     common = dict(threshold=threshold, index=config.index, seed=config.seed,
                   progress=config.progress, item_shape=train.item_shape, **pixel_scale(train))
-    results = {"train": find_duplicates(train.x, config.method, ids=train.ids, **common)}
+    results = {"train": find_dup(train.x, config.method, ids=train.ids, **common)}
     control = None
     if holdout is not None:
-        control = find_copies_with_control(samples.x, train.x, holdout.x, config.method,
+        control = find_control(samples.x, train.x, holdout.x, config.method,
                                            sample_ids=samples.ids, reference_ids=train.ids,
                                            holdout_ids=holdout.ids, n_bootstrap=config.n_bootstrap,
                                            confidence=config.confidence, **common)
         results["samples_vs_train"] = control.samples
         results["holdout_vs_train"] = control.control
     elif samples is not None:
-        results["samples_vs_train"] = find_copies(samples.x, train.x, config.method,
+        results["samples_vs_train"] = find_cp(samples.x, train.x, config.method,
                                                   sample_ids=samples.ids, reference_ids=train.ids,
                                                   **common)
     record = gate.apply(*_gated(config, results, control))
     run = DuplicatesRun(config=config, gate=record, notes=notes, results=results, control=control,
                         datasets={"train": train, "samples": samples, "holdout": holdout},
-                        elapsed=time.perf_counter() - t0)
+                        elapsed=time.perf_counter() - t0, cluster=cluster)
     if config.out is not None:
         run.write(config.out)
     return run
