@@ -44,6 +44,22 @@ def _cpu_of_workers(client) -> float:
     return float(sum(client.run(time.process_time).values()))
 
 
+def merge_rate(n_queries: int = 2000, n_shards: int = 64, k: int = 50) -> float:
+    """Candidates per CPU-second of the client's merge (memaudit.distributed.merge_topk), folding
+    the k-lists of ``n_shards`` shards one at a time into a running top-k, as search() does."""
+    from memaudit.distributed import merge_topk
+
+    rng = np.random.default_rng(2)
+    parts = [(np.sort(rng.random((n_queries, k)), axis=1),
+              rng.integers(0, 2**40, size=(n_queries, k))) for _ in range(n_shards)]
+    c0 = time.process_time()
+    bd, bi = np.full((n_queries, 0), np.inf), np.full((n_queries, 0), -1, dtype=np.int64)
+    for d_s, i_s in parts:
+        bd, bi = merge_topk(np.concatenate([bd, d_s], axis=1), np.concatenate([bi, i_s], axis=1),
+                            k)
+    return n_queries * n_shards * k / (time.process_time() - c0)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=2_000_000, help="reference rows")
@@ -57,7 +73,13 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--dir", default=None, help="folder for the reference file (default: a "
                     "temporary folder, removed after)")
+    ap.add_argument("--merge", action="store_true", help="only time the client's merge "
+                    "(2000 queries, 64 shards, k=50) and exit")
     args = ap.parse_args(argv)
+    if args.merge:
+        print(f"merge: {merge_rate():.3g} candidates per CPU-second (2000 queries, 64 shards, "
+              "k=50)")
+        return
 
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
     import distributed

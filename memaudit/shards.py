@@ -40,7 +40,7 @@ def _zarr_folder(path: Path) -> bool:
     return path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zarray").is_file())
 
 
-def is_sharded_source(path) -> bool:
+def is_sharded_source(path, name: str = "data") -> bool:
     """Whether ``path`` is read as a sharded set: a zarr array, or a folder of ``.npy`` files.
 
     A folder holding both ``.npy`` and image files is refused (one line): which of the two it
@@ -55,7 +55,7 @@ def is_sharded_source(path) -> bool:
     npy = [p for p in names if p.suffix.lower() == ".npy"]
     images = [p for p in names if p.suffix.lower() in _IMAGE_SUFFIXES]
     if npy and images:
-        raise ValueError(f"{path} holds both .npy files ({len(npy)}) and images ({len(images)}): "
+        raise ValueError(f"{name}: {path} holds both .npy files ({len(npy)}) and images ({len(images)}): "
                          "a folder is either shards of one array or an image folder; move one "
                          "kind out")
     return bool(npy)
