@@ -157,13 +157,15 @@ def _fitted(shard: Shard, options: dict, name: str) -> NeighborIndex:
     index = NeighborIndex(**options).fit(shard.load(), name=f"{name} (shard {shard.name})")
     with _cache_lock:
         _cache[key] = index
-        held = [v.reference_.nbytes for v in _cache.values() if not isinstance(v.reference_,
-                                                                               np.memmap)]
-        while len(_cache) > 1 and (sum(held) > CACHE_BYTES or len(_cache) > 64):
-            _, old = _cache.popitem(last=False)
-            held = [v.reference_.nbytes for v in _cache.values()
-                    if not isinstance(v.reference_, np.memmap)]
+        while len(_cache) > 1 and (len(_cache) > 64 or _held_bytes() > CACHE_BYTES):
+            _cache.popitem(last=False)  # the shard searched longest ago
     return index
+
+
+def _held_bytes() -> int:
+    """Bytes of shard data the cache holds in memory (memory maps hold none)."""
+    return sum(v.reference_.nbytes for v in _cache.values()
+               if not isinstance(v.reference_, np.memmap))
 
 
 def _one_thread() -> None:

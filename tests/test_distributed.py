@@ -40,11 +40,27 @@ def client():
     cluster.close()
 
 
+def _write_stores(root, train, samples, holdout, cuts, prefix, chunk_rows):
+    """train.npy, samples.npy, holdout.npy; shards/ cut at ``cuts``; train.zarr in chunks of
+    ``chunk_rows`` rows."""
+    import zarr
+
+    for name, x in (("train", train), ("samples", samples), ("holdout", holdout)):
+        np.save(root / f"{name}.npy", x)
+    (root / "shards").mkdir()
+    edges = [0, *cuts, len(train)]
+    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        np.save(root / "shards" / f"{prefix}{i:02d}.npy", train[a:b])
+    z = zarr.open_array(str(root / "train.zarr"), mode="w", shape=train.shape,
+                        chunks=(chunk_rows,) + train.shape[1:], dtype=train.dtype)
+    z[:] = train
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A training set with planted copies among the samples, as one .npy, a folder of three .npy
     shards of unequal sizes and a zarr array of 128-row chunks."""
-    zarr = pytest.importorskip("zarr")
+    pytest.importorskip("zarr")
     root = tmp_path_factory.mktemp("sharded")
     rng = np.random.default_rng(7)
     train = rng.normal(size=(700, 12)).astype(np.float32)
@@ -52,15 +68,7 @@ def data(tmp_path_factory):
     samples = np.vstack([rng.normal(size=(40, 12)),
                          train[[3, 299, 699]] + 1e-3, train[10:11]]).astype(np.float32)
     holdout = rng.normal(size=(50, 12)).astype(np.float32)
-    np.save(root / "train.npy", train)
-    np.save(root / "samples.npy", samples)
-    np.save(root / "holdout.npy", holdout)
-    (root / "shards").mkdir()
-    for i, (a, b) in enumerate([(0, 150), (150, 301), (301, 700)]):
-        np.save(root / "shards" / f"part-{i:02d}.npy", train[a:b])
-    z = zarr.open_array(str(root / "train.zarr"), mode="w", shape=train.shape, chunks=(128, 12),
-                        dtype="f4")
-    z[:] = train
+    _write_stores(root, train, samples, holdout, [150, 301], "part-", 128)
     return root, train, samples, holdout
 
 
@@ -260,7 +268,7 @@ def test_killed_worker_mid_search_leaves_the_result_unchanged(client):
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """uint8 images with duplicates planted across shard boundaries and copies among samples."""
-    zarr = pytest.importorskip("zarr")
+    pytest.importorskip("zarr")
     root = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(11)
     base = rng.integers(0, 256, size=(8, 8, 8), dtype=np.uint8)
@@ -273,15 +281,7 @@ def images(tmp_path_factory):
                               train[[5, 150, 239]]]).astype(np.uint8)
     holdout = np.stack([np.kron(rng.integers(0, 256, size=(8, 8)), np.ones((4, 4)))
                         for _ in range(30)]).astype(np.uint8)
-    np.save(root / "train.npy", train)
-    np.save(root / "samples.npy", samples)
-    np.save(root / "holdout.npy", holdout)
-    (root / "shards").mkdir()
-    for i, (a, b) in enumerate([(0, 100), (100, 170), (170, 240)]):
-        np.save(root / "shards" / f"s{i}.npy", train[a:b])
-    z = zarr.open_array(str(root / "train.zarr"), mode="w", shape=train.shape,
-                        chunks=(64, 32, 32), dtype="u1")
-    z[:] = train
+    _write_stores(root, train, samples, holdout, [100, 170], "s", 64)
     return root
 
 
