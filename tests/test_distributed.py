@@ -104,6 +104,19 @@ def test_zarr_shards_are_whole_chunks(data):
     assert np.array_equal(small[[0, 255, 256, 699]], train[[0, 255, 256, 699]])
 
 
+def test_row_ranges_of_one_npy_search_like_the_file(data):
+    from memaudit.shards import as_sharded
+
+    root, train, samples, _ = data
+    x = as_sharded(load_dataset(str(root / "train.npy"), "train"), "train", 160).x
+    assert [(s.kind, s.lo, s.hi) for s in x.shards][-1] == ("npy", 640, 700)
+    assert all(s.path.endswith("train.npy") for s in x.shards)  # file ranges, not copies
+    want = knn(samples, train, k=3)
+    got = sharded_knn(samples, x, k=3, batch_rows=10)
+    assert np.array_equal(got.indices, want.indices)
+    assert np.array_equal(got.distances, want.distances)
+
+
 def test_mixed_folder_and_bad_shards_are_refused(tmp_path):
     from PIL import Image
 
