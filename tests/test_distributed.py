@@ -156,6 +156,15 @@ def test_cluster_specs_are_checked_before_work(tmp_path):
     check_cluster("tcp://127.0.0.1:8786")
 
 
+def test_missing_extra_is_one_line(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    with pytest.raises(ImportError, match=r"pip install 'memaudit\[dask\]'"):
+        check_cluster("local:2")
+    check_cluster(None)  # in process: no dask needed
+
+
 # -- the merge ---------------------------------------------------------------------------------
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(2, 40), m=st.integers(1, 6), k=st.integers(1, 5),
