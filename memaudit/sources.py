@@ -113,6 +113,14 @@ def load_dataset(source, name: str = "data", *, ids=None, resize=None, mode=None
         return Dataset(arr, ids, raw_shape, "array", "array")
 
     path, key = _path_and_key(source, name)
+    from .shards import is_sharded_source, load_sharded  # a folder of .npy shards, a zarr array
+
+    if is_sharded_source(path, name):
+        if ids is not None or resize is not None or mode is not None:
+            raise ValueError(f"{name}: ids, resize and mode do not apply to sharded arrays "
+                             f"({path.name}); ids are the items' positions")
+        x, kind = load_sharded(path, name)
+        return Dataset(x, np.arange(x.shape[0]), x.item_shape, str(path), kind)
     if path.is_dir():
         if ids is not None:
             raise ValueError(f"{name}: ids come from the file names of an image folder")

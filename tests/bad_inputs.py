@@ -167,6 +167,23 @@ def make_data(root: Path) -> dict:
 
     save_file({"fc.weight": np.zeros((4, 4), np.float32)}, str(root / "wrong.safetensors"))
     f["wrong_st"] = str(root / "wrong.safetensors")
+    f["missing_json"] = str(root / "scheduler.json")
+    # sharded sets: folders of .npy files read as one set (memaudit.shards)
+    nan_part = train[20:].copy()
+    nan_part[5, 1, 1] = np.nan
+    for name, parts in (("shards", [train[:20], train[20:]]), ("shards_nan", [train[:20], nan_part]),
+                        ("shards_dim", [train[:20], train[20:, :5]]),
+                        ("shards_dtype", [train[:20], train[20:].astype(np.float64)])):
+        d = root / name
+        d.mkdir(exist_ok=True)
+        for i, a in enumerate(parts):
+            np.save(d / f"p{i}.npy", a)
+        f[name] = str(d)
+    d = root / "shards_mixed"
+    d.mkdir(exist_ok=True)
+    np.save(d / "p0.npy", train[:20])
+    _png(d / "a.png", np.zeros((6, 6), np.uint8))
+    f["shards_mixed"] = str(d)
     return f
 
 
@@ -508,6 +525,31 @@ CASES = [
          "--steps 0"),
     Case("demo-samples", "demo --out {out} --samples-per-checkpoint 1", 1,
          "must be at least 2", "one sample per checkpoint"),
+    # sharded training sets and clusters (memaudit.shards, memaudit.distributed)
+    Case("audit-shards", "audit --train {shards} --samples {s} --out {out} --no-progress", 0,
+         "compared in:", "a folder of .npy shards: read as one set, in file-name order"),
+    Case("audit-shard-nan", "audit --train {shards_nan} --samples {s} --out {out}", 1,
+         "shard p1.npy holds NaN at item 5 (item 25 of the set)", "NaN in one shard"),
+    Case("audit-shard-dim", "audit --train {shards_dim} --samples {s} --out {out}", 1,
+         "holds items of shape (5, 6) but shard p0.npy", "a shard with other item shape"),
+    Case("audit-shard-dtype", "audit --train {shards_dtype} --samples {s} --out {out}", 1,
+         "is float64 but shard p0.npy is float32", "shards of two dtypes"),
+    Case("audit-shard-mixed", "audit --train {shards_mixed} --samples {s} --out {out}", 1,
+         "holds both .npy files", "a folder of .npy files and images"),
+    Case("audit-shard-index", "audit --train {shards} --samples {s} --out {out} --index ivf", 1,
+         "searched exactly", "approximate index on a sharded set"),
+    Case("audit-shard-membership", "audit --train {shards} --samples {s} --holdout {h} --out {out} "
+         "--membership", 1, "runs in one process", "membership attack on a sharded set"),
+    Case("audit-cluster-spec", _A + " --cluster local:0", 1, "local:N takes a number",
+         "--cluster local:0"),
+    Case("audit-cluster-kind", _A + " --cluster spark://host:7077", 1,
+         "must be local:N, tcp://HOST:PORT", "--cluster of an unknown kind"),
+    Case("audit-cluster-file", _A + " --cluster {missing_json}", 1, "does not exist",
+         "--cluster scheduler file missing"),
+    Case("audit-shard-rows", _A + " --shard-rows 0", 1, "shard_rows (--shard-rows) must be at least 1",
+         "--shard-rows 0"),
+    Case("duplicates-shard-embedding", "duplicates --train {shards} --method embedding --out {out}",
+         1, "only the hashes", "embedding duplicates on a sharded set"),
 ]
 
 

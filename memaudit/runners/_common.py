@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import check_writable_dir
-from .._validation import check_same_dim
+from .._validation import check_positive_int, check_same_dim
 from ..conventions import harmonize, parse_declarations
 from ..gate import GATES, Gate, verdict_line
 from ..sources import Dataset, load_dataset
@@ -28,7 +28,8 @@ from ..stats import StatsConfig
 
 __all__ = ["option", "defaults_of", "STATS", "SETS", "Run", "package_versions", "load_inputs",
            "resolved", "option_errors", "flag_of", "check_out", "declarations", "out_option",
-           "progress_option", "gate_options"]
+           "progress_option", "gate_options", "cluster_options",
+           "check_cluster_options"]
 
 STATS = StatsConfig()  # the defaults of n_bootstrap, confidence and seed, owned by memaudit.stats
 GATE = Gate()  # the defaults of fail_above and gate, owned by memaudit.gate
@@ -237,3 +238,26 @@ class Run:
 
     def _report_paths(self) -> dict:
         return {} if self.paths is None else {k: str(v) for k, v in self.paths.items()}
+
+
+def cluster_options(**cli):
+    """The ``cluster`` and ``shard_rows`` fields: where the searches run (memaudit.distributed)
+    and how a training set given as one file or zarr array is cut into shards."""
+    cluster = option(None, "search on a Dask cluster: local:N (N worker processes here), "
+                     "tcp://HOST:PORT or a scheduler .json file (Python: a distributed.Client); "
+                     "needs memaudit[dask]; the results are the same", kind="text", metavar="SPEC",
+                     default_text="none: in this process", **cli)
+    shard_rows = option(None, "rows per shard of a training set given as one .npy file or a zarr "
+                        "array (a folder of .npy files: one shard per file)", kind="int",
+                        metavar="N", default_text="about 256 MiB a shard", **cli)
+    return cluster, shard_rows
+
+
+def check_cluster_options(config) -> None:
+    """Refuse a bad ``cluster`` spec or ``shard_rows`` before any work (one line)."""
+    from ..distributed import check_cluster
+
+    with option_errors(config):
+        check_cluster(config.cluster)
+        if config.shard_rows is not None:
+            check_positive_int(config.shard_rows, "shard_rows")

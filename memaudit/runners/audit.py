@@ -22,6 +22,7 @@ from ..report import Report
 from ._common import (SETS, STATS, Run, check_out, declarations, defaults_of, gate_options,
                       load_inputs, option, option_errors, out_option, package_versions,
                       parsed_declarations, progress_option, resolved)
+from ._common import check_cluster_options, cluster_options
 from ._features import (checked_features, encode_sets, feature_options, feature_threshold,
                         label_threshold, load_encoder, space_text)
 
@@ -32,6 +33,7 @@ _FEATURES, _DEVICE, _FEATURE_CACHE = feature_options(group="features")
 _FAIL_ABOVE, _GATE = gate_options(
     "the gated rate", "figure read by --fail-above: the memorized fraction (rate) or its excess "
     "over the held-out control (excess, needs --holdout)", group="output")
+_CLUSTER, _SHARD_ROWS = cluster_options(group="search")
 
 
 @dataclass
@@ -92,6 +94,8 @@ class AuditConfig:
                           group="search")
     index: str = option(_NN["index"], "exact search, or an approximate FAISS index whose measured "
                         "recall is reported", choices=INDEXES, group="search")
+    cluster: object = _CLUSTER
+    shard_rows: int | None = _SHARD_ROWS
     out: object = out_option("report", group="output")
     gallery: int = option(16, "closest pairs shown as images in the HTML report", group="output",
                           metavar="N")
@@ -174,6 +178,31 @@ def _duplicates_threshold(config: AuditConfig):
     return value if isinstance(t, str) else t
 
 
+def _sharded(client, data) -> bool:
+    from ..distributed import uses_shards
+
+    return uses_shards(client, data)
+
+
+def _sharded_probe(config: AuditConfig, probe, data, client, encoder=None):
+    """The probe, inputs and cluster record of the sharded search (memaudit.distributed)."""
+    from ..distributed import ShardedNNRatioProbe, shard_inputs
+
+    if encoder is not None:
+        raise ValueError(f"features (--features) {config.features}: feature spaces are encoded "
+                         "in one process; run it without --cluster, on train given as one file "
+                         "or folder")
+    if config.membership:
+        raise ValueError("membership (--membership) runs in one process on one training array; "
+                         "run it without --cluster, on train given as one .npy file")
+    if config.index != "exact":
+        raise ValueError(f"index (--index) {config.index}: a sharded training set is searched "
+                         "exactly; use --index exact")
+    data, record = shard_inputs(data, "train", client, config.shard_rows)
+    probe = ShardedNNRatioProbe(client=client, shard_rows=config.shard_rows, **probe.get_params())
+    return probe, data, record
+
+
 def _check(config: AuditConfig) -> tuple[Gate, object]:
     """Everything that can be refused before any file is read: settings, declarations, the gate,
     the output folder. Returns the gate and the parsed duplicates threshold."""
@@ -193,6 +222,7 @@ def _check(config: AuditConfig) -> tuple[Gate, object]:
     parsed_declarations(config, SETS)
     gate = Gate(config.fail_above, config.gate).check(has_control=config.holdout is not None)
     check_out(config)
+    check_cluster_options(config)
     return gate, threshold
 
 
@@ -223,8 +253,18 @@ def run_audit(config: AuditConfig) -> AuditRun:
     gate, dup_threshold = _check(config)
     spec = checked_features(config)
     encoder = load_encoder(config, spec)  # weights read and checked before any data
+    from ..distributed import open_cluster
+
+    with open_cluster(config.cluster) as client:
+        return _run_audit(config, gate, dup_threshold, client, spec, encoder)
+
+
+def _run_audit(config: AuditConfig, gate, dup_threshold, client, spec, encoder) -> AuditRun:
     t0 = time.perf_counter()
     data, notes = load_inputs(config, SETS)
+    probe, cluster = _probe(config), None
+    if _sharded(client, data):  # a cluster or a sharded training set: the sharded search
+        probe, data, cluster = _sharded_probe(config, probe, data, client, encoder)
     train, samples, holdout = data["train"], data["samples"], data["holdout"]
     if config.duplicates is not None:
         require_images(config.duplicates, train, "--duplicates")
@@ -233,7 +273,7 @@ def run_audit(config: AuditConfig) -> AuditRun:
     if encoder is not None:
         x, feature_notes = encode_sets(encoder, data)
         notes = notes + feature_notes
-    probe = _probe(config).fit(x["train"], ids=train.ids)
+    probe = probe.fit(x["train"], ids=train.ids)
     result = probe.score(
         x["samples"],
         ids=samples.ids,
@@ -244,6 +284,9 @@ def run_audit(config: AuditConfig) -> AuditRun:
     if config.duplicates is not None:
         from ..image_duplicates import find_copies, find_duplicates
 
+        if cluster is not None:  # hash codes computed shard by shard, matched as one set
+            from ..distributed import sharded_copies as find_copies
+            from ..distributed import sharded_duplicates as find_duplicates
         # one quantization for every set: the training set's range and precision; embedding
         # compares the --features space (its own default threshold: SSCD 0.5), hashes the pixels
         embedded = encoder is not None and config.duplicates == "embedding"
@@ -277,7 +320,7 @@ def run_audit(config: AuditConfig) -> AuditRun:
     record = gate.apply(figure, value)
     notes = list(config.notes) + notes
     report = Report(
-        config=config.resolved(),
+        config=config.resolved() if cluster is None else {**config.resolved(), "cluster": cluster},
         versions=package_versions(),
         inputs={"train": train.describe(), "samples": samples.describe(),
                 "holdout": None if holdout is None else holdout.describe()},

@@ -16,6 +16,9 @@ from ..probes.duplicates import DEFAULTS, METHODS, CopyRateResult, parse_thresho
 from ._common import (SETS, STATS, Run, check_out, declarations, defaults_of, gate_options,
                       load_inputs, option, option_errors, out_option, package_versions,
                       parsed_declarations, progress_option, resolved)
+from ._common import check_cluster_options, cluster_options
+from ..distributed import (shard_inputs, sharded_copies, sharded_copies_with_control,
+                           sharded_duplicates, uses_shards)
 from ._features import (checked_features, encode_sets, feature_options, feature_threshold,
                         label_threshold, load_encoder, space_text)
 
@@ -32,6 +35,7 @@ _FAIL_ABOVE, _GATE = gate_options(
 DEFAULT_METHOD = "phash"
 _FIND = defaults_of(find_duplicates)
 _FEATURES, _DEVICE, _FEATURE_CACHE = feature_options()
+_CLUSTER, _SHARD_ROWS = cluster_options()
 
 
 def _threshold_defaults() -> str:
@@ -80,6 +84,8 @@ class DuplicatesConfig:
                        "rates)")
     fail_above: float | None = _FAIL_ABOVE
     gate: str = _GATE
+    cluster: object = _CLUSTER
+    shard_rows: int | None = _SHARD_ROWS
     out: object = out_option("duplicates")
     progress: bool | None = progress_option()
     features: str = _FEATURES
@@ -101,6 +107,7 @@ class DuplicatesRun(Run):
     datasets: dict = None
     elapsed: float = 0.0
     space: str | None = None  # what was compared: the --features space, or the pixels
+    cluster: dict | None = None  # where the search ran (workers, threads, shards), if sharded
 
     def warnings(self) -> list:
         """Every note of the loading step (conventions, scales), for stderr."""
@@ -111,6 +118,8 @@ class DuplicatesRun(Run):
         from ..report import write_duplicates_report
 
         config = resolved(self.config, threshold=self.results["train"].threshold)
+        if self.cluster is not None:
+            config["cluster"] = self.cluster
         self.paths = write_duplicates_report(out_dir, self.results, self.datasets, config,
                                              package_versions(), self.elapsed,
                                              control=self.control, gate=self.gate,
@@ -161,6 +170,7 @@ def _check(config: DuplicatesConfig):
         check_fraction(config.confidence, "confidence")
     parsed_declarations(config, SETS)
     check_out(config)
+    check_cluster_options(config)
     return gate, threshold
 
 
@@ -202,10 +212,27 @@ def run_duplicates(config: DuplicatesConfig) -> DuplicatesRun:
                          f"embedding; {config.method} compares pixels: add --method embedding "
                          f"(or drop --features)")
     encoder = load_encoder(config, spec)  # weights read and checked before any data
+    from ..distributed import open_cluster
+
+    with open_cluster(config.cluster) as client:
+        return _run_duplicates(config, gate, threshold, client, spec, encoder)
+
+
+def _run_duplicates(config: DuplicatesConfig, gate, threshold, client, spec,
+                    encoder) -> DuplicatesRun:
     t0 = time.perf_counter()
     # one convention for every set (refused or converted as in audit); the probe quantizes with
     # the training set's range and precision
     loaded, notes = load_inputs(config, SETS)
+    finders, cluster = (find_duplicates, find_copies, find_copies_with_control), None
+    if uses_shards(client, loaded):  # a cluster or a sharded training set (memaudit.distributed)
+        if encoder is not None:
+            raise ValueError(f"features (--features) {config.features}: feature spaces are "
+                             "encoded in one process; run it without --cluster, on train given "
+                             "as one file or folder")
+        loaded, cluster = shard_inputs(loaded, "train", client, config.shard_rows)
+        finders = (sharded_duplicates, sharded_copies, sharded_copies_with_control)
+    find_dup, find_cp, find_control = finders
     train, samples, holdout = (loaded[k] for k in SETS)
     require_images(config.method, train)
     x = {k: None if v is None else v.x for k, v in loaded.items()}
@@ -216,17 +243,17 @@ def run_duplicates(config: DuplicatesConfig) -> DuplicatesRun:
                   seed=config.seed, progress=config.progress,
                   item_shape=train.item_shape if encoder is None else x["train"].shape[1:],
                   **(pixel_scale(train) if encoder is None else {}))
-    results = {"train": find_duplicates(x["train"], config.method, ids=train.ids, **common)}
+    results = {"train": find_dup(x["train"], config.method, ids=train.ids, **common)}
     control = None
     if holdout is not None:
-        control = find_copies_with_control(x["samples"], x["train"], x["holdout"], config.method,
+        control = find_control(x["samples"], x["train"], x["holdout"], config.method,
                                            sample_ids=samples.ids, reference_ids=train.ids,
                                            holdout_ids=holdout.ids, n_bootstrap=config.n_bootstrap,
                                            confidence=config.confidence, **common)
         results["samples_vs_train"] = control.samples
         results["holdout_vs_train"] = control.control
     elif samples is not None:
-        results["samples_vs_train"] = find_copies(x["samples"], x["train"], config.method,
+        results["samples_vs_train"] = find_cp(x["samples"], x["train"], config.method,
                                                   sample_ids=samples.ids, reference_ids=train.ids,
                                                   **common)
     results = {k: label_threshold(v, spec, config.method, threshold) for k, v in results.items()}
@@ -235,7 +262,7 @@ def run_duplicates(config: DuplicatesConfig) -> DuplicatesRun:
     record = gate.apply(*_gated(config, results, control))
     run = DuplicatesRun(config=config, gate=record, notes=notes, results=results, control=control,
                         datasets={"train": train, "samples": samples, "holdout": holdout},
-                        elapsed=time.perf_counter() - t0,
+                        elapsed=time.perf_counter() - t0, cluster=cluster,
                         space=_space(config, spec, encoder, train, x["train"]))
     if config.out is not None:
         run.write(config.out)

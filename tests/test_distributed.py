@@ -1,0 +1,335 @@
+"""Sharded sets and the sharded exact search, in process and on a Dask LocalCluster.
+
+One LocalCluster (2 worker processes, one thread each) is shared by the module: starting one costs
+a few seconds. Every result is compared with the single-process search over the concatenated
+reference (``memaudit.knn``) or the float64 brute force of tests/naive.py, exactly (``==`` on
+float64 distances and indices, ties by global index included).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memaudit import knn
+from memaudit.cli import main
+from memaudit.distributed import ShardedIndex, check_cluster, merge_topk, sharded_knn
+from memaudit.runners import AuditConfig, run_audit
+from memaudit.shards import ShardedSet, is_sharded_source
+from memaudit.sources import load_dataset
+from naive import naive_knn
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def _write_stores(root, train, samples, holdout, cuts, prefix, chunk_rows):
+    """train.npy, samples.npy, holdout.npy; shards/ cut at ``cuts``; train.zarr in chunks of
+    ``chunk_rows`` rows."""
+    import zarr
+
+    for name, x in (("train", train), ("samples", samples), ("holdout", holdout)):
+        np.save(root / f"{name}.npy", x)
+    (root / "shards").mkdir()
+    edges = [0, *cuts, len(train)]
+    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        np.save(root / "shards" / f"{prefix}{i:02d}.npy", train[a:b])
+    z = zarr.open_array(str(root / "train.zarr"), mode="w", shape=train.shape,
+                        chunks=(chunk_rows,) + train.shape[1:], dtype=train.dtype)
+    z[:] = train
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A training set with planted copies among the samples, as one .npy, a folder of three .npy
+    shards of unequal sizes and a zarr array of 128-row chunks."""
+    pytest.importorskip("zarr")
+    root = tmp_path_factory.mktemp("sharded")
+    rng = np.random.default_rng(7)
+    train = rng.normal(size=(700, 12)).astype(np.float32)
+    train[300] = train[10]  # a duplicated training item: d1 = d2 = 0 for its copy
+    samples = np.vstack([rng.normal(size=(40, 12)),
+                         train[[3, 299, 699]] + 1e-3, train[10:11]]).astype(np.float32)
+    holdout = rng.normal(size=(50, 12)).astype(np.float32)
+    _write_stores(root, train, samples, holdout, [150, 301], "part-", 128)
+    return root, train, samples, holdout
+
+
+def _sections(run):
+    return json.loads(json.dumps(run.report.to_dict()["sections"]))
+
+
+def _audit(root, train, **kw):
+    return run_audit(AuditConfig(train=str(root / train), samples=str(root / "samples.npy"),
+                                 holdout=str(root / "holdout.npy"), progress=False, **kw))
+
+
+# -- sharded sets ------------------------------------------------------------------------------
+def test_folder_of_npy_is_one_set_in_file_name_order(data):
+    root, train, _, _ = data
+    ds = load_dataset(str(root / "shards"), "train")
+    assert ds.kind == "npy-shards" and ds.x.shape == train.shape
+    assert [s.name for s in ds.x.shards] == ["part-00.npy", "part-01.npy", "part-02.npy"]
+    pos = [0, 149, 150, 300, 301, 699, 5]
+    assert np.array_equal(ds.x[pos], train[pos])
+    assert np.array_equal(ds.x[::97], train[::97])
+    with pytest.raises(ValueError, match="never loaded whole"):
+        np.asarray(ds.x)
+
+
+def test_zarr_shards_are_whole_chunks(data):
+    root, train, _, _ = data
+    ds = load_dataset(str(root / "train.zarr"), "train")
+    x = ds.x
+    assert ds.kind == "zarr" and all(s.lo % 128 == 0 for s in x.shards)
+    small = ShardedSet.from_zarr(root / "train.zarr", shard_rows=256)
+    assert [s.n for s in small.shards] == [256, 256, 188]
+    assert np.array_equal(small[[0, 255, 256, 699]], train[[0, 255, 256, 699]])
+
+
+def test_row_ranges_of_one_npy_search_like_the_file(data):
+    from memaudit.shards import as_sharded
+
+    root, train, samples, _ = data
+    x = as_sharded(load_dataset(str(root / "train.npy"), "train"), "train", 160).x
+    assert [(s.kind, s.lo, s.hi) for s in x.shards][-1] == ("npy", 640, 700)
+    assert all(s.path.endswith("train.npy") for s in x.shards)  # file ranges, not copies
+    want = knn(samples, train, k=3)
+    got = sharded_knn(samples, x, k=3, batch_rows=10)
+    assert np.array_equal(got.indices, want.indices)
+    assert np.array_equal(got.distances, want.distances)
+
+
+def test_mixed_folder_and_bad_shards_are_refused(tmp_path):
+    from PIL import Image
+
+    np.save(tmp_path / "a.npy", np.zeros((3, 4), np.float32))
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "b.png")
+    with pytest.raises(ValueError, match="both .npy files .* and images"):
+        is_sharded_source(tmp_path)
+    (tmp_path / "b.png").unlink()
+    np.save(tmp_path / "c.npy", np.zeros((3, 5), np.float32))
+    with pytest.raises(ValueError, match=r"shard c.npy holds items of shape \(5,\) but shard a.npy"):
+        load_dataset(str(tmp_path), "train")
+    np.save(tmp_path / "c.npy", np.zeros((3, 4), np.float64))
+    with pytest.raises(ValueError, match="shard c.npy is float64 but shard a.npy is float32"):
+        load_dataset(str(tmp_path), "train")
+
+
+def test_nan_in_a_shard_is_refused_naming_shard_and_item(tmp_path, data, client):
+    root, train, _, _ = data
+    bad = train[:200].copy()
+    bad[77, 3] = np.nan
+    np.save(tmp_path / "p0.npy", train[200:])
+    np.save(tmp_path / "p1.npy", bad)
+    with pytest.raises(ValueError, match=r"shard p1.npy holds NaN at item 77 \(item 577 of"):
+        run_audit(AuditConfig(train=str(tmp_path), samples=str(root / "samples.npy"),
+                              progress=False))
+    # searched on the cluster without the loader's pass: the worker's check names it too
+    ref = ShardedSet.from_npy_folder(tmp_path, "train")
+    with pytest.raises(ValueError, match=r"train \(shard p1.npy\) contains 1 NaN .* item 77"):
+        ShardedIndex(client=client).fit(ref, name="train").search(train[:5], k=2)
+
+
+def test_cluster_specs_are_checked_before_work(tmp_path):
+    for bad in ("local:0", "local:x", "spark://h:1", str(tmp_path / "none.json")):
+        with pytest.raises(ValueError, match=r"cluster \(--cluster\)"):
+            check_cluster(bad)
+    check_cluster("local:2")
+    check_cluster("tcp://127.0.0.1:8786")
+
+
+def test_missing_extra_is_one_line(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    with pytest.raises(ImportError, match=r"pip install 'memaudit\[dask\]'"):
+        check_cluster("local:2")
+    check_cluster(None)  # in process: no dask needed
+
+
+# -- the merge ---------------------------------------------------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 40), m=st.integers(1, 6), k=st.integers(1, 5),
+       cuts=st.lists(st.integers(1, 39), max_size=5), seed=st.integers(0, 2**16),
+       exclude=st.booleans())
+def test_sharded_search_equals_brute_force_with_ties(n, m, k, cuts, seed, exclude):
+    rng = np.random.default_rng(seed)
+    ref = rng.integers(0, 3, size=(n, 3)).astype(np.float32)  # many exact ties
+    q = ref if exclude else rng.integers(0, 3, size=(m, 3)).astype(np.float32)
+    k = min(k, n - exclude)
+    edges = sorted({c for c in cuts if c < n})
+    shards = [ShardedSet.from_array(ref[a:b]).shards[0] for a, b in
+              zip([0] + edges, edges + [n])]
+    from dataclasses import replace
+
+    starts = np.cumsum([0] + [s.n for s in shards])[:-1]
+    sset = ShardedSet([replace(s, start=int(a)) for s, a in zip(shards, starts)], (3,),
+                      np.float32, "parts")
+    got = ShardedIndex(batch_rows=4).fit(sset).search(q, k, exclude_self=exclude)
+    dist, idx, _ = naive_knn(q, ref, k, exclude_self=exclude)
+    assert np.array_equal(got.indices, idx)
+    assert np.array_equal(got.distances, dist)
+
+
+def test_merge_orders_by_distance_then_global_index():
+    d = np.array([[1.0, 0.5, 1.0, 0.5, 2.0]])
+    i = np.array([[9, 7, 2, 3, 0]])
+    md, mi = merge_topk(d, i, 4)
+    assert mi.tolist() == [[3, 7, 2, 9]] and md.tolist() == [[0.5, 0.5, 1.0, 1.0]]
+
+
+# -- on the cluster ----------------------------------------------------------------------------
+def test_cluster_search_is_bit_identical(data, client):
+    root, train, samples, _ = data
+    ref = ShardedSet.from_npy_folder(root / "shards", "train")
+    want = knn(samples, train, k=5)
+    got = sharded_knn(samples, ref, k=5, client=client, batch_rows=16)
+    assert np.array_equal(got.indices, want.indices)
+    assert np.array_equal(got.distances, want.distances)
+    own = sharded_knn(ref, ref, k=3, client=client, exclude_self=True, batch_rows=256)
+    want = knn(train, train, k=3, exclude_self=True)
+    assert np.array_equal(own.indices, want.indices) and np.array_equal(own.distances,
+                                                                        want.distances)
+
+
+@pytest.mark.parametrize("store", ["shards", "train.zarr"])
+def test_audit_on_cluster_equals_in_process(data, client, store):
+    root = data[0]
+    whole = _audit(root, "train.npy")
+    local = _audit(root, store)
+    on_cluster = _audit(root, store, cluster=client, shard_rows=200)
+    assert _sections(local) == _sections(whole) == _sections(on_cluster)
+    r = on_cluster.report.nn_ratio
+    assert np.array_equal(r.ratio, whole.report.nn_ratio.ratio)
+    assert r.nn_index[40:44].tolist() == [3, 299, 699, 10] and r.ratio[43] == 0
+    assert r.control is not None and r.closer_to_train is not None and r.carlini_rate is not None
+    rec = on_cluster.report.to_dict()["config"]["cluster"]
+    assert rec["workers"] == 2 and rec["threads"] == 2
+    assert rec["shards"]["train"]["n_shards"] == (3 if store == "shards" else 4)
+
+
+def test_cli_cluster_address_gives_the_same_report(data, client, tmp_path, capsys):
+    root = data[0]
+    args = ["audit", "--train", str(root / "shards"), "--samples", str(root / "samples.npy"),
+            "--holdout", str(root / "holdout.npy"), "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert main(args + ["--out", str(tmp_path / "b"), "--cluster", client.scheduler.address]) == 0
+    a, b = (json.loads((tmp_path / x / "report.json").read_text()) for x in "ab")
+    assert a["sections"] == b["sections"]
+    assert b["config"]["cluster"]["workers"] == 2 and a["config"]["cluster"]["workers"] == 0
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp_path / "c"), "--cluster", "local:0"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "local:N" in err[0]
+
+
+@pytest.mark.slow
+def test_cli_local_cluster(data, tmp_path):
+    root = data[0]
+    args = ["audit", "--train", str(root / "train.zarr"), "--samples", str(root / "samples.npy"),
+            "--holdout", str(root / "holdout.npy"), "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert main(args + ["--out", str(tmp_path / "b"), "--cluster", "local:2"]) == 0
+    a, b = (json.loads((tmp_path / x / "report.json").read_text()) for x in "ab")
+    assert a["sections"] == b["sections"]
+
+
+# -- duplicates --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """uint8 images with duplicates planted across shard boundaries and copies among samples."""
+    pytest.importorskip("zarr")
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(11)
+    base = rng.integers(0, 256, size=(8, 8, 8), dtype=np.uint8)
+    # smooth 32x32 images (blocks of a random 8x8), so perceptual hashes differ between them
+    train = np.stack([np.kron(rng.integers(0, 256, size=(8, 8)), np.ones((4, 4)))
+                      for _ in range(240)]).astype(np.uint8)
+    train[130] = train[20]  # across the shard boundary at 100
+    train[230] = train[20]
+    samples = np.concatenate([np.stack([np.kron(b, np.ones((4, 4))) for b in base]),
+                              train[[5, 150, 239]]]).astype(np.uint8)
+    holdout = np.stack([np.kron(rng.integers(0, 256, size=(8, 8)), np.ones((4, 4)))
+                        for _ in range(30)]).astype(np.uint8)
+    _write_stores(root, train, samples, holdout, [100, 170], "s", 64)
+    return root
+
+
+def _dup_results(run):
+    return {k: json.loads(json.dumps(v.to_dict())) for k, v in run.results.items()}
+
+
+@pytest.mark.parametrize("store", ["shards", "train.zarr"])
+def test_duplicates_on_cluster_equal_in_process(images, client, store):
+    from memaudit.runners import DuplicatesConfig, run_duplicates
+
+    def run(train, **kw):
+        return run_duplicates(DuplicatesConfig(
+            train=str(images / train), samples=str(images / "samples.npy"),
+            holdout=str(images / "holdout.npy"), method="phash", threshold="4", progress=False,
+            **kw))
+
+    whole = run("train.npy")
+    sharded = run(store)
+    on_cluster = run(store, cluster=client, shard_rows=50)
+    assert _dup_results(whole) == _dup_results(sharded) == _dup_results(on_cluster)
+    groups = [sorted(g["members"].tolist()) for g in on_cluster.results["train"].groups]
+    assert [20, 130, 230] in groups  # one group across three shards
+    pairs = on_cluster.results["samples_vs_train"].pairs.tolist()
+    assert [[8, 5], [9, 150], [10, 239]] == [p for p in pairs if p[1] not in (20, 130, 230)]
+    assert on_cluster.control.rate.count == 3
+    exact = run_duplicates(DuplicatesConfig(train=str(images / store), method="exact",
+                                            progress=False, cluster=client))
+    assert [sorted(g["members"].tolist()) for g in exact.results["train"].groups] == [[20, 130, 230]]
+
+
+# -- failures (last: the cluster has one worker less while its nanny restarts it) -------------
+def test_killed_worker_mid_search_leaves_the_result_unchanged(client):
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=(3000, 16)).astype(np.float32)
+    q = rng.normal(size=(240, 16)).astype(np.float32)
+    want = knn(q, ref, k=4)
+    first = threading.Event()
+    killed = []
+
+    class Watched(ShardedIndex):
+        def _results(self, submitted):
+            yield from super()._results(submitted)
+            first.set()
+
+    before = client.run(os.getpid)
+
+    def kill():
+        first.wait(60)
+        victim = sorted(before.values())[0]
+        os.kill(victim, signal.SIGKILL)
+        killed.append(time.monotonic())
+
+    t = threading.Thread(target=kill)
+    t.start()
+    got = Watched(client=client, batch_rows=8).fit(ShardedSet.from_array(ref, shard_rows=500)
+                                                   ).search(q, k=4)
+    done = time.monotonic()
+    t.join()
+    assert killed and killed[0] < done  # the worker died while batches were still running
+    assert np.array_equal(got.indices, want.indices)
+    assert np.array_equal(got.distances, want.distances)
+    assert sorted(before.values())[0] not in client.run(os.getpid).values()  # it is gone
