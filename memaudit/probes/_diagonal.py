@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["window_stats", "scan", "scan1", "scan1_tiled", "lex_reduce", "first_two"]
+__all__ = ["window_stats", "scan", "scan1", "lex_reduce", "first_two"]
 
 
 @njit(cache=True)
@@ -123,54 +123,6 @@ def scan(Q, T, L, K, G, P, A, ea, H, R, B, eb, eN, U2, bUB, bS, bJ, sid, zone, k
     return k1, n
 
 
-@njit(cache=True)
-def scan1(Q, T, L, K, G, P, A, ea, H, R, B, eb, eN, U2, bUB, bS, bJ, sid, zone, k0, k1,
-          out_i, out_j, out_lb):  # pragma: no cover - compiled
-    """:func:`scan` for one channel (1-d arrays, ``eN`` a number): the same pairs, the same
-    bounds, the same updates, with the channel loop taken out of the inner loop."""
-    mq = Q.shape[0] - L + 1
-    mt = T.shape[0] - L + 1
-    cap = out_i.shape[0]
-    n = 0
-    span = 2 * zone
-    for k in range(k0, k1):
-        i0 = max(0, -k)
-        i1 = min(mq, mt - k)
-        if n + (i1 - i0) > cap:
-            return k, n
-        qt = 0.0
-        step = 0
-        for i in range(i0, i1):
-            j = i + k
-            if step == 0:
-                s = 0.0
-                for t in range(L):
-                    s += Q[i + t] * T[j + t]
-                qt = s + eN
-                step = K
-            else:
-                qt = qt - Q[i - 1] * T[j - 1] + Q[i + L - 1] * T[j + L - 1]
-            step -= 1
-            lb = A[i] + B[j] - G[i] * H[j] * (qt - P[i] * R[j])
-            if not (lb > U2[i]):  # NaN-safe: a pair whose bound is undefined is kept
-                out_i[n] = i
-                out_j[n] = j
-                out_lb[n] = lb
-                n += 1
-                ub = lb + 2.0 * (ea[i] + eb[j] + G[i] * H[j] * eN)
-                if not (ub < np.inf):
-                    continue
-                if bS[i] != sid or abs(bJ[i] - j) > span:
-                    pair = max(ub, bUB[i])
-                    if pair < U2[i]:
-                        U2[i] = pair
-                if ub < bUB[i]:
-                    bUB[i] = ub
-                    bS[i] = sid
-                    bJ[i] = j
-    return k1, n
-
-
 _W = 8  # diagonals processed side by side in :func:`scan1` (contiguous loads, vector lanes)
 
 
@@ -195,12 +147,12 @@ def _scan1_pair(i, j, lb, A, ea, eb, G, H, eN, U2, bUB, bS, bJ, sid, span, out_i
 
 
 @njit(cache=True)
-def scan1_tiled(Q, T, L, K, G, P, A, ea, H, R, B, eb, eN, U2, bUB, bS, bJ, sid, zone, k0, k1,
+def scan1(Q, T, L, K, G, P, A, ea, H, R, B, eb, eN, U2, bUB, bS, bJ, sid, zone, k0, k1,
                 out_i, out_j, out_lb):  # pragma: no cover - compiled
-    """:func:`scan1` with ``_W`` adjacent diagonals k..k+W-1 advanced together row by row, so that
-    the training-side loads are contiguous and the recurrences independent (the same pairs, bounds
-    and updates; each diagonal's product is recomputed directly where it starts and every ``K``
-    rows)."""
+    """:func:`scan` for one channel (1-d arrays, ``eN`` a number), with ``_W`` adjacent diagonals
+    k..k+W-1 advanced together row by row, so that the training-side loads are contiguous and the
+    recurrences independent: the same pairs, bounds and updates; each diagonal's product is
+    recomputed directly where it starts and every ``K`` rows. Tiles start at k0, k0 + W, ..."""
     W = _W
     mq = Q.shape[0] - L + 1
     mt = T.shape[0] - L + 1

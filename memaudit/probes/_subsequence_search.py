@@ -401,8 +401,8 @@ def _search(qs: _Queries, train, L, zone, bsize, bar) -> dict:
 
 # ---- stride 1: the diagonal (sliding dot product) engine -----------------------------------------
 
-_RECOMPUTE = 8  # the dot product is recomputed directly every _RECOMPUTE * L steps of a diagonal
-MIN_RUN = 32  # stride-1 runs of at least this many query windows go to the diagonal engine
+_RECOMPUTE = 32  # the dot product is recomputed directly every _RECOMPUTE * L steps of a diagonal
+MIN_RUN = 48  # stride-1 runs of at least this many query windows go to the diagonal engine (measured)
 
 
 def stride1_runs(q) -> list:
@@ -411,7 +411,7 @@ def stride1_runs(q) -> list:
     m = q.shape[0]
     if m == 0:
         return []
-    same = (q[1:, :-1] == q[:-1, 1:]).reshape(m - 1, -1).all(axis=1)
+    same = (q[1:, :-1] == q[:-1, 1:]).reshape(m - 1, (q.shape[1] - 1) * q.shape[2]).all(axis=1)
     cuts = np.flatnonzero(~same) + 1
     edges = np.r_[0, cuts, m]
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
@@ -488,7 +488,7 @@ def _diagonal_search(q, runs, normalize, train, L, zone, cap, bar) -> tuple:
     be a first or second match (lower bound <= a certified upper bound on the second distance) are
     recomputed exactly (:func:`_exact_sq`), so the answers are the float64 ones. Returns the
     query indices searched and a dict of their results."""
-    from ._diagonal import _W, first_two, lex_reduce, scan, scan1_tiled
+    from ._diagonal import _W, first_two, lex_reduce, scan, scan1
 
     C = q.shape[2]
     n = C * L
@@ -610,7 +610,7 @@ def _diagonal_search(q, runs, normalize, train, L, zone, cap, bar) -> tuple:
                 ea = np.full(qser.nw, E)
                 eN = np.zeros(C)
             if C == 1:
-                kern, args = scan1_tiled, (qser.X[0], tser.X[0], L, K, G[0], P[0], A, ea, H[0], R[0], B,
+                kern, args = scan1, (qser.X[0], tser.X[0], L, K, G[0], P[0], A, ea, H[0], R[0], B,
                                      eb, float(eN[0]))
             else:
                 kern, args = scan, (qser.X, tser.X, L, K, G, P, A, ea, H, R, B, eb, eN)
