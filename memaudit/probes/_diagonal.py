@@ -59,6 +59,23 @@ def window_stats(X, L):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _update(i, j, ub, U2, bUB, bS, bJ, sid, span):  # pragma: no cover - compiled
+    """A candidate pair (query i, start j of series sid) with upper bound ``ub``: the query's best
+    (``bUB, bS, bJ``) and, when the pair is far from that best, ``U2``. No update without a finite
+    bound."""
+    if not (ub < np.inf):
+        return
+    if bS[i] != sid or abs(bJ[i] - j) > span:  # far from the best so far
+        pair = max(ub, bUB[i])
+        if pair < U2[i]:
+            U2[i] = pair
+    if ub < bUB[i]:
+        bUB[i] = ub
+        bS[i] = sid
+        bJ[i] = j
+
+
+@njit(cache=True)
 def scan(Q, T, L, K, G, P, A, ea, H, R, B, eb, eN, U2, bUB, bS, bJ, sid, zone, k0, k1,
          out_i, out_j, out_lb):  # pragma: no cover - compiled
     """Scan the diagonals k0 <= j - i < k1 of one query series against one training series.
@@ -109,17 +126,7 @@ def scan(Q, T, L, K, G, P, A, ea, H, R, B, eb, eN, U2, bUB, bS, bJ, sid, zone, k
                 e = ea[i] + eb[j]
                 for c in range(C):
                     e += G[c, i] * H[c, j] * eN[c]
-                ub = lb + 2.0 * e
-                if not (ub < np.inf):  # no finite upper bound for this pair: no update
-                    continue
-                if bS[i] != sid or abs(bJ[i] - j) > span:  # far from the best so far
-                    pair = max(ub, bUB[i])
-                    if pair < U2[i]:
-                        U2[i] = pair
-                if ub < bUB[i]:
-                    bUB[i] = ub
-                    bS[i] = sid
-                    bJ[i] = j
+                _update(i, j, lb + 2.0 * e, U2, bUB, bS, bJ, sid, span)
     return k1, n
 
 
@@ -133,16 +140,7 @@ def _scan1_pair(i, j, lb, A, ea, eb, G, H, eN, U2, bUB, bS, bJ, sid, span, out_i
     out_i[n] = i
     out_j[n] = j
     out_lb[n] = lb
-    ub = lb + 2.0 * (ea[i] + eb[j] + G[i] * H[j] * eN)
-    if ub < np.inf:
-        if bS[i] != sid or abs(bJ[i] - j) > span:
-            pair = max(ub, bUB[i])
-            if pair < U2[i]:
-                U2[i] = pair
-        if ub < bUB[i]:
-            bUB[i] = ub
-            bS[i] = sid
-            bJ[i] = j
+    _update(i, j, lb + 2.0 * (ea[i] + eb[j] + G[i] * H[j] * eN), U2, bUB, bS, bJ, sid, span)
     return n + 1
 
 
