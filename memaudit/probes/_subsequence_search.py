@@ -6,6 +6,11 @@ the block's mean and scaled by a power of two first); every candidate that the f
 cannot rule out is recomputed in float64, so the matches are the float64 nearest stretches whatever
 the data's offset or magnitude. Memory is bounded by ``block_elements`` (query windows x training
 windows per block).
+
+Query windows that are one series read at stride 1 go to the diagonal engine instead
+(:func:`_diagonal_search`, kernels in :mod:`._diagonal`): the sliding dot product recurrence, O(1)
+per pair, with certified bounds on every pair's float64 distance and the same float64 refinement,
+so both engines give the same answers.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 from .._progress import Progress
 
 __all__ = ["subsequence_search", "dtw_subsequence_search", "window_distance", "check_magnitude",
-           "first_too_large", "magnitude_error",
+           "first_too_large", "magnitude_error", "stride1_runs", "MIN_RUN",
            "znormalize", "MAX_MAGNITUDE"]
 
 _CONST = 1e-12  # a window whose standard deviation is below this (relative to 1 + |mean|) is constant
