@@ -592,7 +592,7 @@ def _diagonal_search(q, runs, normalize, train, L, zone, cap, bar) -> tuple:
         series = np.asarray(series, np.float64)
         if normalize:
             tser = _Series(series, L)
-            inv, part, _, wsc, ex = _znorm_terms(tser, series, L)
+            inv, part, _, _, ex = _znorm_terms(tser, series, L)
             H, R, B, eb = inv, tser.mu, part - ex, ex
         else:
             tser = _Series(series, L, scale=s_raw)
