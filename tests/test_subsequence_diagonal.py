@@ -189,3 +189,19 @@ def test_property_isolated_windows_equal_gemm(problem, normalize):
     """Independent query windows (runs of one) through the diagonal kernel: its edge paths."""
     q, train, L, zone = problem
     _both(q, train, L, normalize=normalize, exclusion_zone=zone)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_long_diagonals_recompute_and_stay_exact(rng, normalize):
+    """Diagonals longer than the recompute period (32 L steps): the recurrence runs for whole
+    periods at +1e6 and the answers still equal the GEMM engine's (and, on a sample of queries,
+    the double loop's)."""
+    L = 4  # period 128 steps; diagonals of up to 300
+    train = [np.cumsum(rng.standard_normal((n, 1)), axis=0) + 1e6 for n in (700, 500)]
+    gen = np.cumsum(rng.standard_normal((300, 1)), axis=0) + 1e6
+    gen[250:254] = train[0][600:604]
+    q = _windows(gen, L)
+    found = _both(q, train, L, normalize=normalize, exclusion_zone=2)
+    assert (found["d1"][250], found["series1"][250], found["offset1"][250]) == (0.0, 0, 600)
+    pick = np.r_[0, 131, 250, 296]
+    _naive_equal({k: v[pick] for k, v in found.items()}, q[pick], train, L, normalize, 2)
