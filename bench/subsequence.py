@@ -3,6 +3,7 @@
     python bench/subsequence.py                 # 100 series x 10,000 points, 1,000 queries of 128
     python bench/subsequence.py --quick         # smoke test (seconds)
     python bench/subsequence.py --stride-cost 10000   # the probe at stride 1 vs stride L only
+    python bench/subsequence.py --stride1 10000       # stride 1: diagonal vs GEMM engine vs stumpy
 
 ``--stride-cost N`` times ``SubsequenceProbe`` on the same training series with generated series
 of N points in all (random walks holding 20 training stretches of L steps replayed at random
@@ -26,6 +27,15 @@ Methods, on the same inputs in one process:
   ``--dtw-queries`` queries (default 10), timed per query and scaled to all queries.
 
 Printed: time per method, the ratios, and how often the methods agree on the best match.
+
+``--stride1 N`` compares the engines on the generated series of ``--stride-cost`` (N points, every
+window at stride 1, z-normalised; ``--raw`` for raw distances): memaudit's diagonal engine
+(``engine="diagonal"``, the default at stride 1), memaudit's GEMM engine (``engine="gemm"``) and
+stumpy's AB-join ``stumpy.stump(generated, L, training joined by NaN separators,
+ignore_trivial=False)`` (the nearest training window of every generated window: d1 only, no second
+match outside an exclusion zone), run alternately for ``--rounds`` rounds in one process, one
+thread each (numba and BLAS), with CPU time beside wall time and the load average. Run it under
+``nice -n 10`` on a shared machine and read the ratios, which are measured side by side.
 """
 
 from __future__ import annotations
@@ -99,6 +109,73 @@ def stride_cost(train, n_points, L, seed):
     return 0
 
 
+def stride1(train, n_points, L, seed, rounds, normalize):
+    import numba
+    import stumpy
+    from threadpoolctl import threadpool_limits
+
+    numba.set_num_threads(1)
+    threadpool_limits(1)
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
+    per = 2000
+    fake = np.cumsum(rng.standard_normal((max(1, n_points // per), per)), axis=1)
+    for k in range(20):  # replays, as in --stride-cost
+        g, p = k % fake.shape[0], int(rng.integers(per - L + 1))
+        s, o = int(rng.integers(len(train))), int(rng.integers(len(train[0]) - L + 1))
+        fake[g, p : p + L] = train[s][o : o + L]
+    q = np.concatenate([np.lib.stride_tricks.sliding_window_view(f, L) for f in fake])[:, :, None]
+    tr = [t[:, None] for t in train]
+    zone = int(np.ceil(L / 4))
+    joined = np.concatenate([np.concatenate([t, [np.nan]]) for t in train])
+    starts = np.cumsum([0] + [len(t) + 1 for t in train])[:-1]
+    n_pairs = q.shape[0] * sum(len(t) - L + 1 for t in train)
+    mode = "z-normalised" if normalize else "raw"
+    print(f"stride 1, {mode}: {q.shape[0]:,} generated windows ({fake.shape[0]} series x {per:,} "
+          f"points) x {n_pairs // q.shape[0]:,} training windows = {n_pairs:.3g} pairs; window {L}, "
+          f"zone {zone}; one thread; load average {os.getloadavg()}")
+    # warm-ups: numba compilation (memaudit's kernels are cached on disk, stumpy's are not)
+    subsequence_search(q[:L], tr[:1], L, normalize=normalize, engine="diagonal")
+    stumpy.stump(fake[0][: 4 * L], L, joined[: 8 * L], ignore_trivial=False, normalize=normalize)
+
+    def run_memaudit(engine):
+        return subsequence_search(q, tr, L, normalize=normalize, exclusion_zone=zone, engine=engine)
+
+    def run_stumpy():
+        return np.concatenate([stumpy.stump(f, L, joined, ignore_trivial=False, normalize=normalize)
+                               for f in fake])
+
+    methods = {"memaudit diagonal": lambda: run_memaudit("diagonal"),
+               "memaudit gemm": lambda: run_memaudit("gemm"), "stumpy.stump AB-join": run_stumpy}
+    times = {k: [] for k in methods}
+    out = {}
+    for r in range(rounds):
+        for name, fn in methods.items():
+            la = os.getloadavg()[0]
+            t0, c0 = time.perf_counter(), time.process_time()
+            out[name] = fn()
+            w, c = time.perf_counter() - t0, time.process_time() - c0
+            times[name].append((w, c))
+            print(f"  round {r + 1} {name}: {w:.2f} s wall, {c:.2f} s CPU "
+                  f"({c / n_pairs * 1e9:.2f} ns CPU per pair), load {la:.1f}", flush=True)
+    med = {k: (float(np.median([t[0] for t in v])), float(np.median([t[1] for t in v])))
+           for k, v in times.items()}
+    base = med["memaudit diagonal"]
+    for k, (w, c) in med.items():
+        print(f"{k}: median {w:.2f} s wall, {c:.2f} s CPU; ratio to the diagonal engine "
+              f"{w / base[0]:.2f}x wall, {c / base[1]:.2f}x CPU")
+    d, g, st = out["memaudit diagonal"], out["memaudit gemm"], out["stumpy.stump AB-join"]
+    same = all(np.array_equal(d[k], g[k]) for k in ("series1", "offset1", "series2", "offset2"))
+    close = np.allclose(d["d1"], g["d1"], rtol=1e-12, atol=1e-12) and \
+        np.allclose(d["d2"], g["d2"], rtol=1e-12, atol=1e-12)
+    pos = st[:, 1].astype(int)
+    s_st = np.searchsorted(starts, pos, side="right") - 1
+    agree = ((s_st == d["series1"]) & (pos - starts[s_st] == d["offset1"])) | \
+        np.isclose(st[:, 0].astype(float), d["d1"], atol=1e-6)
+    print(f"diagonal vs gemm: same matches (first and second) {same}, same distances {close}; "
+          f"stumpy's nearest window agrees with memaudit's d1 on {agree.sum():,}/{agree.size:,}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--series", type=int, default=100)
@@ -112,6 +189,10 @@ def main(argv=None) -> int:
     p.add_argument("--tmp", help="unused (the other bench scripts take it)")
     p.add_argument("--stride-cost", type=int, metavar="N",
                    help="only time the probe at stride 1 against stride L on N generated points")
+    p.add_argument("--stride1", type=int, metavar="N",
+                   help="only compare the engines and stumpy's AB-join at stride 1 on N generated points")
+    p.add_argument("--rounds", type=int, default=2, help="--stride1: alternating rounds")
+    p.add_argument("--raw", action="store_true", help="--stride1: raw distances")
     a = p.parse_args(argv)
     if a.quick:
         a.series, a.length, a.queries, a.dtw_queries = 10, 2000, 40, 2
@@ -121,6 +202,8 @@ def main(argv=None) -> int:
     n_points = a.series * a.length
     if a.stride_cost:
         return stride_cost(train, a.stride_cost, L, a.seed)
+    if a.stride1:
+        return stride1(train, a.stride1, L, a.seed, a.rounds, not a.raw)
     print(f"training: {a.series} series x {a.length:,} points = {n_points:,} points; "
           f"{a.queries:,} query windows of length {L}; exclusion zone {zone}")
 

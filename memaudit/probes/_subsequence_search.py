@@ -6,6 +6,11 @@ the block's mean and scaled by a power of two first); every candidate that the f
 cannot rule out is recomputed in float64, so the matches are the float64 nearest stretches whatever
 the data's offset or magnitude. Memory is bounded by ``block_elements`` (query windows x training
 windows per block).
+
+Query windows that are one series read at stride 1 go to the diagonal engine instead
+(:func:`_diagonal_search`, kernels in :mod:`._diagonal`): the sliding dot product recurrence, O(1)
+per pair, with certified bounds on every pair's float64 distance and the same float64 refinement,
+so both engines give the same answers.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 from .._progress import Progress
 
 __all__ = ["subsequence_search", "dtw_subsequence_search", "window_distance", "check_magnitude",
-           "first_too_large", "magnitude_error",
+           "first_too_large", "magnitude_error", "stride1_runs", "MIN_RUN",
            "znormalize", "MAX_MAGNITUDE"]
 
 _CONST = 1e-12  # a window whose standard deviation is below this (relative to 1 + |mean|) is constant
@@ -223,11 +228,18 @@ class _Block:
     def _exact(self, r, c):
         """Squared distances of the pairs (query r[k], block window c[k]) in float64, directly
         (z-normalised: 0 below the float64 resolution of the two windows' shapes)."""
-        diff = self.qs.x64[r] - self.w64[c]
-        d = np.add.reduce(diff * diff, axis=1)
-        if self.qs.normalize:
-            d[d <= _zero_tolerance(self.qs.n, self.qs.scale[r], self.wscale[c])] = 0.0
-        return d
+        return _exact_sq(self.qs, r, self.w64[c], None if self.wscale is None else self.wscale[c])
+
+
+def _exact_sq(qs, r, w, wscale):
+    """Float64 squared distances of query rows ``r`` of ``qs`` to the windows ``w`` (k, C * L),
+    prepared as the queries are (z-normalised with their ``wscale``, or raw): the one definition
+    of the refined distance, shared by both engines."""
+    diff = qs.x64[r] - w
+    d = np.add.reduce(diff * diff, axis=1)
+    if qs.normalize:
+        d[d <= _zero_tolerance(qs.n, qs.scale[r], wscale)] = 0.0
+    return d
 
 
 def _block_sizes(m, n, block_elements):
@@ -240,7 +252,7 @@ def _block_sizes(m, n, block_elements):
 
 def subsequence_search(queries, train, length: int, *, normalize: bool = True,
                        exclusion_zone: int | None = None, block_elements: int = 1 << 24,
-                       progress=None) -> dict:
+                       progress=None, engine: str = "auto") -> dict:
     """Nearest and second-nearest training stretch of every query window (the probe's engine).
 
     Exact: the distances are the float64 distances of :func:`window_distance`, and the stretches
@@ -264,7 +276,14 @@ def subsequence_search(queries, train, length: int, *, normalize: bool = True,
         The second match must start more than this many steps away from the first when both lie in
         the same series (default ``length - 1``: the two stretches do not overlap).
     block_elements : int, default=2**24
-        Query windows x training windows compared at once (memory: a few times 4 bytes each).
+        Query windows x training windows compared at once (memory: a few times 4 bytes each); the
+        diagonal engine holds at most ``block_elements // 8`` candidate pairs before refining them.
+    engine : {"auto", "gemm", "diagonal"}, default="auto"
+        "gemm": float32 matrix products per block (:class:`_Block`); "diagonal": the O(1)-per-pair
+        sliding dot product recurrence (:mod:`._diagonal`) over runs of query windows that are one
+        series at stride 1 (window i + 1 is window i shifted by one step), the matrix products for
+        the other windows; "auto": the diagonal engine for runs of at least ``MIN_RUN`` windows.
+        The answers are the same, exactly.
 
     Returns
     -------
@@ -278,15 +297,29 @@ def subsequence_search(queries, train, length: int, *, normalize: bool = True,
     if i is not None:
         raise magnitude_error(f"query window {i}", q[i])
     check_magnitude(train, "train")
+    if engine not in ("auto", "gemm", "diagonal"):
+        raise ValueError(f"engine must be 'auto', 'gemm' or 'diagonal', got {engine!r}")
     qs_all, constant = _Queries.from_windows(q, normalize)
-    keep = np.flatnonzero(~constant)
     out = {"d1": np.full(m, np.nan), "series1": np.full(m, -1), "offset1": np.full(m, -1),
            "d2": np.full(m, np.nan), "series2": np.full(m, -1), "offset2": np.full(m, -1),
            "evaluable": ~constant}
+    runs = []
+    if engine != "gemm" and any(t.shape[0] >= L for t in train):
+        low = 1 if engine == "diagonal" else MIN_RUN
+        runs = [(a, b) for a, b in stride1_runs(q) if b - a >= low and not constant[a:b].all()]
+    on_diag = np.zeros(m, bool)
+    for a, b in runs:
+        on_diag[a:b] = True
+    keep = np.flatnonzero(~constant & ~on_diag)
     mq, bsize = _block_sizes(keep.size, L * C, block_elements)
     n_windows = sum(max(0, s.shape[0] - L + 1) for s in train)
-    with Progress(n_windows * max(1, -(-keep.size // max(mq, 1))), "subsequence search",
+    with Progress(n_windows * (keep.size + int(on_diag.sum())), "subsequence search",
                   progress) as bar:
+        if runs:
+            idx, found = _diagonal_search(q, runs, normalize, train, L, zone,
+                                          max(1, block_elements // 8), bar)
+            for k, v in found.items():
+                out[k][idx] = v
         for c0 in range(0, keep.size, max(mq, 1)):
             idx = keep[c0 : c0 + mq]
             found = _search(qs_all.take(idx), train, L, zone, bsize, bar)
@@ -328,7 +361,7 @@ def _search(qs: _Queries, train, L, zone, bsize, bar) -> dict:
                 if new.any():
                     blk.mask_zone(np.where(new, ob, -1), zone, 0)
                     w2, ow2 = blk.best(np.minimum(best1, other), active=new)
-            bar.update(min(bsize, nw - a))
+            bar.update(min(bsize, nw - a) * m)
         if nw > bsize:
             chunked.add(si)
         new = sb < best1
@@ -370,6 +403,267 @@ def _search(qs: _Queries, train, L, zone, bsize, bar) -> dict:
     return {"d1": np.sqrt(best1), "series1": s1, "offset1": o1, "d2": np.sqrt(d2),
             "series2": s2, "offset2": o2}
 
+
+# ---- stride 1: the diagonal (sliding dot product) engine -----------------------------------------
+
+_RECOMPUTE = 32  # the dot product is recomputed directly every _RECOMPUTE * L steps of a diagonal
+MIN_RUN = 48  # stride-1 runs of at least this many query windows go to the diagonal engine (measured)
+
+
+def stride1_runs(q) -> list:
+    """Ranges [a, b) of consecutive query windows (m, L, C) that are one series read at stride 1
+    (window i + 1 is window i shifted by one step, bit for bit)."""
+    m = q.shape[0]
+    if m == 0:
+        return []
+    same = (q[1:, :-1] == q[:-1, 1:]).reshape(m - 1, (q.shape[1] - 1) * q.shape[2]).all(axis=1)
+    cuts = np.flatnonzero(~same) + 1
+    edges = np.r_[0, cuts, m]
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _pow2_unit(top: float) -> float:
+    """A power of two s with top * s <= 1 (exact scaling; capped for tiny data)."""
+    return 2.0 ** min(500, -int(np.frexp(top)[1])) if top > 0 else 1.0
+
+
+def _exact_side(n, scale):
+    """Bound on |computed - real| of a float64 z-normalised squared distance, separable in the two
+    windows: f(s_a + s_b) <= f(2 s_a) + f(2 s_b) for f(x) = 32 n u x + 4 n (n + 2) u + 2 (16 u)^2
+    n x^2 (z-values off by at most 8 u s per element, a sum of n squares, and the snap to 0 of
+    :func:`_zero_tolerance`)."""
+    x = 2.0 * scale
+    return 32.0 * n * _U64 * x + 4.0 * n * (n + 2) * _U64 + 2.0 * (16.0 * _U64) ** 2 * n * x * x
+
+
+class _Series:
+    """One series (N, C) prepared for the kernel: centred, scaled by a power of two, as (C, N),
+    with per-window statistics (see :func:`._diagonal.window_stats`)."""
+
+    def __init__(self, series, L, centre=None, scale=None):
+        from ._diagonal import window_stats
+
+        x = np.ascontiguousarray(np.asarray(series, np.float64).T)
+        self.centre = x.mean(axis=1) if centre is None else centre
+        xc = x - self.centre[:, None]
+        self.scale = _pow2_unit(float(np.abs(xc).max(initial=0.0))) if scale is None else scale
+        self.X = xc * self.scale
+        self.mu, self.sd, self.sq, self.big = window_stats(self.X, L)
+        self.nw = self.X.shape[1] - L + 1
+
+
+def _znorm_terms(ser: _Series, series, L, const=None, wscale=None):
+    """Kernel terms of the z-normalised distance for one series' windows: 2 / sd or 1 / sd per
+    channel (0 for a constant channel), the constant part L (1 - const) per channel, the
+    constant flags and rounding scales exactly as :func:`znormalize` gives them."""
+    n = ser.X.shape[0] * L
+    sd_u = ser.sd / ser.scale
+    mu_raw = ser.mu / ser.scale + ser.centre[:, None]
+    thr = _CONST * (1.0 + np.abs(mu_raw))
+    if const is None:
+        const = (sd_u <= thr).T.copy()  # (nw, C)
+        wscale = np.where(const.T, 0.0, 2.0 + np.abs(mu_raw) / np.maximum(sd_u, 1e-300)).sum(axis=0)
+        wscale *= 1.01
+        # near the constant threshold, the flags and scales of znormalize itself
+        err = 16.0 * (L + 2) * _U64 * (np.abs(mu_raw) + ser.big[:, None] / ser.scale)
+        near = np.flatnonzero((sd_u <= 4.0 * thr + err).any(axis=0))
+        if near.size:
+            view = np.lib.stride_tricks.sliding_window_view(series, L, axis=0)
+            for c0 in range(0, near.size, 4096):
+                idx = near[c0 : c0 + 4096]
+                _, cst, sc = znormalize(view[idx])
+                const[idx], wscale[idx] = cst, sc
+    const_t = const.T  # (C, nw)
+    # the kernel's sd is accurate to (L + 4) u where sd >= 1e3 (L + 1) u max|X|; a non-constant
+    # channel below that has no bound: its windows are always refined exactly
+    bad_c = ~const_t & (ser.sd < 1e3 * (L + 1) * _U64 * ser.big[:, None])
+    inv = np.where(const_t | bad_c, 0.0, 1.0 / np.where(bad_c | const_t, 1.0, ser.sd))
+    part = (L * (~const).astype(np.float64)).sum(axis=1)
+    ex = _exact_side(n, wscale)
+    bad = bad_c.any(axis=0)
+    part[bad], ex[bad] = -np.inf, np.inf
+    return inv, part, const, wscale, ex
+
+
+def _diagonal_search(q, runs, normalize, train, L, zone, cap, bar) -> tuple:
+    """The search for the query windows in stride-1 ``runs`` of ``q`` (m, L, C) by the diagonal
+    recurrence (:mod:`._diagonal`): same definition, outputs and tie rule as :func:`_search`.
+
+    Every pair gets a certified lower bound on its float64 squared distance; the pairs that could
+    be a first or second match (lower bound <= a certified upper bound on the second distance) are
+    recomputed exactly (:func:`_exact_sq`), so the answers are the float64 ones. Returns the
+    query indices searched and a dict of their results."""
+    from ._diagonal import _W, first_two, lex_reduce, scan, scan1
+
+    C = q.shape[2]
+    n = C * L
+    K = max(1, _RECOMPUTE * L)
+    idx = np.concatenate([np.arange(a, b) for a, b in runs])
+    qs, qconst = _Queries.from_windows(q[idx], normalize)
+    m = idx.size
+    inf = np.inf
+    U2 = np.full(m, inf)
+    bUB = np.full(m, inf)
+    bS = np.full(m, -1, dtype=np.int64)
+    bJ = np.full(m, -1, dtype=np.int64)
+    starts = np.cumsum([0] + [b - a for a, b in runs])
+    qseries = [np.concatenate([q[a], q[a + 1 : b, -1]]) for a, b in runs]
+    s_raw = 1.0
+    if not normalize:
+        top = max(float(np.abs(q).max(initial=0.0)),
+                  max((float(np.abs(t).max(initial=0.0)) for t in train), default=0.0))
+        s_raw = _pow2_unit(2.0 * top)
+    # z-normalised queries: terms per run, once (exact flags from znormalize)
+    qterms = []
+    if normalize:
+        x = np.ascontiguousarray(np.transpose(q[idx], (0, 2, 1)))
+        _, qc_all, qsc_all = znormalize(x)
+        E0 = C * (8.0 * L * (L + 6) + 32.0 * L) * _U64
+        for r, (a, b) in enumerate(runs):
+            ser = _Series(qseries[r], L)
+            sl = slice(starts[r], starts[r + 1])
+            inv, part, _, _, ex = _znorm_terms(ser, qseries[r], L, qc_all[sl], qsc_all[sl])
+            A = part - ex - E0
+            A[qconst[sl]] = inf  # constant in every channel: not searched
+            qterms.append((ser, 2.0 * inv, L * ser.mu, A, ex + E0))
+    U2[qconst] = -inf
+    # seeds: two far windows give a valid upper bound on every second distance
+    with_w = [s for s, t in enumerate(train) if t.shape[0] >= L]
+    far = None
+    if len(with_w) >= 2:
+        far = [(with_w[0], 0), (with_w[1], 0)]
+    elif with_w and train[with_w[0]].shape[0] - L > 2 * zone:
+        far = [(with_w[0], 0), (with_w[0], train[with_w[0]].shape[0] - L)]
+    if far is not None:
+        ds = []
+        for s, o in far:
+            w = np.ascontiguousarray(np.asarray(train[s][o : o + L], np.float64).T)[None]
+            ws = None
+            if normalize:
+                w, _, ws = znormalize(w)
+                ws = np.repeat(ws, m)
+            ds.append(_exact_sq(qs, np.arange(m), np.repeat(w.reshape(1, n), m, axis=0), ws))
+        act = ~qconst
+        U2[act] = np.maximum(ds[0], ds[1])[act] * (s_raw * s_raw)
+        pick = ds[1] < ds[0]
+        bUB[act] = np.minimum(ds[0], ds[1])[act] * (s_raw * s_raw)
+        bS[act] = np.where(pick, far[1][0], far[0][0])[act]
+        bJ[act] = np.where(pick, far[1][1], far[0][1])[act]
+    cap = max(int(cap), _W * max(b - a for a, b in runs))
+    out_i = np.empty(cap, dtype=np.int64)
+    out_j = np.empty(cap, dtype=np.int64)
+    out_lb = np.empty(cap)
+    s2 = s_raw * s_raw
+    views = [np.lib.stride_tricks.sliding_window_view(np.asarray(t, np.float64), L, axis=0)
+             for t in train]
+
+    def refine(rows, cols, ser):
+        """Exact squared distances of candidate pairs (query rows, training series ser, starts)."""
+        d = np.empty(rows.size)
+        for p0 in range(0, rows.size, 8192):
+            p1 = min(rows.size, p0 + 8192)
+            w = np.ascontiguousarray(views_of(ser[p0:p1], cols[p0:p1]))
+            ws = None
+            if normalize:
+                w, _, ws = znormalize(w)
+            d[p0:p1] = _exact_sq(qs, rows[p0:p1], w.reshape(p1 - p0, n), ws)
+        return d
+
+    def views_of(ser, cols):
+        out = np.empty((cols.size, C, L))
+        for si in np.unique(ser):
+            at = ser == si
+            out[at] = views[si][cols[at]]
+        return out
+
+    def reduce(parts):
+        qi, d, s, j = (np.concatenate(c) for c in zip(*parts))
+        order = np.lexsort((j, s, d, qi))
+        qi, d, s, j = qi[order], d[order], s[order], j[order]
+        keep = lex_reduce(qi, d, s, j, zone)
+        return [qi[keep], d[keep], s[keep], j[keep]]
+
+    kept = [np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)]
+    pending = []  # unrefined candidates: (rows, lower bounds in kernel units, series, starts)
+    n_pending = 0
+    for si, series in enumerate(train):
+        if series.shape[0] < L:
+            continue
+        series = np.asarray(series, np.float64)
+        if normalize:
+            tser = _Series(series, L)
+            inv, part, _, _, ex = _znorm_terms(tser, series, L)
+            H, R, B, eb = inv, tser.mu, part - ex, ex
+        else:
+            tser = _Series(series, L, scale=s_raw)
+            H, R = np.ones_like(tser.mu), np.zeros_like(tser.mu)
+            B, eb = tser.sq.sum(axis=0), np.zeros(tser.nw)
+        mt = tser.nw
+        for r, (a, b) in enumerate(runs):
+            sl = slice(starts[r], starts[r + 1])
+            if normalize:
+                qser, G, P, A, ea = qterms[r]
+                eN = 2.02 * _U64 * qser.big * tser.big * (4.0 * L * L + 24.0 * L + K * (2.0 * L + 4))
+            else:
+                qser = _Series(qseries[r], L, centre=tser.centre, scale=s_raw)
+                M = np.maximum(qser.big, tser.big)
+                E = 2.0 * _U64 * float((M * M).sum()) * ((4.1 + 4 * C) * L * L + 30.0 * L
+                                                        + K * (4.0 * L + 6)) + (n + 1) * 2.0 ** -1000
+                G, P = np.full_like(qser.mu, 2.0), np.zeros_like(qser.mu)
+                A = qser.sq.sum(axis=0) - E
+                A[qconst[sl]] = inf
+                ea = np.full(qser.nw, E)
+                eN = np.zeros(C)
+            if C == 1:
+                kern, args = scan1, (qser.X[0], tser.X[0], L, K, G[0], P[0], A, ea, H[0], R[0], B,
+                                     eb, float(eN[0]))
+            else:
+                kern, args = scan, (qser.X, tser.X, L, K, G, P, A, ea, H, R, B, eb, eN)
+            k = -(b - a - 1)
+            while k < mt:
+                k, got = kern(*args, U2[sl], bUB[sl], bS[sl], bJ[sl], si, zone, k, mt,
+                              out_i, out_j, out_lb)
+                if got:
+                    pending.append((out_i[:got] + starts[r], out_lb[:got].copy(),
+                                    np.full(got, si, dtype=np.int64), out_j[:got].copy()))
+                    n_pending += got
+                if n_pending > cap:  # bound the memory: refine what can still matter now
+                    rows, lb, ser, cols = (np.concatenate(c) for c in zip(*pending))
+                    live = ~(lb > U2[rows])
+                    rows, ser, cols = rows[live], ser[live], cols[live]
+                    kept = reduce([kept, (rows, refine(rows, cols, ser), ser, cols)])
+                    pending, n_pending = [], 0
+            bar.update(mt * (b - a))
+    # the final filter: first-match candidates (lower bound <= the best upper bound U1), and the
+    # pairs that can be a second match: lower bound <= U2 and outside the zone of some possible
+    # first match (a pair inside the zones of all of them is never the second)
+    U1 = bUB
+    if pending:
+        rows, lb, ser, cols = (np.concatenate(c) for c in zip(*pending))
+    else:
+        rows = ser = cols = np.zeros(0, np.int64)
+        lb = np.zeros(0)
+    f_new = ~(lb > U1[rows])
+    f_old = kept[1] * s2 <= U1[kept[0]]
+    fq = np.r_[rows[f_new], kept[0][f_old]]
+    fs = np.r_[ser[f_new], kept[2][f_old]]
+    fj = np.r_[cols[f_new], kept[3][f_old]]
+    smin, smax = np.full(m, np.iinfo(np.int64).max), np.full(m, -1)
+    jmin, jmax = np.full(m, np.iinfo(np.int64).max), np.full(m, -1)
+    np.minimum.at(smin, fq, fs)
+    np.maximum.at(smax, fq, fs)
+    np.minimum.at(jmin, fq, fj)
+    np.maximum.at(jmax, fq, fj)
+    lo, hi = jmax - zone, jmin + zone  # the common zone, where all first candidates share a series
+    inside = (smin[rows] == smax[rows]) & (ser == smin[rows]) & (cols >= lo[rows]) & (cols <= hi[rows])
+    live = f_new | (~(lb > U2[rows]) & ~inside)
+    rows, ser, cols = rows[live], ser[live], cols[live]
+    qi, d, s, j = reduce([kept, (rows, refine(rows, cols, ser), ser, cols)])
+    act = ~qconst
+    sel = act[qi]
+    d1, s1, o1, d2, s2_, o2 = first_two(qi[sel], d[sel], s[sel], j[sel], zone, m)
+    return idx[act], {"d1": np.sqrt(d1[act]), "series1": s1[act], "offset1": o1[act],
+                      "d2": np.sqrt(d2[act]), "series2": s2_[act], "offset2": o2[act]}
 
 def dtw_subsequence_search(queries, train, length: int, *, exclusion_zone: int | None = None) -> dict:
     """The same search with dynamic time warping (tslearn) on raw values, for small sets.
