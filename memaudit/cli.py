@@ -128,7 +128,8 @@ _DUP_THRESHOLDS = ", ".join(f"{m} {'none' if v[0] is None else v[0]}"
                             for m, v in DUPLICATE_THRESHOLDS.items())
 _AUDIT_GROUPS = {"inputs": "inputs (a .npy file, a .npz file or FILE.npz:KEY, or a folder of "
                  "images)", "probe": "probe", "statistics": "statistics", "search": "search",
-                 "output": "output"}
+                 "output": "output", "model": "a diffusers model sampled instead of --samples "
+                 "(local folders only; pip install 'memaudit[diffusers]')"}
 # command -> (one-line help, description, epilog)
 _TEXT = {
     "audit": (

@@ -10,7 +10,7 @@ options and defaults from these fields.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .._validation import check_positive_int, check_seed
 from ..conventions import describe_space, pixel_scale, require_images
@@ -22,6 +22,7 @@ from ..report import Report
 from ._common import (SETS, STATS, Run, check_out, declarations, defaults_of, gate_options,
                       load_inputs, option, option_errors, out_option, package_versions,
                       parsed_declarations, progress_option, resolved)
+from ._model import model_field
 
 __all__ = ["AuditConfig", "AuditRun", "run_audit"]
 
@@ -44,8 +45,8 @@ class AuditConfig:
 
     train: object = option(None, "training items", kind="path", required=True, group="inputs",
                            metavar="PATH")
-    samples: object = option(None, "generated samples", kind="path", required=True,
-                             group="inputs", metavar="PATH")
+    samples: object = option(None, "generated samples (or --model)", kind="path",
+                             group="inputs", metavar="PATH", default_text="none: give --model")
     holdout: object = option(None, "held-out real items never trained on: the control, "
                              "recommended", kind="path", group="inputs", metavar="PATH",
                              default_text="none: no control")
@@ -96,6 +97,14 @@ class AuditConfig:
     gate: str = _GATE
     notes: list = option(help="free text shown at the top of the report", factory=list, cli=False)
     progress: bool | None = progress_option(group="output")
+    # a diffusers model sampled here instead of --samples (memaudit.adapters.diffusers)
+    model: object = model_field("model", group="model")
+    scheduler: object = model_field("scheduler", group="model")
+    n_samples: int = model_field("n_samples", group="model")
+    sampler: str = model_field("sampler", group="model")
+    steps: int = model_field("steps", group="model")
+    batch_size: int = model_field("batch_size", group="model")
+    device: str = model_field("device", group="model")
 
     def resolved(self) -> dict:
         """A JSON-safe copy; arrays are described by their shape, paths kept as given."""
@@ -171,8 +180,9 @@ def _duplicates_threshold(config: AuditConfig):
 def _check(config: AuditConfig) -> tuple[Gate, object]:
     """Everything that can be refused before any file is read: settings, declarations, the gate,
     the output folder. Returns the gate and the parsed duplicates threshold."""
-    if config.train is None or config.samples is None:
-        raise ValueError("an audit needs both train (--train) and samples (--samples)")
+    if config.train is None or (config.samples is None) == (config.model is None):
+        raise ValueError("an audit needs train (--train) and either samples (--samples) or a "
+                         "model to sample (--model)")
     if config.membership and config.holdout is None:
         raise ValueError("the membership attack needs held-out data (holdout): the "
                          "non-members it must tell apart from the training items")
@@ -184,10 +194,34 @@ def _check(config: AuditConfig) -> tuple[Gate, object]:
             raise ValueError(f"duplicates must be one of {DUPLICATE_METHODS}, got "
                              f"{config.duplicates!r}")
     threshold = _duplicates_threshold(config)
-    parsed_declarations(config, SETS)
+    ranges, layouts = parsed_declarations(config, SETS)
+    if config.model is not None:
+        from ._model import check_model_dir, check_sampling, sample_declarations
+
+        with option_errors(config):
+            check_sampling(config)
+        sample_declarations(ranges, layouts, ())
+        check_model_dir(config.model, config.scheduler)
     gate = Gate(config.fail_above, config.gate).check(has_control=config.holdout is not None)
     check_out(config)
     return gate, threshold
+
+
+def _sample_model(config: AuditConfig):
+    """Sample ``config.model`` after reading the real inputs (a bad input is refused before the
+    sampling): the config with those Datasets, the samples and their declared convention, and
+    the record of what made the samples."""
+    from ..adapters.diffusers import load_model
+    from ._common import _load
+    from ._model import check_model_shape, generated_samples, sample_declarations
+
+    real = {k: _load(getattr(config, k), k, config) for k in ("train", "holdout")}
+    check_model_shape(config.model, config.scheduler, real["train"], "train")
+    model = load_model(config.model, config.scheduler, device=config.device)
+    ds, record = generated_samples(model, config, progress=config.progress)
+    ranges, layouts = parsed_declarations(config, SETS)
+    ranges, layouts = sample_declarations(ranges, layouts, ds.item_shape)
+    return replace(config, samples=ds, ranges=ranges, layouts=layouts, **real), record
 
 
 def run_audit(config: AuditConfig) -> AuditRun:
@@ -207,6 +241,9 @@ def run_audit(config: AuditConfig) -> AuditRun:
     """
     gate, dup_threshold = _check(config)
     t0 = time.perf_counter()
+    generated = None
+    if config.model is not None:
+        config, generated = _sample_model(config)
     data, notes = load_inputs(config, SETS)
     train, samples, holdout = data["train"], data["samples"], data["holdout"]
     if config.duplicates is not None:
@@ -244,11 +281,17 @@ def run_audit(config: AuditConfig) -> AuditRun:
         None if result.excess is None else result.excess.value)
     record = gate.apply(figure, value)
     notes = list(config.notes) + notes
+    inputs = {"train": train.describe(), "samples": samples.describe(),
+              "holdout": None if holdout is None else holdout.describe()}
+    if generated is not None:
+        inputs["samples"]["generated_by"] = generated
+        notes.append(f"Samples drawn here from {config.model}: {generated['n_samples']} with the "
+                     f"{generated['sampler']} sampler, {generated['steps']} steps, "
+                     f"{generated['seeds']}; {generated['conversion']}.")
     report = Report(
         config=config.resolved(),
         versions=package_versions(),
-        inputs={"train": train.describe(), "samples": samples.describe(),
-                "holdout": None if holdout is None else holdout.describe()},
+        inputs=inputs,
         nn_ratio=result,
         duplicates=duplicates,
         membership=membership,
