@@ -367,7 +367,7 @@ def to_model_space(x, item_shape, convention, unet_config) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[..., None]
     if arr.ndim != 4 or arr.shape[1:] != (h, w, c):
-        raise ValueError(f"items are {tuple(arr.shape[1:3])} images with {arr.shape[-1]} channels "
+        raise ValueError(f"items are {arr.shape[1]}x{arr.shape[2]} images with {arr.shape[-1]} channels "
                          f"but the model's U-Net takes {h}x{w} with {c}")
     arr = 2 * (arr - lo) / (hi - lo) - 1
     return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
