@@ -1,4 +1,4 @@
-"""Audit a saved diffusers pipeline end to end: sample it, find the samples that copy training items.
+"""Audit a saved diffusers pipeline end to end: sample it, find the samples that copy training data.
 
     python examples/audit_diffusers_pipeline.py --model ddpm-pipeline/ --train train/ \
         --holdout test/ --n-samples 1000 --out audit-diffusers

@@ -135,7 +135,8 @@ def check_model_dir(path, scheduler=None, *, what: str = "model") -> tuple[Path,
     _check_weights(unet_dir)
     if scheduler is not None:
         return unet_dir, _scheduler_path(scheduler), kind
-    for cand in (root / "scheduler", unet_dir.parent / "scheduler", unet_dir.parent.parent / "scheduler"):
+    for cand in (root / "scheduler", unet_dir.parent / "scheduler",
+                 unet_dir.parent.parent / "scheduler"):
         if (cand / _SCHEDULER_FILE).is_file():
             return unet_dir, cand / _SCHEDULER_FILE, kind
     raise ValueError(f"{what} {path} has no scheduler: no scheduler/{_SCHEDULER_FILE} beside its "
@@ -219,7 +220,8 @@ def _eps_from_output(out, x_t, ab_t, prediction_type: str):
     raise ValueError(f"unknown prediction_type {prediction_type!r}")
 
 
-def noise_predictor(unet, scheduler, *, batch_size: int = 64, device: str = "cpu") -> NoisePredictor:
+def noise_predictor(unet, scheduler, *, batch_size: int = 64,
+                    device: str = "cpu") -> NoisePredictor:
     """memaudit's :class:`~memaudit.probes.diffusion_attacks.NoisePredictor` for a diffusers U-Net.
 
     ``eps(x, t)`` runs ``unet(x, t).sample`` on ``device`` without gradients, in batches of
@@ -247,7 +249,8 @@ def noise_predictor(unet, scheduler, *, batch_size: int = 64, device: str = "cpu
         xt = torch.from_numpy(x).to(device=device, dtype=dtype)
         tt = torch.from_numpy(t).to(device)
         out = unet(xt, tt).sample
-        a = ab_t_all[torch.from_numpy(t)].to(device=device, dtype=out.dtype).view(-1, *[1] * (out.ndim - 1))
+        a = ab_t_all[torch.from_numpy(t)].to(device=device, dtype=out.dtype)
+        a = a.view(-1, *[1] * (out.ndim - 1))
         return _eps_from_output(out, xt, a, ptype).float().cpu().numpy()
 
     return NoisePredictor(eps, ab, batch_size=batch_size)
@@ -367,7 +370,7 @@ def to_model_space(x, item_shape, convention, unet_config) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[..., None]
     if arr.ndim != 4 or arr.shape[1:] != (h, w, c):
-        raise ValueError(f"items are {arr.shape[1]}x{arr.shape[2]} images with {arr.shape[-1]} channels "
-                         f"but the model's U-Net takes {h}x{w} with {c}")
+        raise ValueError(f"items are {arr.shape[1]}x{arr.shape[2]} images with {arr.shape[-1]} "
+                         f"channels but the model's U-Net takes {h}x{w} with {c}")
     arr = 2 * (arr - lo) / (hi - lo) - 1
     return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))

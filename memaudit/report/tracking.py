@@ -32,7 +32,7 @@ def _attack_table(rows) -> str:
     head = "".join(f"<th>{esc(rows[0][k]['attack'])} AUC (t)</th>" for k in names)
     body = "".join(
         f"<tr><td class='num'>{r['step']}</td>" + "".join(
-            f"<td class='num'>{esc(interval_text(r[k]['auc'], r[k]['auc'].get('confidence', 0.95)))}"
+            f"<td class='num'>{esc(interval_text(r[k]['auc'], r[k]['auc']['confidence']))}"
             f" ({r[k]['timestep']})</td>" for k in names) + "</tr>" for r in rows)
     return (f"<h3>Membership attacks per checkpoint</h3><p>Each attack's timestep and threshold "
             f"are chosen on a calibration half of the members and non-members; the AUC is on the "

@@ -12,12 +12,13 @@ import numpy as np
 
 from ..adapters.diffusers import (SAMPLE_CONVENTION, SAMPLERS, check_model_dir, sample,
                                   sample_seeds)
+from ..probes.calibration import calibrated_attack, calibration_split
 from ..probes.diffusion_attacks import loss_attack, pia_attack, secmi_attack
 from ..sources import Dataset
 from ._common import defaults_of, option
 
-__all__ = ["model_field", "generated_samples", "check_sampling", "model_attacks", "ATTACKS",
-           "parse_timesteps", "check_timesteps", "attack_table"]
+__all__ = ["calibrate", "model_field", "generated_samples", "check_sampling", "model_attacks",
+           "ATTACKS", "parse_timesteps", "check_timesteps", "attack_table"]
 
 _SAMPLE = defaults_of(sample)
 _LOSS = defaults_of(loss_attack)
@@ -144,6 +145,18 @@ def check_model_shape(model_dir: str, scheduler, ds, name: str) -> None:
                          f"but {name} has {ds.x.shape[1]} values per item")
 
 
+def calibrate(ms, ns, member_ids, nonmember_ids, *, fraction, n_bootstrap, confidence, seed):
+    """Split (stratified, seeded); choose the setting and threshold on one half, report the
+    other."""
+    def n_of(s):
+        return len(next(iter(s.values()))) if isinstance(s, dict) else len(s)
+
+    split = calibration_split(n_of(ms), n_of(ns), fraction=fraction, seed=seed,
+                              member_ids=member_ids, nonmember_ids=nonmember_ids)
+    return calibrated_attack(ms, ns, split, n_bootstrap=n_bootstrap, confidence=confidence,
+                             seed=seed)
+
+
 def model_attacks(model, members: Dataset, nonmembers: Dataset, *, timesteps, batch_size: int,
                   device: str, fraction: float, n_bootstrap: int, confidence: float,
                   seed: int) -> dict:
@@ -153,8 +166,6 @@ def model_attacks(model, members: Dataset, nonmembers: Dataset, *, timesteps, ba
     The members and non-members go to the model's space once (:func:`to_model_space`).
     """
     from ..adapters.diffusers import noise_predictor, to_model_space
-    from .membership import _calibrate
-
     eps = noise_predictor(model.unet, model.scheduler, batch_size=batch_size, device=device)
     xm = to_model_space(members.x, members.item_shape, members.convention, model.unet.config)
     xn = to_model_space(nonmembers.x, nonmembers.item_shape, nonmembers.convention,
@@ -166,7 +177,7 @@ def model_attacks(model, members: Dataset, nonmembers: Dataset, *, timesteps, ba
         if name == "secmi":
             ts = tuple(t for t in timesteps if t % _SECMI["interval"] == 0) or (_SECMI["timesteps"])
         ms, ns = fn(eps, xm, ts, **kw), fn(eps, xn, ts, **kw)
-        out[name] = _calibrate(ms, ns, members.ids, nonmembers.ids, fraction=fraction,
+        out[name] = calibrate(ms, ns, members.ids, nonmembers.ids, fraction=fraction,
                                n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
     return out
 

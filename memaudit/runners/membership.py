@@ -13,12 +13,12 @@ import numpy as np
 
 from .._validation import check_fraction, check_positive_int, check_seed
 from ..gate import Gate
-from ..probes.calibration import CalibratedAttack, calibrated_attack, calibration_split
+from ..probes.calibration import CalibratedAttack, calibration_split
 from ..probes.sample_attacks import density_ratio_attack, distance_attack
 from ._common import (STATS, Run, check_out, declarations, defaults_of, gate_options,
                       load_inputs, option, option_errors, out_option, package_versions,
                       parsed_declarations, progress_option, resolved)
-from ._model import model_field
+from ._model import calibrate as _calibrate, model_field
 
 __all__ = ["MembershipConfig", "MembershipRun", "run_membership", "calibrated_distance_attack",
            "load_scores"]
@@ -143,18 +143,6 @@ def load_scores(source, name):
         raise ValueError(f"{name}: {p.name} holds a table of shape {scores.shape}; give one score "
                          "per line")
     return scores
-
-
-def _calibrate(ms, ns, member_ids, nonmember_ids, *, fraction, n_bootstrap, confidence, seed):
-    """Split (stratified, seeded); choose the setting and threshold on one half, report the
-    other."""
-    def n_of(s):
-        return len(next(iter(s.values()))) if isinstance(s, dict) else len(s)
-
-    split = calibration_split(n_of(ms), n_of(ns), fraction=fraction, seed=seed,
-                              member_ids=member_ids, nonmember_ids=nonmember_ids)
-    return calibrated_attack(ms, ns, split, n_bootstrap=n_bootstrap, confidence=confidence,
-                             seed=seed)
 
 
 def calibrated_distance_attack(members, nonmembers, samples, *, fraction=_SPLIT["fraction"],

@@ -192,6 +192,10 @@ def _check(config: TrackConfig):
                 # the scheduler: --scheduler, else RUN/scheduler (two levels above the U-Net)
                 _, sched_file, _ = check_model_dir(ck / variant, config.scheduler,
                                                    what="checkpoint")
+    if not checkpoints and not run_samplers():
+        raise ValueError(f"run {config.run} has no checkpoint-N/unet folders (a diffusers run) and "
+                         "no run sampler is installed (entry point group memaudit.runs) for other "
+                         "runs")
     if sched_file is not None and config.members is not None:
         check_timesteps(config.timesteps, n_train_timesteps(sched_file))
     check_out(config)
