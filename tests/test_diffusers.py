@@ -406,3 +406,42 @@ def test_adapter_docs_python_runs(folders, tmp_path, monkeypatch):
     ns = {"model_dir": folders["pipe"], "train": folders["train"], "holdout": folders["holdout"]}
     for block in blocks:
         exec(compile(block, "docs/adapters/diffusers.md", "exec"), ns)
+
+
+@pytest.mark.slow
+def test_track_reference_models_run_through_its_run_sampler(tmp_path, monkeypatch):
+    """A reference_models DDPM run, found through its memaudit.runs entry point (declared in
+    pyproject.toml; patched in here, since the installed metadata may predate it): the curve is
+    track_memorization on the run's own samples_at_checkpoints, mean added back."""
+    from reference_models.ddpm.config import TrainConfig
+    from reference_models.ddpm.run_sampler import sample_run
+    from reference_models.ddpm.track import samples_at_checkpoints
+    from reference_models.ddpm.train import prepare_data, train
+
+    from memaudit.runners import track
+    from memaudit.tracking import track_memorization
+
+    cfg = TrainConfig(n_train=8, n_holdout=16, steps=6, n_checkpoints=3, width=8)
+    train(cfg, tmp_path / "run", log=lambda m: None)
+    x_tr, x_ho, mean, _, _ = prepare_data(cfg)
+    np.save(tmp_path / "train.npy", x_tr.numpy()[:, 0] + mean)
+    np.save(tmp_path / "holdout.npy", x_ho.numpy()[:, 0] + mean)
+    monkeypatch.setattr(track, "run_samplers", lambda: [("ddpm", sample_run)])
+    run = track.run_tracking(track.TrackConfig(
+        run=str(tmp_path / "run"), train=str(tmp_path / "train.npy"),
+        holdout=str(tmp_path / "holdout.npy"), n_samples=20, steps=5, n_bootstrap=30,
+        progress=False, out=str(tmp_path / "out")))
+    direct = samples_at_checkpoints(tmp_path / "run", 20, steps=5, seed=0)
+    want = track_memorization({k: (v[:, 0] + mean).reshape(20, -1) for k, v in direct.items()},
+                              (x_tr.numpy()[:, 0] + mean).reshape(8, -1),
+                              (x_ho.numpy()[:, 0] + mean).reshape(16, -1), n_bootstrap=30)
+    curve = run.curves["model"]
+    assert curve.steps.tolist() == sorted(direct) and len(direct) >= 2
+    np.testing.assert_allclose(curve.quality, want.quality, rtol=1e-6)
+    np.testing.assert_array_equal(curve.f_mem, want.f_mem)
+    assert run.generation["run_sampler"] == "ddpm" and "seed 0 + i" in run.generation["seeds"]
+    assert run.generation["range"] == "0,1"
+    rep = json.loads((tmp_path / "out" / "tracking.json").read_text())
+    assert rep["sections"]["tracking"]["model"]["steps"] == curve.steps.tolist()
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'ddpm = "reference_models.ddpm.run_sampler:sample_run"' in text

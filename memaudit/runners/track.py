@@ -12,7 +12,9 @@ Runs it reads:
   ``memaudit.runs`` (reference_models registers its DDPM runs there; memaudit never imports it).
   A run sampler is ``sampler(run, *, n_samples, seed, steps, log=None)`` returning None for a run
   it does not know, else ``{"samples_by_step": {step: array (n, ...)}, "sampler": str, ...}``
-  with samples in the space of the training data (sample i from the same seed at every step).
+  with samples in the space of the training data (sample i from the same seed at every step),
+  and optionally ``"range": "LO,HI"``, the samples' declared range (pixels far outside it are
+  then a warning in the report, not a refusal: an early checkpoint may diverge).
 """
 
 from __future__ import annotations
@@ -239,6 +241,8 @@ def _hook_samples(config, run, log) -> tuple:
             x = np.asarray(x, dtype=np.float32)
             by_step[int(step)] = _dataset(x, f"run {run} step {step} ({name} run sampler)")
         listed = [{"step": s, "path": str(run), "variants": ["model"]} for s in by_step]
+        if got.get("range"):
+            by_step = {s: (ds, got["range"]) for s, ds in by_step.items()}
         generation = {"run_sampler": name, "n_samples": config.n_samples, "seed": config.seed,
                       **{k: v for k, v in got.items() if k != "samples_by_step"}}
         return {"model": by_step}, listed, generation
@@ -290,6 +294,8 @@ def run_tracking(config: TrackConfig, log=None) -> TrackRun:
             r, la = keep
             if checkpoints:
                 r, la = sample_declarations(r, la, ds.item_shape)
+            elif isinstance(ds, tuple):  # a run sampler's samples with their declared range
+                ds, r = ds[0], {**r, "samples": ds[1]}
             conv, _ = harmonize({"train": train, "samples": ds}, ranges=r, layouts=la)
             flat[step] = np.asarray(conv["samples"].x)
         curves[variant] = track_memorization(
