@@ -8,6 +8,7 @@ loaded; every refusal about a model folder comes before that (one line).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import numpy as np
 
 from ..adapters.diffusers import (SAMPLE_CONVENTION, SAMPLERS, check_model_dir, sample,
@@ -17,7 +18,7 @@ from ..probes.diffusion_attacks import loss_attack, pia_attack, secmi_attack
 from ..sources import Dataset
 from ._common import defaults_of, option
 
-__all__ = ["calibrate", "model_field", "generated_samples", "check_sampling", "model_attacks",
+__all__ = ["ModelSampling", "calibrate", "model_field", "generated_samples", "check_sampling", "model_attacks",
            "ATTACKS", "parse_timesteps", "check_timesteps", "attack_table"]
 
 _SAMPLE = defaults_of(sample)
@@ -59,6 +60,19 @@ def model_field(name: str, **cli):
     """A config field about the model (``model``, ``scheduler``, ``n_samples``, ``sampler``,
     ``steps``, ``batch_size``, ``device``, ``timesteps``), its help and default written once."""
     return _FIELDS[name](**cli)
+
+
+@dataclass
+class ModelSampling:
+    """The sampling fields every config that samples a model has (a base of AuditConfig and
+    TrackConfig): the scheduler, how many samples, the sampler, its steps, the batch and device."""
+
+    scheduler: object = model_field("scheduler", group="model")
+    n_samples: int = model_field("n_samples", group="model")
+    sampler: str = model_field("sampler", group="model")
+    steps: int = model_field("steps", group="model")
+    batch_size: int = model_field("batch_size", group="model")
+    device: str = model_field("device", group="model")
 
 
 def parse_timesteps(value) -> tuple:

@@ -22,7 +22,7 @@ from ..report import Report
 from ._common import (SETS, STATS, Run, check_out, declarations, defaults_of, gate_options,
                       load_inputs, option, option_errors, out_option, package_versions,
                       parsed_declarations, progress_option, resolved)
-from ._model import model_field
+from ._model import ModelSampling, model_field
 
 __all__ = ["AuditConfig", "AuditRun", "run_audit"]
 
@@ -33,7 +33,7 @@ _FAIL_ABOVE, _GATE = gate_options(
 
 
 @dataclass
-class AuditConfig:
+class AuditConfig(ModelSampling):
     """Everything an audit needs; the resolved config is written into the report.
 
     Every field's meaning and default is in its ``help`` (``memaudit audit -h`` prints them). The
@@ -98,13 +98,8 @@ class AuditConfig:
     notes: list = option(help="free text shown at the top of the report", factory=list, cli=False)
     progress: bool | None = progress_option(group="output")
     # a diffusers model sampled here instead of --samples (memaudit.adapters.diffusers)
+    # (and, from ModelSampling: scheduler, n_samples, sampler, steps, batch_size, device)
     model: object = model_field("model", group="model")
-    scheduler: object = model_field("scheduler", group="model")
-    n_samples: int = model_field("n_samples", group="model")
-    sampler: str = model_field("sampler", group="model")
-    steps: int = model_field("steps", group="model")
-    batch_size: int = model_field("batch_size", group="model")
-    device: str = model_field("device", group="model")
 
     def resolved(self) -> dict:
         """A JSON-safe copy; arrays are described by their shape, paths kept as given."""

@@ -33,7 +33,7 @@ from ..probes.calibration import calibration_split
 from ._common import (STATS, Run, _load, check_out, declarations, defaults_of, option,
                       option_errors, out_option, package_versions, parsed_declarations,
                       progress_option, resolved)
-from ._model import ATTACKS, model_field
+from ._model import ATTACKS, ModelSampling, model_field
 
 __all__ = ["TrackConfig", "TrackRun", "run_tracking", "diffusers_checkpoints", "run_samplers"]
 
@@ -45,7 +45,7 @@ _CHECKPOINT = re.compile(r"checkpoint-(\d+)$")
 
 
 @dataclass
-class TrackConfig:
+class TrackConfig(ModelSampling):
     """``memaudit track``: every field's meaning and default is in its ``help``."""
 
     run: object = option(None, "a training run folder: a diffusers run (checkpoint-N/unet) or a "
@@ -63,12 +63,7 @@ class TrackConfig:
                                 metavar="PATH", default_text="none", group="inputs")
     ranges: object = declarations("range", SETS, group="inputs")
     layouts: object = declarations("layout", SETS, group="inputs")
-    scheduler: object = model_field("scheduler", group="model")
-    n_samples: int = model_field("n_samples", group="model")
-    sampler: str = model_field("sampler", group="model")
-    steps: int = model_field("steps", group="model")
-    batch_size: int = model_field("batch_size", group="model")
-    device: str = model_field("device", group="model")
+    # (and, from ModelSampling: scheduler, n_samples, sampler, steps, batch_size, device)
     timesteps: object = model_field("timesteps", group="model")
     threshold: float = option(_NN["threshold"], "flag d1/d2 < K (Bonnaire et al. 2025, Eq. 6)",
                               metavar="K", group="statistics")
