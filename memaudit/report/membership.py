@@ -100,8 +100,9 @@ def write_membership_report(out_dir, result, *, config: dict, versions: dict, in
     data = document("membership", sections,
                     config=config, versions=versions, inputs=inputs, elapsed=elapsed, gate=gate,
                     notes=notes, space=space)
-    body = (f"<p>Attack: <b>{esc(attack)}</b></p>" + membership_html(result, "Result"))
-    if attacks:
+    if not attacks:
+        body = (f"<p>Attack: <b>{esc(attack)}</b></p>" + membership_html(result, "Result"))
+    else:  # each attack once; the gated one is named
         body = (f"<p>Model attacks; the strongest on the evaluation half, <b>{esc(attack)}</b>, "
                 "is the gated figure.</p>"
                 + "".join(membership_html(r, a) for r, a in attacks.values()))
