@@ -175,6 +175,11 @@ def make_data(root: Path) -> dict:
     (root / "run_bin" / "scheduler").mkdir(exist_ok=True)
     (root / "run_bin" / "scheduler" / "scheduler_config.json").write_text(
         '{"_class_name": "DDPMScheduler", "num_train_timesteps": 1000}')
+    # a weights file of no extractor's architecture (--features mismatches)
+    from safetensors.numpy import save_file
+
+    save_file({"fc.weight": np.zeros((4, 4), np.float32)}, str(root / "wrong.safetensors"))
+    f["wrong_st"] = str(root / "wrong.safetensors")
     return f
 
 
@@ -309,6 +314,31 @@ CASES = [
     Case("audit-out-unwritable", "audit --train {t} --samples {s} --out /proc/memaudit", 1,
          "is not writable", "--out in a place that cannot be written"),
     Case("audit-no-args", "audit --train {t}", 2, "required", "missing required options"),
+    # ------------------------------------------------------------------ --features
+    Case("feat-unknown", _A + " --features resnet:{wrong_st}", 1, "unknown extractor 'resnet'",
+         "an extractor memaudit does not have"),
+    Case("feat-missing", _A + " --features dinov2:{missing}", 1, "does not exist",
+         "a weights file that is not there"),
+    Case("feat-clip-tag", _A + " --features clip:ViT-B-32=openai", 1,
+         "looks like a hub name or pretrained tag", "an open_clip pretrained tag instead of a file"),
+    Case("feat-hub-name", _A + " --features dinov2:facebook/dinov2-small", 1,
+         "looks like a hub name or pretrained tag", "a Hugging Face hub name instead of a file"),
+    Case("feat-url", _A + " --features sscd:https://dl.fbaipublicfiles.com/sscd-copy-detection/"
+         "sscd_disc_mixup.torchscript.pt", 1, "is a URL or hub name", "a URL instead of a file"),
+    Case("feat-clip-no-model", _A + " --features clip:{wrong_st}", 1, "clip needs MODEL=WEIGHTS",
+         "CLIP without the open_clip model name"),
+    Case("feat-dinov2-mismatch", _A + " --features dinov2:{wrong_st}", 1,
+         "does not match DINOv2", "a weights file of another architecture (DINOv2)"),
+    Case("feat-inception-mismatch", _A + " --features inception:{wrong_st}", 1,
+         "does not match torchvision inception_v3", "a weights file of another architecture "
+         "(Inception-v3)"),
+    Case("feat-sscd-state-dict", _A + " --features sscd:{wrong_st}", 1,
+         "is not a TorchScript module", "SSCD given a state dict, not the TorchScript file"),
+    Case("feat-pixels-weights", _A + " --features pixels:{wrong_st}", 1, "takes no weights",
+         "weights given to the pixel space"),
+    Case("feat-device", _A + " --device tpu", 2, "invalid choice", "an unknown device"),
+    Case("feat-dup-method", "duplicates --train {imgs} --features dinov2:{wrong_st} --out {out}",
+         1, "add --method embedding", "an encoder with a method that compares pixels (phash)"),
     # ------------------------------------------------------------------ subsequences
     Case("ts-missing", "subsequences --train {missing} --samples {ts_gen} --window 16 --out {out}",
          1, "does not exist", "training file does not exist"),

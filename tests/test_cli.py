@@ -118,6 +118,7 @@ def test_help_is_complete(capsys):
                "gallery", "fail_above", "gate", "skip_unreadable", "duplicates",
                "duplicates_threshold", "membership", "ranges", "layouts", "out", "progress",
                "model", "scheduler", "n_samples", "sampler", "steps", "batch_size", "device"}
+    exposed |= {"features", "device", "feature_cache"}  # the feature space (adapters/features.py)
     # repeatable options, one value each; progress is switched off
     option = {"ranges": "range", "layouts": "layout", "progress": "no_progress"}
     for name in exposed:

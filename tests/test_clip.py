@@ -7,6 +7,7 @@ loading the same file, its evaluation transform applied to a PIL image, ``encode
 import copy
 import functools
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -184,18 +185,26 @@ def test_cache_is_keyed_by_content_and_by_the_preprocessing(enc, tmp_path):
     mixed = enc.encode(np.concatenate([rgb, _rgb(2, seed=9)]))
     assert enc.last_cache_hits == 3 and mixed.shape == (5, 384)
     np.testing.assert_array_equal(mixed[:3], first)
-    # one file, named by the model, the weights' hash and the preprocessing's hash
-    pre = hashlib.blake2b(enc.preprocess_key.encode(), digest_size=8).hexdigest()
-    digest = clip_adapter._file_digest(enc.weights)
-    assert [f.name for f in tmp_path.glob("*.npz")] == [f"{MODEL}-{digest}-pre{pre}.npz"]
+    # one folder, keyed by the model, the weights' SHA-256 and the preprocessing
+    from memaudit.adapters._encoder import FeatureCache
+
+    folder = tmp_path / "clip" / FeatureCache(tmp_path, enc.cache_parts).key
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["weights_sha256"] == hashlib.sha256(Path(enc.weights).read_bytes()).hexdigest()
+    assert meta["model"] == MODEL and meta["preprocess"] == enc.preprocess_key
     assert "Resize(size=224" in enc.preprocess_key and "CenterCrop" in enc.preprocess_key
-    # caches of the old hand-written resize are never read: their name lacks the preprocessing
-    # hash, and a file under the new name without the same preprocessing record is ignored
-    keys = enc._keys(clip_adapter._to_uint8(rgb))
-    np.savez(tmp_path / f"{MODEL}-{digest}.npz", keys=np.array(keys), emb=np.zeros((3, 384)))
-    np.savez(tmp_path / f"{enc.model_key}.npz", keys=np.array(keys), emb=np.zeros((3, 384)))
+    # another preprocessing (e.g. the old hand-written resize) never reads these entries, and a
+    # shard under this key that says it was written for another is dropped with a warning
+    other = copy.copy(enc)
+    other.preprocess_key = "pil-uint8-v1\nhand-written resize"
+    np.testing.assert_allclose(other.encode(rgb), first, atol=1e-6)
+    assert other.last_cache_hits == 0
+    keys = [clip_adapter.content_key(im) for im in clip_adapter._to_uint8(rgb)]
+    np.savez(folder / "forged.npz", keys=np.array(keys), features=np.zeros((3, 384)),
+             cache_key=np.array("another key"))
     again = enc.encode(rgb)
-    assert enc.last_cache_hits == 0
+    assert enc.last_cache_hits == 3 and not (folder / "forged.npz").exists()
+    assert any("forged.npz is unreadable" in w for w in enc.cache_warnings)
     np.testing.assert_allclose(again, first, atol=1e-6)
 
 

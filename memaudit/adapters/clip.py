@@ -14,12 +14,13 @@ Each image goes through open_clip's own evaluation transform for the model, as a
 ``encode(images)`` equals ``model.encode_image(preprocess(Image.fromarray(image)))`` with the
 ``preprocess`` that ``open_clip.create_model_and_transforms`` returns. Pixels are uint8, uint16 or
 floats in [0, 1]; any other range is refused. Embeddings are cached on disk, keyed by the model
-(name, weights hash, preprocessing) and each image's 8-bit content.
+(name, weights SHA-256, preprocessing) and each image's 8-bit content. The conversion, batches and
+cache are those of every encoder (:mod:`memaudit.adapters._encoder`); the command line reaches this
+encoder through ``--features clip:MODEL=WEIGHTS`` (:mod:`memaudit.adapters.features`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
@@ -28,11 +29,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
-from ..io import atomic_path
-from .._progress import Progress
-from .images import image_layout
+from ._encoder import (ImageEncoder, content_key, file_sha256, local_weights, read_state_dict,
+                       to_uint8)
 
 __all__ = ["ClipEncoder"]
 
@@ -66,14 +64,6 @@ def _require():
     except ImportError as exc:
         raise ImportError("the CLIP adapter needs open_clip: pip install 'memaudit[clip]'") from exc
     return open_clip, torch
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _model_config(open_clip, model: str) -> dict:
@@ -154,63 +144,13 @@ def _create_model(open_clip, model: str, overrides: dict):
         root.setLevel(level)
 
 
-def _to_uint8(images) -> list[np.ndarray]:
-    """A batch of images as the 8-bit arrays PIL will hold: (H, W) gray or (H, W, 3) RGB each.
-
-    uint8 is kept; uint16 is read on its full scale (x / 65535, rounded to 8 bits as x / 257);
-    floats must lie in [0, 1] and are rounded as ``round(x * 255)`` (diffusers' ``numpy_to_pil``).
-    Anything else is refused with the observed range and the fix.
-    """
-    try:
-        x = np.asarray(images)
-    except ValueError as exc:  # a ragged list
-        raise ValueError(f"images must be one array of equally shaped images ({exc})") from None
-    if x.ndim not in (3, 4) or x.shape[0] == 0:
-        raise ValueError(f"expected a non-empty batch of images (n, H, W), (n, H, W, C) or "
-                         f"(n, C, H, W), got shape {x.shape}")
-    layout = image_layout(x.shape[1:])
-    if layout not in ("HW", "HWC", "CHW"):
-        alpha = "; drop an alpha channel with images[..., :3]" if 4 in x.shape[1:] else ""
-        raise ValueError(f"images of shape {x.shape[1:]} are not (H, W), (H, W, C) or (C, H, W) "
-                         f"with C in (1, 3) and H, W >= 2{alpha}")
-    if layout == "CHW":
-        x = np.moveaxis(x, 1, -1)
-    if x.ndim == 4 and x.shape[-1] == 1:
-        x = x[..., 0]
-    kind = x.dtype.kind
-    if x.dtype == np.uint8:
-        out = x
-    elif x.dtype == np.uint16:
-        hi = int(x.max())
-        if hi <= 255:
-            raise ValueError(f"uint16 images are read on the 16-bit scale 0..65535, but these "
-                             f"reach only {hi}: if they hold 8-bit pixels, pass "
-                             f"images.astype(np.uint8)")
-        out = ((x.astype(np.uint32) * 2 + 257) // 514).astype(np.uint8)  # round(x / 257)
-    elif kind == "f":
-        finite = np.isfinite(x)
-        if not finite.all():
-            raise ValueError(f"images contain {int(x.size - finite.sum())} NaN or Inf values; "
-                             f"clean or drop those images first")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0 or hi > 1:
-            if lo >= -1 and hi <= 1:
-                fix = "they look like [-1, 1]: pass (images + 1) / 2"
-            elif lo >= 0 and 2 < hi <= 255:
-                fix = "they look like 0..255: pass images / 255"
-            else:
-                fix = "clip or rescale them to [0, 1]"
-            raise ValueError(f"float images must lie in [0, 1] (or pass uint8 0..255); observed "
-                             f"range [{lo:.4g}, {hi:.4g}]: {fix}")
-        out = np.rint(x.astype(np.float64) * 255).astype(np.uint8)
-    else:
-        what = f"values {x.min()}..{x.max()}" if kind in "iu" else "not pixels"
-        raise TypeError(f"images of dtype {x.dtype} ({what}) are not accepted: pass uint8 "
-                        f"0..255, uint16 0..65535 or floats in [0, 1]")
-    return list(np.ascontiguousarray(out))
+# the conversion and keys every encoder shares (memaudit.adapters._encoder), under their names here
+_to_uint8 = to_uint8
+_file_digest = file_sha256
+content_key = content_key
 
 
-class ClipEncoder:
+class ClipEncoder(ImageEncoder):
     """Embed images with an open_clip model whose weights come from a local file.
 
     Parameters
@@ -241,21 +181,14 @@ class ClipEncoder:
         Its settings (size, mean, std, interpolation, resize_mode, ...).
     """
 
+    extractor = "clip"
+
     def __init__(self, model: str, weights, *, tag: str | None = None, device: str = "cpu",
                  batch_size: int = 64, cache_dir=None, progress=None):
         open_clip, torch = _require()
         model_cfg = _model_config(open_clip, model)
         overrides = _preprocess_overrides(open_clip, model, tag, model_cfg)
-        if weights is None:
-            raise ValueError("weights: give the path of a local weights file; memaudit does not "
-                             "download models")
-        path = Path(weights)
-        if not path.is_file():
-            hint = (" (this looks like a hub tag; memaudit never downloads weights: save them to a "
-                    "file and pass its path)" if os.sep not in str(weights) and not path.suffix else "")
-            raise FileNotFoundError(f"weights file {weights} does not exist{hint}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        path = local_weights(weights, "weights")
         state = self._read_state(path, torch)
         net = _create_model(open_clip, model, overrides)
         try:
@@ -278,72 +211,15 @@ class ClipEncoder:
             resize_mode=cfg["resize_mode"], interpolation=cfg["interpolation"],
             fill_color=cfg["fill_color"])
         self.preprocess_key = f"{_CONVERSION}\n{self.preprocess!r}"
-        pre = hashlib.blake2b(self.preprocess_key.encode(), digest_size=8).hexdigest()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.model_key = f"{model}-{_file_digest(path)}-pre{pre}"
-        self._torch = torch
+        self._ready(torch)
 
-    @staticmethod
-    def _read_state(path: Path, torch):
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    def _forward(self, batch):
+        return self.net.encode_image(batch)
 
-            try:
-                return load_file(str(path), device="cpu")
-            except Exception as exc:
-                raise ValueError(f"cannot read weights file {path} as safetensors ({exc})") from exc
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ValueError(f"cannot read weights file {path} as a state dict ({first})") from exc
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        if not isinstance(state, dict):
-            raise ValueError(f"weights file {path} does not hold a state dict")
-        return {k.removeprefix("module."): v for k, v in state.items()}
+    _read_state = staticmethod(read_state_dict)
 
-    # -- encoding ---------------------------------------------------------------------------
-    def _prepare(self, images: list[np.ndarray]):
-        """8-bit images -> the model's input batch, each through open_clip's PIL transform."""
-        from PIL import Image
-
-        torch = self._torch
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # tiny per-image tensor ops: threads cost more than they give
-        try:
-            batch = torch.stack([self.preprocess(Image.fromarray(im)) for im in images])
-        finally:
-            torch.set_num_threads(threads)
-        return batch.to(self.device)
-
-    @staticmethod
-    def _keys(images: list[np.ndarray]) -> list[str]:
-        return [hashlib.blake2b(im.tobytes() + repr(im.shape).encode(), digest_size=16).hexdigest()
-                for im in images]
-
-    def _cache_path(self) -> Path | None:
-        return None if self.cache_dir is None else self.cache_dir / f"{self.model_key}.npz"
-
-    def _load_cache(self) -> dict:
-        path = self._cache_path()
-        if path is None or not path.exists():
-            return {}
-        with np.load(path, allow_pickle=False) as z:
-            if "preprocess" not in z.files or str(z["preprocess"]) != self.preprocess_key:
-                return {}  # written by another preprocessing: recompute and overwrite
-            return dict(zip(z["keys"].tolist(), z["emb"]))
-
-    def _save_cache(self, cache: dict) -> None:
-        path = self._cache_path()
-        if path is None or not cache:
-            return
-        keys = np.array(list(cache.keys()))
-        emb = np.stack(list(cache.values())).astype(np.float32)
-        with atomic_path(path, suffix=".npz") as tmp:
-            np.savez(tmp, keys=keys, emb=emb, preprocess=np.array(self.preprocess_key))
-
-    def encode(self, images) -> np.ndarray:
+    def encode(self, images):
         """Unit-norm CLIP image embeddings.
 
         Parameters
@@ -358,23 +234,4 @@ class ClipEncoder:
             Row i equals open_clip's ``model.encode_image(preprocess(PIL image i))``, L2-normalized,
             where PIL image i holds image i as 8-bit pixels.
         """
-        images = _to_uint8(images)
-        keys = self._keys(images)
-        cache = self._load_cache()
-        self.last_cache_hits = sum(k in cache for k in keys)
-        first: dict[str, int] = {}
-        for i, k in enumerate(keys):
-            first.setdefault(k, i)
-        todo = [k for k in first if k not in cache]  # identical images are embedded once
-        torch = self._torch
-        with Progress(len(todo), f"clip {self.model_name}", self.progress) as bar, torch.no_grad():
-            for s in range(0, len(todo), self.batch_size):
-                chunk = todo[s : s + self.batch_size]
-                x = self._prepare([images[first[k]] for k in chunk])
-                emb = self.net.encode_image(x).float()
-                emb = torch.nn.functional.normalize(emb, dim=-1).cpu().numpy()
-                cache.update(zip(chunk, emb))
-                bar.update(len(chunk))
-        if todo:
-            self._save_cache(cache)
-        return np.stack([cache[k] for k in keys]).astype(np.float32)
+        return super().encode(images)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, replace
 
 from .._validation import check_positive_int, check_seed
-from ..conventions import describe_space, pixel_scale, require_images
+from ..conventions import pixel_scale, require_images
 from ..gate import Gate
 from ..neighbors import BACKENDS, INDEXES, METRICS
 from ..probes.duplicates import METHODS as DUPLICATE_METHODS
@@ -23,10 +23,13 @@ from ._common import (SETS, STATS, Run, check_out, declarations, defaults_of, ga
                       load_inputs, option, option_errors, out_option, package_versions,
                       parsed_declarations, progress_option, resolved)
 from ._model import ModelSampling, model_field
+from ._features import (checked_features, encode_sets, feature_options, feature_threshold,
+                        label_threshold, load_encoder, space_text)
 
 __all__ = ["AuditConfig", "AuditRun", "run_audit"]
 
 _NN = defaults_of(NNRatioProbe)
+_FEATURES, _DEVICE, _FEATURE_CACHE = feature_options(group="features")
 _FAIL_ABOVE, _GATE = gate_options(
     "the gated rate", "figure read by --fail-above: the memorized fraction (rate) or its excess "
     "over the held-out control (excess, needs --holdout)", group="output")
@@ -100,6 +103,9 @@ class AuditConfig(ModelSampling):
     # a diffusers model sampled here instead of --samples (memaudit.adapters.diffusers)
     # (and, from ModelSampling: scheduler, n_samples, sampler, steps, batch_size, device)
     model: object = model_field("model", group="model")
+    features: str = _FEATURES
+    device: str = _DEVICE
+    feature_cache: object = _FEATURE_CACHE
 
     def resolved(self) -> dict:
         """A JSON-safe copy; arrays are described by their shape, paths kept as given."""
@@ -219,6 +225,15 @@ def _sample_model(config: AuditConfig):
     return replace(config, samples=ds, ranges=ranges, layouts=layouts, **real), record
 
 
+def _space(config, spec, encoder, train, features) -> str:
+    """The headline's "compared in": the --features space (and what --duplicates compares)."""
+    text = space_text(spec, encoder, train, config.metric, features.shape[1])
+    if config.duplicates == "embedding" and encoder is None:
+        text += ("; --duplicates embedding: cosine similarity on raw pixels (no encoder; "
+                 "--features to embed)")
+    return text
+
+
 def run_audit(config: AuditConfig) -> AuditRun:
     """Run the nearest-neighbour-ratio audit described by ``config``.
 
@@ -235,6 +250,8 @@ def run_audit(config: AuditConfig) -> AuditRun:
     >>> run.passed, run.paths["html"]  # doctest: +SKIP
     """
     gate, dup_threshold = _check(config)
+    spec = checked_features(config)
+    encoder = load_encoder(config, spec)  # weights read and checked before any data
     t0 = time.perf_counter()
     generated = None
     if config.model is not None:
@@ -243,32 +260,47 @@ def run_audit(config: AuditConfig) -> AuditRun:
     train, samples, holdout = data["train"], data["samples"], data["holdout"]
     if config.duplicates is not None:
         require_images(config.duplicates, train, "--duplicates")
-    probe = _probe(config).fit(train.x, ids=train.ids)
+    # what the probes compare: the pixels, or every set's features in the --features space
+    x = {k: None if v is None else v.x for k, v in data.items()}
+    if encoder is not None:
+        x, feature_notes = encode_sets(encoder, data)
+        notes = notes + feature_notes
+    probe = _probe(config).fit(x["train"], ids=train.ids)
     result = probe.score(
-        samples.x,
+        x["samples"],
         ids=samples.ids,
-        holdout=None if holdout is None else holdout.x,
+        holdout=x["holdout"],
         holdout_ids=None if holdout is None else holdout.ids,
     )
     duplicates = None
     if config.duplicates is not None:
         from ..image_duplicates import find_copies, find_duplicates
 
-        # one quantization for every set: the training set's range and precision
-        opts = dict(item_shape=train.item_shape, threshold=dup_threshold, seed=config.seed,
-                    progress=config.progress, **pixel_scale(train))
+        # one quantization for every set: the training set's range and precision; embedding
+        # compares the --features space (its own default threshold: SSCD 0.5), hashes the pixels
+        embedded = encoder is not None and config.duplicates == "embedding"
+        dx = x if embedded else {k: None if v is None else v.x for k, v in data.items()}
+        opts = dict(item_shape=dx["train"].shape[1:] if embedded else train.item_shape,
+                    threshold=feature_threshold(spec, config.duplicates, dup_threshold),
+                    seed=config.seed, progress=config.progress,
+                    **({} if embedded else pixel_scale(train)))
         duplicates = {
-            "train": find_duplicates(train.x, config.duplicates, ids=train.ids, **opts),
-            "samples_vs_train": find_copies(samples.x, train.x, config.duplicates,
+            "train": find_duplicates(dx["train"], config.duplicates, ids=train.ids, **opts),
+            "samples_vs_train": find_copies(dx["samples"], dx["train"], config.duplicates,
                                             sample_ids=samples.ids, reference_ids=train.ids,
                                             **opts),
         }
+        duplicates = {k: label_threshold(v, spec, config.duplicates, dup_threshold)
+                      for k, v in duplicates.items()}
     membership = None
     if config.membership:
         from .membership import calibrated_distance_attack
 
+        # in the --features space too: the same arrays the nn-ratio probe compared
+        sets = [replace(ds, x=x[k], item_shape=x[k].shape[1:])
+                for k, ds in (("train", train), ("holdout", holdout), ("samples", samples))]
         membership = calibrated_distance_attack(
-            train, holdout, samples, n_bootstrap=config.n_bootstrap, confidence=config.confidence,
+            *sets, n_bootstrap=config.n_bootstrap, confidence=config.confidence,
             seed=config.seed, progress=config.progress, metric=config.metric,
             backend=config.backend)
     figure = "nn_ratio.rate" if config.gate == "rate" else "nn_ratio.excess_over_control"
@@ -294,7 +326,7 @@ def run_audit(config: AuditConfig) -> AuditRun:
         notes=notes,
         elapsed=time.perf_counter() - t0,
         datasets={"train": train, "samples": samples, "holdout": holdout},
-        space=describe_space(train.convention, config.metric),
+        space=_space(config, spec, encoder, train, x["train"]),
     )
     run = AuditRun(config=config, gate=record, notes=report.notes, report=report)
     if config.out is not None:

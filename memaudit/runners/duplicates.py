@@ -16,6 +16,8 @@ from ..probes.duplicates import DEFAULTS, METHODS, CopyRateResult, parse_thresho
 from ._common import (SETS, STATS, Run, check_out, declarations, defaults_of, gate_options,
                       load_inputs, option, option_errors, out_option, package_versions,
                       parsed_declarations, progress_option, resolved)
+from ._features import (checked_features, encode_sets, feature_options, feature_threshold,
+                        label_threshold, load_encoder, space_text)
 
 __all__ = ["DuplicatesConfig", "DuplicatesRun", "run_duplicates"]
 
@@ -29,6 +31,7 @@ _FAIL_ABOVE, _GATE = gate_options(
 # array, on which hashes are refused.
 DEFAULT_METHOD = "phash"
 _FIND = defaults_of(find_duplicates)
+_FEATURES, _DEVICE, _FEATURE_CACHE = feature_options()
 
 
 def _threshold_defaults() -> str:
@@ -79,6 +82,9 @@ class DuplicatesConfig:
     gate: str = _GATE
     out: object = out_option("duplicates")
     progress: bool | None = progress_option()
+    features: str = _FEATURES
+    device: str = _DEVICE
+    feature_cache: object = _FEATURE_CACHE
 
 
 @dataclass
@@ -94,6 +100,7 @@ class DuplicatesRun(Run):
     control: CopyRateResult | None = None
     datasets: dict = None
     elapsed: float = 0.0
+    space: str | None = None  # what was compared: the --features space, or the pixels
 
     def warnings(self) -> list:
         """Every note of the loading step (conventions, scales), for stderr."""
@@ -106,11 +113,13 @@ class DuplicatesRun(Run):
         config = resolved(self.config, threshold=self.results["train"].threshold)
         self.paths = write_duplicates_report(out_dir, self.results, self.datasets, config,
                                              package_versions(), self.elapsed,
-                                             control=self.control, gate=self.gate)
+                                             control=self.control, gate=self.gate,
+                                             space=self.space)
         return self.paths
 
     def summary(self) -> str:
-        lines = [f"{key}: {res.summary()}" for key, res in self.results.items()]
+        lines = [f"compared in: {self.space}"] if self.space else []
+        lines += [f"{key}: {res.summary()}" for key, res in self.results.items()]
         if self.control is not None:
             lines.append(f"copy rate vs held-out control: {self.control.summary()}")
         for name, ds in self.datasets.items():
@@ -125,7 +134,7 @@ class DuplicatesRun(Run):
                for k, v in self.results.items()}
         if self.control is not None:
             out["copy_rate"] = self.control.to_dict()
-        return {**out, "gate": self.gate, "report": self._report_paths()}
+        return {**out, "space": self.space, "gate": self.gate, "report": self._report_paths()}
 
 
 def _check(config: DuplicatesConfig):
@@ -165,6 +174,18 @@ def _gated(config, results, control):
     return "duplicates.copy_rate", None if res is None else res.n_duplicated / res.n_items
 
 
+def _space(config, spec, encoder, train, features) -> str:
+    """What was compared: the --features space for embedding, else the method on the pixels."""
+    if encoder is not None:
+        return space_text(spec, encoder, train, "cosine", features.shape[1]).replace(
+            "cosine distance", "cosine similarity")
+    images = space_text(spec, None, train, "l2").rsplit(", ", 1)[0]
+    if config.method == "embedding":
+        return (f"cosine similarity on raw pixels (no encoder; --features to embed); "
+                f"images: {images}")
+    return f"{config.method} on {images}"
+
+
 def run_duplicates(config: DuplicatesConfig) -> DuplicatesRun:
     """Find duplicates and copies as ``config`` says (see the module).
 
@@ -175,31 +196,47 @@ def run_duplicates(config: DuplicatesConfig) -> DuplicatesRun:
         (else ``.write(out_dir)``).
     """
     gate, threshold = _check(config)
+    spec = checked_features(config)
+    if spec.extractor != "pixels" and config.method != "embedding":
+        raise ValueError(f"features (--features) {spec.extractor} is compared by --method "
+                         f"embedding; {config.method} compares pixels: add --method embedding "
+                         f"(or drop --features)")
+    encoder = load_encoder(config, spec)  # weights read and checked before any data
     t0 = time.perf_counter()
     # one convention for every set (refused or converted as in audit); the probe quantizes with
     # the training set's range and precision
     loaded, notes = load_inputs(config, SETS)
     train, samples, holdout = (loaded[k] for k in SETS)
     require_images(config.method, train)
-    common = dict(threshold=threshold, index=config.index, seed=config.seed,
-                  progress=config.progress, item_shape=train.item_shape, **pixel_scale(train))
-    results = {"train": find_duplicates(train.x, config.method, ids=train.ids, **common)}
+    x = {k: None if v is None else v.x for k, v in loaded.items()}
+    if encoder is not None:  # embedding in the --features space, its own default threshold
+        x, feature_notes = encode_sets(encoder, loaded)
+        notes = notes + feature_notes
+    common = dict(threshold=feature_threshold(spec, config.method, threshold), index=config.index,
+                  seed=config.seed, progress=config.progress,
+                  item_shape=train.item_shape if encoder is None else x["train"].shape[1:],
+                  **(pixel_scale(train) if encoder is None else {}))
+    results = {"train": find_duplicates(x["train"], config.method, ids=train.ids, **common)}
     control = None
     if holdout is not None:
-        control = find_copies_with_control(samples.x, train.x, holdout.x, config.method,
+        control = find_copies_with_control(x["samples"], x["train"], x["holdout"], config.method,
                                            sample_ids=samples.ids, reference_ids=train.ids,
                                            holdout_ids=holdout.ids, n_bootstrap=config.n_bootstrap,
                                            confidence=config.confidence, **common)
         results["samples_vs_train"] = control.samples
         results["holdout_vs_train"] = control.control
     elif samples is not None:
-        results["samples_vs_train"] = find_copies(samples.x, train.x, config.method,
+        results["samples_vs_train"] = find_copies(x["samples"], x["train"], config.method,
                                                   sample_ids=samples.ids, reference_ids=train.ids,
                                                   **common)
+    results = {k: label_threshold(v, spec, config.method, threshold) for k, v in results.items()}
+    if control is not None:
+        control = label_threshold(control, spec, config.method, threshold)
     record = gate.apply(*_gated(config, results, control))
     run = DuplicatesRun(config=config, gate=record, notes=notes, results=results, control=control,
                         datasets={"train": train, "samples": samples, "holdout": holdout},
-                        elapsed=time.perf_counter() - t0)
+                        elapsed=time.perf_counter() - t0,
+                        space=_space(config, spec, encoder, train, x["train"]))
     if config.out is not None:
         run.write(config.out)
     return run
