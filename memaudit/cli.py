@@ -128,7 +128,8 @@ _DUP_THRESHOLDS = ", ".join(f"{m} {'none' if v[0] is None else v[0]}"
                             for m, v in DUPLICATE_THRESHOLDS.items())
 _AUDIT_GROUPS = {"inputs": "inputs (a .npy file, a .npz file or FILE.npz:KEY, or a folder of "
                  "images)", "probe": "probe", "statistics": "statistics", "search": "search",
-                 "output": "output"}
+                 "output": "output", "model": "a diffusers model sampled instead of --samples "
+                 "(local folders only; pip install 'memaudit[diffusers]')"}
 # command -> (one-line help, description, epilog)
 _TEXT = {
     "audit": (
@@ -192,6 +193,18 @@ _TEXT = {
         "labelled stand-in instead: held-out digits plus copies of training digits planted at "
         "known positions, and prints how many were found.",
         _EXITS),
+    "track": (
+        "memorization over a training run's checkpoints: f_mem, quality, tau_gen, tau_mem",
+        "Sample every checkpoint of a training run with the same seeds: a diffusers run "
+        "(RUN/checkpoint-N/unet, and unet_ema when present, reported separately; the scheduler "
+        "from RUN/scheduler or --scheduler), or a run an installed run sampler knows (entry point "
+        "group memaudit.runs, e.g. reference_models). At each checkpoint: f_mem (d1/d2 < 1/3) "
+        "with the held-out control, the Fréchet distance of the samples to the held-out items, "
+        "and with --members/--nonmembers the loss, PIA and SecMI attacks' AUC. Then tau_gen "
+        "(quality converged), tau_mem (memorization significant) and the checkpoint to keep (best "
+        "quality before tau_mem). Writes DIR/tracking.json and DIR/tracking.html.",
+        f"{_EXITS} Example: memaudit track --run output_dir --train train/ --holdout test/ "
+        "--n-samples 500 --out track"),
 }
 
 
@@ -207,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command, (config_cls, _) in CONFIGS.items():
         short, description, epilog = _TEXT[command]
         p = sub.add_parser(command, help=short, description=description, epilog=epilog)
-        add_fields(p, config_cls, _AUDIT_GROUPS if command == "audit" else None)
+        add_fields(p, config_cls, _AUDIT_GROUPS if command in ("audit", "track") else None)
     return parser
 
 
@@ -227,6 +240,8 @@ def run_command(args) -> int:
     config = config_from(args)
     if args.command == "demo":
         run = run_demo(config, log=_stderr)
+    elif args.command == "track":
+        run = CONFIGS["track"][1](config, log=_stderr)
     else:
         run = CONFIGS[args.command][1](config)
     for line in run.warnings():

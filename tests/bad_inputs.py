@@ -162,6 +162,19 @@ def make_data(root: Path) -> dict:
     _png(d / "b.png", np.zeros((7, 6), np.uint8))
     f["mixed"] = str(d)
     f["missing"] = str(root / "missing.npy")
+    # diffusers folders refused before diffusers is imported (config.json, fake weight files)
+    unet_cfg = '{"_class_name": "UNet2DModel", "sample_size": 6, "in_channels": 1}'
+    for name, weights in (("unet_bin", "diffusion_pytorch_model.bin"),
+                          ("unet_nosched", "diffusion_pytorch_model.safetensors"),
+                          ("run_bin/checkpoint-5/unet", "diffusion_pytorch_model.bin")):
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "config.json").write_text(unet_cfg)
+        (d / weights).write_bytes(b"not read")
+        f[name.split("/")[0]] = str(root / name.split("/")[0])
+    (root / "run_bin" / "scheduler").mkdir(exist_ok=True)
+    (root / "run_bin" / "scheduler" / "scheduler_config.json").write_text(
+        '{"_class_name": "DDPMScheduler", "num_train_timesteps": 1000}')
     # a weights file of no extractor's architecture (--features mismatches)
     from safetensors.numpy import save_file
 
@@ -514,6 +527,32 @@ CASES = [
          "--fail-above nan", 2, "not a number or fraction", "--fail-above nan"),
     Case("mia-out-file", "membership --member-scores {ms} --nonmember-scores {ns} --out {afile}", 1,
          "is a file, not a folder", "--out is a file"),
+    # ------------------------------------------------------------------ diffusers models
+    Case("audit-model-hub-id", "audit --model google/ddpm-cifar10-32 --train {t} --out {out}", 1,
+         "looks like a Hugging Face hub id", "a hub id as --model (never downloaded)"),
+    Case("audit-model-missing", "audit --model {empty}/nope --train {t} --out {out}", 1,
+         "does not exist", "a model folder that does not exist"),
+    Case("audit-model-bin", "audit --model {unet_bin} --train {t} --out {out}", 1,
+         "holds only .bin weights", "a U-Net folder with pickled .bin weights only"),
+    Case("audit-model-no-scheduler", "audit --model {unet_nosched} --train {t} --out {out}", 1,
+         "has no scheduler", "a U-Net folder without a scheduler"),
+    Case("audit-model-and-samples", "audit --model {unet_nosched} --samples {s} --train {t} "
+         "--out {out}", 1, "either samples (--samples) or a model", "--model and --samples"),
+    Case("audit-model-not-diffusers", "audit --model {imgs} --train {t} --out {out}", 1,
+         "is not a diffusers folder", "an image folder as --model"),
+    Case("mia-model-hub-id", "membership --model google/ddpm-cifar10-32 --members {t} "
+         "--nonmembers {h} --out {out}", 1, "looks like a Hugging Face hub id",
+         "a hub id as membership --model"),
+    Case("mia-model-no-members", "membership --model {unet_nosched} --out {out}", 1,
+         "--model needs --members", "model attacks without members"),
+    Case("track-hub-id", "track --run someone/run --train {t} --out {out}", 1,
+         "looks like a Hugging Face hub id", "a hub id as --run"),
+    Case("track-bin", "track --run {run_bin} --train {t} --out {out}", 1,
+         "holds only .bin weights", "a run whose checkpoint holds .bin weights only"),
+    Case("track-not-a-run", "track --run {empty} --train {t} --out {out}", 1,
+         "has no checkpoint-N/unet folders", "a folder that is not a training run"),
+    Case("track-members-only", "track --run {run_bin} --train {t} --members {t} --out {out}", 1,
+         "need both --members and --nonmembers", "--members without --nonmembers"),
     # ------------------------------------------------------------------ demo
     Case("demo-out-file", "demo --stand-in --out {afile}", 1, "is a file, not a folder",
          "--out is a file"),

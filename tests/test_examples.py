@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,3 +20,54 @@ def test_audit_arrays_example(tmp_path, monkeypatch, capsys):
     assert "flagged with the right source: 9" in out
     assert (tmp_path / "report.json").exists() and (tmp_path / "report.html").exists()
     assert np.all(result.ratio[result.memorized] < 1 / 3)
+
+
+def _run_example(name, argv, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [name, *argv])
+    ns = runpy.run_path(str(ROOT / "examples" / name), run_name="not_main")
+    return ns["main"](argv)
+
+
+def test_audit_diffusers_pipeline_example(tmp_path, monkeypatch, capsys):
+    """The example audits a pipeline folder the test saves; two training items are copies of
+    samples 2 and 9 (drawn alone from their seeds): exactly those are flagged, and the first is
+    redrawn alone with the same distance."""
+    pytest.importorskip("diffusers")
+    from test_diffusers import save_pipeline
+
+    from memaudit.adapters.diffusers import sample, sample_seeds
+
+    model = save_pipeline(tmp_path / "pipe")
+    rng = np.random.default_rng(1)
+    train = rng.random((50, 8, 8)).astype(np.float32)
+    train[[4, 30]] = sample(model, seeds=sample_seeds(0, 24)[[2, 9]], steps=3)
+    np.save(tmp_path / "train.npy", train)
+    np.save(tmp_path / "holdout.npy", rng.random((30, 8, 8)).astype(np.float32))
+    run = _run_example("audit_diffusers_pipeline.py",
+                       ["--model", model, "--train", str(tmp_path / "train.npy"), "--holdout",
+                        str(tmp_path / "holdout.npy"), "--n-samples", "24", "--steps", "3",
+                        "--out", str(tmp_path / "out")], monkeypatch)
+    out = capsys.readouterr().out
+    assert np.flatnonzero(run.report.nn_ratio.memorized).tolist() == [2, 9]
+    assert "sample-2 copies training item 4" in out and "sample-9 copies training item 30" in out
+    assert "redrawn alone from its seed" in out and "(the same)" in out
+    assert (tmp_path / "out" / "report.json").exists()
+
+
+def test_track_diffusers_run_example(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("diffusers")
+    from test_diffusers import save_run
+
+    run_dir = save_run(tmp_path / "run", (30, 5))
+    rng = np.random.default_rng(2)
+    for name, n in (("train", 40), ("holdout", 30)):
+        np.save(tmp_path / f"{name}.npy", rng.random((n, 8, 8)).astype(np.float32))
+    run = _run_example("track_diffusers_run.py",
+                       ["--run", run_dir, "--train", str(tmp_path / "train.npy"), "--holdout",
+                        str(tmp_path / "holdout.npy"), "--n-samples", "12", "--steps", "2",
+                        "--out", str(tmp_path / "out")], monkeypatch)
+    out = capsys.readouterr().out
+    assert run.curves["unet"].steps.tolist() == [5, 30]
+    rec = run.curves["unet"].recommended
+    assert f"unet: keep {Path(run_dir) / f'checkpoint-{rec}' / 'unet'}" in out
+    assert (tmp_path / "out" / "tracking.html").exists()

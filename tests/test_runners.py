@@ -27,6 +27,7 @@ REQUIRED = {
     "subsequences": ["--train", "t.npy", "--samples", "s.npy", "--window", "8", "--out", "o"],
     "membership": ["--out", "o"],
     "demo": [],
+    "track": ["--run", "r", "--train", "t.npy", "--out", "o"],
 }
 
 

@@ -71,7 +71,7 @@ def membership_section(res, attack: str) -> dict:
 
 def write_membership_report(out_dir, result, *, config: dict, versions: dict, inputs: dict,
                             attack: str, elapsed: float = 0.0, gate: dict | None = None,
-                            notes=(), space: str | None = None) -> dict:
+                            notes=(), space: str | None = None, attacks: dict | None = None) -> dict:
     """membership.json and membership.html for ``memaudit membership`` (atomically).
 
     Parameters
@@ -84,16 +84,28 @@ def write_membership_report(out_dir, result, *, config: dict, versions: dict, in
         What the attack is (recorded in section ``membership`` as ``attack``).
     gate, notes, space
         As in :func:`memaudit.report.document.document`.
+    attacks : dict of str to (CalibratedAttack, str), optional
+        Several attacks on one model (``memaudit membership --model``): written under section
+        ``attacks`` by name, each with a section of its own in the page; ``result`` is the gated
+        one (the strongest).
 
     Returns
     -------
     dict of str to Path
         ``json`` and ``html``: the two files written (:func:`write_json_html`).
     """
-    data = document("membership", {"membership": membership_section(result, attack)},
+    sections = {"membership": membership_section(result, attack)}
+    if attacks:
+        sections["attacks"] = {k: membership_section(r, a) for k, (r, a) in attacks.items()}
+    data = document("membership", sections,
                     config=config, versions=versions, inputs=inputs, elapsed=elapsed, gate=gate,
                     notes=notes, space=space)
-    body = (f"<p>Attack: <b>{esc(attack)}</b></p>" + membership_html(result, "Result"))
+    if not attacks:
+        body = (f"<p>Attack: <b>{esc(attack)}</b></p>" + membership_html(result, "Result"))
+    else:  # each attack once; the gated one is named
+        body = (f"<p>Model attacks; the strongest on the evaluation half, <b>{esc(attack)}</b>, "
+                "is the gated figure.</p>"
+                + "".join(membership_html(r, a) for r, a in attacks.values()))
     return write_json_html(out_dir, "membership", data,
                            page(data, "memaudit: can an attacker tell training items from "
                                       "held-out ones?", body))

@@ -14,6 +14,7 @@ command                     config                 runner               returns
 ``memaudit subsequences``   SubsequencesConfig     run_subsequences     SubsequencesRun
 ``memaudit membership``     MembershipConfig       run_membership       MembershipRun
 ``memaudit demo``           DemoConfig             run_demo             DemoRun (``.audit``)
+``memaudit track``          TrackConfig            run_tracking         TrackRun (``.curves``)
 ==========================  =====================  ===================  =========================
 
 Every run result has ``gate`` (the gate's record, None without a gate), ``passed``, ``paths``
@@ -27,11 +28,13 @@ from .demo import DemoConfig, DemoRun, run_demo
 from .duplicates import DuplicatesConfig, DuplicatesRun, run_duplicates
 from .membership import MembershipConfig, MembershipRun, run_membership
 from .subsequences import SubsequencesConfig, SubsequencesRun, run_subsequences
+from .track import TrackConfig, TrackRun, run_tracking
 
 __all__ = ["AuditConfig", "AuditRun", "run_audit", "DuplicatesConfig", "DuplicatesRun",
            "run_duplicates", "SubsequencesConfig", "SubsequencesRun", "run_subsequences",
            "MembershipConfig", "MembershipRun", "run_membership", "DemoConfig", "DemoRun",
-           "run_demo", "Run", "load_inputs", "package_versions", "CONFIGS"]
+           "run_demo", "Run", "load_inputs", "package_versions", "CONFIGS", "TrackConfig",
+           "TrackRun", "run_tracking"]
 
 # command -> (config dataclass, runner): what the command line dispatches on
 CONFIGS = {
@@ -40,4 +43,5 @@ CONFIGS = {
     "subsequences": (SubsequencesConfig, run_subsequences),
     "membership": (MembershipConfig, run_membership),
     "demo": (DemoConfig, run_demo),
+    "track": (TrackConfig, run_tracking),
 }

@@ -23,6 +23,7 @@ from ._common import (SETS, STATS, Run, check_out, declarations, defaults_of, ga
                       load_inputs, option, option_errors, out_option, package_versions,
                       parsed_declarations, progress_option, resolved)
 from ._common import check_cluster_options, cluster_options
+from ._model import ModelSampling, model_field
 from ._features import (checked_features, encode_sets, feature_options, feature_threshold,
                         label_threshold, load_encoder, space_text)
 
@@ -37,7 +38,7 @@ _CLUSTER, _SHARD_ROWS = cluster_options(group="search")
 
 
 @dataclass
-class AuditConfig:
+class AuditConfig(ModelSampling):
     """Everything an audit needs; the resolved config is written into the report.
 
     Every field's meaning and default is in its ``help`` (``memaudit audit -h`` prints them). The
@@ -49,8 +50,8 @@ class AuditConfig:
 
     train: object = option(None, "training items", kind="path", required=True, group="inputs",
                            metavar="PATH")
-    samples: object = option(None, "generated samples", kind="path", required=True,
-                             group="inputs", metavar="PATH")
+    samples: object = option(None, "generated samples (or --model)", kind="path",
+                             group="inputs", metavar="PATH", default_text="none: give --model")
     holdout: object = option(None, "held-out real items never trained on: the control, "
                              "recommended", kind="path", group="inputs", metavar="PATH",
                              default_text="none: no control")
@@ -103,6 +104,9 @@ class AuditConfig:
     gate: str = _GATE
     notes: list = option(help="free text shown at the top of the report", factory=list, cli=False)
     progress: bool | None = progress_option(group="output")
+    # a diffusers model sampled here instead of --samples (memaudit.adapters.diffusers)
+    # (and, from ModelSampling: scheduler, n_samples, sampler, steps, batch_size, device)
+    model: object = model_field("model", group="model")
     features: str = _FEATURES
     device: str = _DEVICE
     feature_cache: object = _FEATURE_CACHE
@@ -206,8 +210,9 @@ def _sharded_probe(config: AuditConfig, probe, data, client, encoder=None):
 def _check(config: AuditConfig) -> tuple[Gate, object]:
     """Everything that can be refused before any file is read: settings, declarations, the gate,
     the output folder. Returns the gate and the parsed duplicates threshold."""
-    if config.train is None or config.samples is None:
-        raise ValueError("an audit needs both train (--train) and samples (--samples)")
+    if config.train is None or (config.samples is None) == (config.model is None):
+        raise ValueError("an audit needs train (--train) and either samples (--samples) or a "
+                         "model to sample (--model)")
     if config.membership and config.holdout is None:
         raise ValueError("the membership attack needs held-out data (holdout): the "
                          "non-members it must tell apart from the training items")
@@ -219,11 +224,35 @@ def _check(config: AuditConfig) -> tuple[Gate, object]:
             raise ValueError(f"duplicates must be one of {DUPLICATE_METHODS}, got "
                              f"{config.duplicates!r}")
     threshold = _duplicates_threshold(config)
-    parsed_declarations(config, SETS)
+    ranges, layouts = parsed_declarations(config, SETS)
+    if config.model is not None:
+        from ._model import check_model_dir, check_sampling, sample_declarations
+
+        with option_errors(config):
+            check_sampling(config)
+        sample_declarations(ranges, layouts, ())
+        check_model_dir(config.model, config.scheduler)
     gate = Gate(config.fail_above, config.gate).check(has_control=config.holdout is not None)
     check_out(config)
     check_cluster_options(config)
     return gate, threshold
+
+
+def _sample_model(config: AuditConfig):
+    """Sample ``config.model`` after reading the real inputs (a bad input is refused before the
+    sampling): the config with those Datasets, the samples and their declared convention, and
+    the record of what made the samples."""
+    from ..adapters.diffusers import load_model
+    from ._common import _load
+    from ._model import check_model_shape, generated_samples, sample_declarations
+
+    real = {k: _load(getattr(config, k), k, config) for k in ("train", "holdout")}
+    check_model_shape(config.model, config.scheduler, real["train"], "train")
+    model = load_model(config.model, config.scheduler, device=config.device)
+    ds, record = generated_samples(model, config, progress=config.progress)
+    ranges, layouts = parsed_declarations(config, SETS)
+    ranges, layouts = sample_declarations(ranges, layouts, ds.item_shape)
+    return replace(config, samples=ds, ranges=ranges, layouts=layouts, **real), record
 
 
 def _space(config, spec, encoder, train, features) -> str:
@@ -261,6 +290,9 @@ def run_audit(config: AuditConfig) -> AuditRun:
 
 def _run_audit(config: AuditConfig, gate, dup_threshold, client, spec, encoder) -> AuditRun:
     t0 = time.perf_counter()
+    generated = None
+    if config.model is not None:
+        config, generated = _sample_model(config)
     data, notes = load_inputs(config, SETS)
     probe, cluster = _probe(config), None
     if _sharded(client, data):  # a cluster or a sharded training set: the sharded search
@@ -319,11 +351,17 @@ def _run_audit(config: AuditConfig, gate, dup_threshold, client, spec, encoder) 
         None if result.excess is None else result.excess.value)
     record = gate.apply(figure, value)
     notes = list(config.notes) + notes
+    inputs = {"train": train.describe(), "samples": samples.describe(),
+              "holdout": None if holdout is None else holdout.describe()}
+    if generated is not None:
+        inputs["samples"]["generated_by"] = generated
+        notes.append(f"Samples drawn here from {config.model}: {generated['n_samples']} with the "
+                     f"{generated['sampler']} sampler, {generated['steps']} steps, "
+                     f"{generated['seeds']}; {generated['conversion']}.")
     report = Report(
         config=config.resolved() if cluster is None else {**config.resolved(), "cluster": cluster},
         versions=package_versions(),
-        inputs={"train": train.describe(), "samples": samples.describe(),
-                "holdout": None if holdout is None else holdout.describe()},
+        inputs=inputs,
         nn_ratio=result,
         duplicates=duplicates,
         membership=membership,

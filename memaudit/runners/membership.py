@@ -13,11 +13,12 @@ import numpy as np
 
 from .._validation import check_fraction, check_positive_int, check_seed
 from ..gate import Gate
-from ..probes.calibration import CalibratedAttack, calibrated_attack, calibration_split
+from ..probes.calibration import CalibratedAttack, calibration_split
 from ..probes.sample_attacks import density_ratio_attack, distance_attack
 from ._common import (STATS, Run, check_out, declarations, defaults_of, gate_options,
                       load_inputs, option, option_errors, out_option, package_versions,
                       parsed_declarations, progress_option, resolved)
+from ._model import calibrate as _calibrate, model_field
 
 __all__ = ["MembershipConfig", "MembershipRun", "run_membership", "calibrated_distance_attack",
            "load_scores"]
@@ -67,6 +68,12 @@ class MembershipConfig:
     fail_above: float | None = gate_options("the evaluation AUC", metavar="AUC")
     out: object = out_option("membership")
     progress: bool | None = progress_option()
+    # model-based attacks (loss, PIA, SecMI) on a diffusers model (memaudit.adapters.diffusers)
+    model: object = model_field("model")
+    scheduler: object = model_field("scheduler")
+    timesteps: object = model_field("timesteps")
+    batch_size: int = model_field("batch_size")
+    device: str = model_field("device")
 
 
 @dataclass
@@ -77,6 +84,13 @@ class MembershipRun(Run):
     attack: str = ""
     inputs: dict = None
     elapsed: float = 0.0
+    attacks: dict | None = None  # --model: name -> CalibratedAttack (loss, pia, secmi)
+
+    def _others(self) -> dict | None:
+        from ._model import ATTACKS
+
+        return None if self.attacks is None else {
+            name: (res, ATTACKS[name][1]) for name, res in self.attacks.items()}
 
     def write(self, out_dir) -> dict:
         """Write membership.json and membership.html into ``out_dir``; returns their paths."""
@@ -84,14 +98,23 @@ class MembershipRun(Run):
 
         self.paths = write_membership_report(
             out_dir, self.result, config=resolved(self.config), versions=package_versions(),
-            inputs=self.inputs, attack=self.attack, elapsed=self.elapsed, gate=self.gate)
+            inputs=self.inputs, attack=self.attack, elapsed=self.elapsed, gate=self.gate,
+            attacks=self._others(), notes=self.notes)
         return self.paths
 
     def summary(self) -> str:
-        return "\n".join([f"attack: {self.attack}", self.result.summary()] + self._tail())
+        head = [f"attack: {self.attack}", self.result.summary()]
+        if self.attacks is not None:
+            from ._model import attack_table
+
+            head = [f"model attacks (evaluation half; the strongest, {self.attack}, is gated):",
+                    *attack_table(self.attacks), self.result.summary()]
+        return "\n".join(head + self._tail())
 
     def to_summary(self) -> dict:
-        return {"attack": self.attack,
+        extra = {} if self.attacks is None else {"attacks": {
+            k: v.to_dict(per_sample=False)["evaluation"]["auc"] for k, v in self.attacks.items()}}
+        return {"attack": self.attack, **extra,
                 **{k: v for k, v in self.result.to_dict().items() if k != "split"},
                 "report": self._report_paths(), "gate": self.gate, "gate_failed": not self.passed}
 
@@ -122,18 +145,6 @@ def load_scores(source, name):
     return scores
 
 
-def _calibrate(ms, ns, member_ids, nonmember_ids, *, fraction, n_bootstrap, confidence, seed):
-    """Split (stratified, seeded); choose the setting and threshold on one half, report the
-    other."""
-    def n_of(s):
-        return len(next(iter(s.values()))) if isinstance(s, dict) else len(s)
-
-    split = calibration_split(n_of(ms), n_of(ns), fraction=fraction, seed=seed,
-                              member_ids=member_ids, nonmember_ids=nonmember_ids)
-    return calibrated_attack(ms, ns, split, n_bootstrap=n_bootstrap, confidence=confidence,
-                             seed=seed)
-
-
 def calibrated_distance_attack(members, nonmembers, samples, *, fraction=_SPLIT["fraction"],
                                n_bootstrap=STATS.n_bootstrap, confidence=STATS.confidence,
                                seed=STATS.seed, progress=None, **search) -> CalibratedAttack:
@@ -153,12 +164,27 @@ def _check(config: MembershipConfig) -> Gate:
     """Everything refused before any file is read."""
     gate = Gate(config.fail_above).check(has_control=True, command="membership")
     given = config.member_scores is not None or config.nonmember_scores is not None
-    if given and (config.member_scores is None or config.nonmember_scores is None):
+    if config.model is not None:
+        from ._model import check_model_dir, check_timesteps, n_train_timesteps
+
+        if given or config.samples is not None:
+            raise ValueError("--model runs the model attacks on --members and --nonmembers; "
+                             "leave out --samples and --member-scores")
+        if config.members is None or config.nonmembers is None:
+            raise ValueError("--model needs --members (training items) and --nonmembers "
+                             "(held-out items from the same law)")
+        _, sched_file, _ = check_model_dir(config.model, config.scheduler)
+        check_timesteps(config.timesteps, n_train_timesteps(sched_file))
+        with option_errors(config):
+            check_positive_int(config.batch_size, "batch_size")
+        parsed_declarations(config, SETS)
+    elif given and (config.member_scores is None or config.nonmember_scores is None):
         raise ValueError("give both --member-scores and --nonmember-scores")
-    if not given:
+    elif not given:
         if config.members is None or config.nonmembers is None or config.samples is None:
             raise ValueError("give --members, --nonmembers and --samples (a sample-only attack), "
-                             "or --member-scores and --nonmember-scores")
+                             "--members and --nonmembers with --model (the model attacks), or "
+                             "--member-scores and --nonmember-scores")
         if config.attack not in ATTACKS:
             raise ValueError(f"attack must be one of {ATTACKS}, got {config.attack!r}")
         if config.attack == "density" and config.reference is None:
@@ -176,6 +202,23 @@ def _check(config: MembershipConfig) -> Gate:
     return gate
 
 
+def _model_run(config: MembershipConfig, stats: dict):
+    """Loss, PIA and SecMI on ``config.model``: the strongest by evaluation AUC (the gated one),
+    all three, and the inputs' descriptions."""
+    from ..adapters.diffusers import load_model
+    from ._model import ATTACKS, model_attacks, parse_timesteps
+
+    loaded, _ = load_inputs(config, SETS)
+    mem, non = loaded["members"], loaded["nonmembers"]
+    model = load_model(config.model, config.scheduler, device=config.device)
+    attacks = model_attacks(model, mem, non, timesteps=parse_timesteps(config.timesteps),
+                            batch_size=config.batch_size, device=config.device, **stats)
+    best = max(attacks, key=lambda k: attacks[k].evaluation.auc.value)
+    inputs = {k: v.describe() for k, v in loaded.items() if v is not None}
+    inputs["model"] = model.describe()
+    return ATTACKS[best][1], attacks[best], attacks, inputs
+
+
 def run_membership(config: MembershipConfig) -> MembershipRun:
     """Evaluate a membership-inference attack with a calibration split (see the module).
 
@@ -189,7 +232,10 @@ def run_membership(config: MembershipConfig) -> MembershipRun:
     t0 = time.perf_counter()
     stats = dict(fraction=config.calibration_fraction, n_bootstrap=config.n_bootstrap,
                  confidence=config.confidence, seed=config.seed)
-    if config.member_scores is not None:
+    attacks = None
+    if config.model is not None:
+        attack, result, attacks, inputs = _model_run(config, stats)
+    elif config.member_scores is not None:
         ms = load_scores(config.member_scores, "member scores")
         ns = load_scores(config.nonmember_scores, "non-member scores")
         settings = "settings: " + ", ".join(map(str, ms)) if isinstance(ms, dict) else "one setting"
@@ -214,7 +260,7 @@ def run_membership(config: MembershipConfig) -> MembershipRun:
             result = _calibrate(scores[:n_m], scores[n_m:], mem.ids, non.ids, **stats)
     record = gate.apply("membership.evaluation.auc", result.evaluation.auc.value)
     run = MembershipRun(config=config, gate=record, result=result, attack=attack, inputs=inputs,
-                        elapsed=time.perf_counter() - t0)
+                        elapsed=time.perf_counter() - t0, attacks=attacks)
     if config.out is not None:
         run.write(config.out)
     return run
