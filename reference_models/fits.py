@@ -11,7 +11,9 @@ a number when the fit is not resolved:
   of each x resampled with replacement, nothing else), when some x has >= 2 seeds; with few seeds
   it has few distinct values, which is why it is reported beside the others, not instead;
 - ``bootstrap``: the caller's own bootstrap slopes (e.g. the sweep's resampling of the generated
-  samples and of the seeds), summarised by their percentiles.
+  samples and of the seeds), summarised by their percentiles; a replicate in which some run never
+  reaches the level is unresolved (NaN), and when more of them than one tail of the interval holds
+  ((1 - confidence) / 2) the percentiles would be censored, so no bootstrap interval is given.
 
 A fit is *resolved* only when every point is a finite positive value: a run that never reached a
 level has no tau there, and dropping it would bias the slope towards the runs that did reach it
@@ -168,8 +170,14 @@ def exponent_fit(x, y, *, groups=None, bootstrap=None, confidence: float = 0.95,
     if bootstrap is not None:
         b = np.asarray(bootstrap, float).ravel()
         good = b[np.isfinite(b)]
-        out["bootstrap"] = {"ci": _percentiles(good, confidence) if good.size else None,
-                            "n": int(b.size), "n_unresolved": int(b.size - good.size)}
+        bad = b.size - good.size
+        boot = {"ci": None, "n": int(b.size), "n_unresolved": int(bad)}
+        if good.size and bad <= (1 - confidence) / 2 * b.size:
+            boot["ci"] = _percentiles(good, confidence)
+        else:  # more unresolved replicates than one tail holds: the percentiles would be censored
+            boot["reason"] = (f"{bad} of {b.size} bootstrap replicates unresolved (a run never "
+                              "reaches the level): no bootstrap interval")
+        out["bootstrap"] = boot
     return out
 
 
@@ -186,7 +194,8 @@ def format_fit(fit: dict, name: str = "n") -> str:
     if fit.get("bootstrap"):
         b = fit["bootstrap"]
         extra = f", {b['n_unresolved']} of {b['n']} replicates unresolved" if b["n_unresolved"] else ""
-        parts.append(f"bootstrap (samples and seeds) {_ci(b['ci'])}{extra}")
+        parts.append(f"bootstrap (samples and seeds) {_ci(b['ci'])}{extra}" if b["ci"]
+                     else b["reason"])
     ols = fit["ols"]
     parts.append(f"OLS residuals {_ci(ols['ci'])}" if ols["ci"] else f"OLS: {ols['reason']}")
     sl = fit.get("seed_level")

@@ -13,9 +13,15 @@ Read-off rules, fixed before the runs (Bonnaire et al. give no numeric threshold
 
 - tau_mem(level): the step where f_mem first reaches ``level`` (primary 1%, also 5% and 10%),
   interpolated linearly in log(step) between the two checkpoints around the crossing.
-- exponent: least-squares slope of log tau_mem against log n over all runs; its 95% interval is a
-  bootstrap that resamples the generated samples of each run (the same resampled seeds at every
-  checkpoint) and, with several seeds, the seeds within each n.
+- exponent: least-squares slope of log tau_mem against log n over all runs, with three 95%
+  intervals (``reference_models.fits.exponent_fit``): a bootstrap that resamples the generated
+  samples of each run (the same resampled seeds at every checkpoint) and, with several seeds, the
+  seeds within each n; the OLS residual interval (t on the slope's standard error over the per-run
+  points); and a seed-level interval (slope per seed, bootstrap over seeds only). When some run
+  never reaches the level the exponent is not resolved (null, with the reason "level reached in k
+  of m runs"), never a fit of the runs that did.
+- checkpoint selection: per run, the checkpoint of the lowest held-out loss (stats.jsonl), of the
+  best quality and memaudit's recommended one, with the f_mem, control and quality each yields.
 - tau_gen: the first step where quality has made all but 5% of its total improvement (from the
   first checkpoint to the best one), q <= q_best + 0.05 (q_first - q_best), interpolated like
   tau_mem; on the quality curve of the main run joined with an *early* run of the same
@@ -28,8 +34,9 @@ Read-off rules, fixed before the runs (Bonnaire et al. give no numeric threshold
   ``--tau-gen-scale log`` restores the log rule; the other rule's value is always reported beside.
 - collapse: f_mem / f_mem(last checkpoint) against step / n.
 
-Writes sweep.json (every curve and fit), sweep.md (the table) and sweep.png (f_mem vs step, the
-collapse, quality vs step, tau_mem vs n).
+Writes sweep.json (every curve and fit), sweep.md (the table, the exponents, the checkpoint
+selection) and sweep.png (f_mem vs step, the collapse, quality vs step, tau_mem vs n).
+``--analyse-width DIR...`` reads analysed sweeps of one width each (``reference_models.ddpm.widths``).
 """
 
 from __future__ import annotations
@@ -453,9 +460,9 @@ def run_sweep(a) -> dict:
     return analyse(out, runs, n_bootstrap=a.n_bootstrap, seed=a.seeds[0], tau_gen_scale=a.tau_gen_scale)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m reference_models.ddpm.sweep",
-                                description=__doc__.split("\n\n")[0])
+def sweep_parser(prog: str = "python -m reference_models.ddpm.sweep", description: str | None = None):
+    """The sweep's argument parser (also the batched GPU path's, which adds its own options)."""
+    p = argparse.ArgumentParser(prog=prog, description=description or __doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="sweep folder (one run folder per n and seed)")
     p.add_argument("--setting", choices=["gmm", "digits", "ts-sines", "ts-ar", "ts-regimes", "ts-pig"],
                    default="gmm", help="gmm: SM B mixture + residual MLP; digits: 8x8 digits + small "
@@ -483,12 +490,28 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--analyse-only", action="store_true", help="refit existing runs, train nothing")
+    p.add_argument("--analyse-width", nargs="+", metavar="SWEEP_DIR",
+                   help="the width law: analysed sweep folders at fixed n, one per --width; writes "
+                   "widths.md/.json and the figures into --out (reference_models.ddpm.widths)")
     p.add_argument("--tau-gen-scale", choices=["linear", "log"], default="linear",
                    help="tau_gen where quality made 95%% of its plain (linear) or log improvement")
-    a = p.parse_args(argv)
+    return p
+
+
+def apply_setting_defaults(a) -> None:
+    """Every option left unset takes its setting's value (``SETTING_DEFAULTS``)."""
     for key, value in setting_defaults(a.setting).items():
         if getattr(a, key) is None:
             setattr(a, key, value)
+
+
+def main(argv=None) -> int:
+    a = sweep_parser().parse_args(argv)
+    if a.analyse_width:
+        from .widths import main as widths_main
+
+        return widths_main([*a.analyse_width, "--out", a.out])
+    apply_setting_defaults(a)
     if a.analyse_only:
         runs = [str(r) for r in tracked_runs(a.out)]
         summary = analyse(a.out, runs, n_bootstrap=a.n_bootstrap, seed=a.seeds[0],
