@@ -72,6 +72,7 @@ def test_k_models_train_together_each_as_it_would_alone(tmp_path):
     assert curve.steps.tolist() == checkpoint_steps(12, 3)
 
 
+@pytest.mark.slow
 def test_batched_runs_resume(tmp_path):
     """Killed after step 6 and rerun: the same weights as an uninterrupted batched run; and the
     ordinary loop resumes a batched run's checkpoint (same config and state layout)."""

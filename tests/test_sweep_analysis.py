@@ -126,6 +126,8 @@ def test_table_says_not_resolved_and_never_with_the_peak():
     assert "nan" not in md.lower()
     assert "never (max f_mem 0.4%)" in md and "never (max f_mem 0.0%)" in md
     assert "tau_mem(1%) not resolved: level reached in 2 of 4 runs" in md
+    no_gen = _summary([640, 1280, None, None], [0.5, 0.3, 0.004, 0.0]) | {"tau_gen_ratio_max_min": None}
+    assert "not resolved (no run has a tau_gen)" in table(no_gen) and "nan" not in table(no_gen).lower()
     ok = table(_summary([640, 1280, 2560, 5120], [0.5, 0.3, 0.2, 0.12]))
     assert "tau_mem(1%) ∝ n^1.00; 95% intervals: OLS residuals [1.00, 1.00]" in ok
 

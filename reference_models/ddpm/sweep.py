@@ -231,9 +231,9 @@ def analyse(out, runs, *, n_bootstrap: int = 1000, seed: int = 0, tau_gen_scale:
         "fits": fits,
         "checkpoint_selection": [checkpoint_selection(run, r["tracking"])
                                  for run, r in zip(map(Path, runs), records)],
-        "tau_gen_ratio_max_min": float(np.nanmax(tau_gen) / np.nanmin(tau_gen)),
+        "tau_gen_ratio_max_min": _max_over_min(tau_gen),
         "tau_gen_scale": tau_gen_scale,
-        "tau_gen_other_scale_ratio_max_min": float(np.nanmax(tau_gen_other) / np.nanmin(tau_gen_other)),
+        "tau_gen_other_scale_ratio_max_min": _max_over_min(tau_gen_other),
         "rules": {"tau_mem": "first step where f_mem >= level, log-linear interpolation",
                   "exponent": "least squares of log tau_mem on log n over every run; 95% "
                               "intervals: bootstrap over samples and seeds, OLS residuals (t on "
@@ -256,6 +256,12 @@ def analyse(out, runs, *, n_bootstrap: int = 1000, seed: int = 0, tau_gen_scale:
     except ImportError:
         pass
     return summary
+
+
+def _max_over_min(v) -> float:
+    v = np.asarray(v, float)
+    v = v[np.isfinite(v)]
+    return float(v.max() / v.min()) if v.size else float("nan")
 
 
 def _num(x) -> float:
@@ -352,6 +358,10 @@ def selection_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ratio(x) -> str:
+    return f"{_num(x):.2f}" if np.isfinite(_num(x)) else "not resolved (no run has a tau_gen)"
+
+
 def _tau_cell(t: float, max_f_mem) -> str:
     if np.isfinite(t):
         return f"{t:,.0f}"
@@ -386,12 +396,12 @@ def table(summary: dict) -> str:
     scale = summary.get("tau_gen_scale", "log")
     other = "log" if scale == "linear" else "linear"
     lines.append(f"- tau_gen ({scale} rule, interpolated): largest / smallest across runs = "
-                 f"{_num(summary['tau_gen_ratio_max_min']):.2f} "
+                 f"{_ratio(summary['tau_gen_ratio_max_min'])} "
                  f"(read on: {', '.join(sorted({r['tau_gen_source'] for r in summary['runs']}))})")
     if "tau_gen_other_scale_ratio_max_min" in summary:
         lines.append(f"- tau_gen with the {other} rule, at checkpoints: "
                      + ", ".join(_fmt(_num(r.get(f"tau_gen_{other}_checkpoint"))) for r in summary["runs"])
-                     + f"; largest / smallest = {_num(summary['tau_gen_other_scale_ratio_max_min']):.2f}")
+                     + f"; largest / smallest = {_ratio(summary['tau_gen_other_scale_ratio_max_min'])}")
     sel = selection_table(summary)
     if sel:
         lines += ["", "## Checkpoint selection", "",

@@ -30,7 +30,6 @@ from memaudit.results import jsonable
 
 from ..figures import pyplot, save_png
 from ..fits import exponent_fit, format_fit
-from .sweep import LEVELS
 
 __all__ = ["load_width_sweeps", "analyse_widths", "widths_table", "main"]
 
@@ -48,7 +47,7 @@ def load_width_sweeps(dirs) -> list[dict]:
     Raises ``ValueError`` (one line naming the folder and the fix) when a folder has no sweep.json,
     mixes widths, or two folders have the same width.
     """
-    runs, seen = [], {}
+    runs, seen, levels = [], {}, None
     for d in map(Path, dirs):
         path = d / "sweep.json"
         if not path.is_file():
@@ -62,6 +61,11 @@ def load_width_sweeps(dirs) -> list[dict]:
                 from None
         if not sweep_runs:
             raise ValueError(f"{path} holds no runs; train and track the sweep first")
+        these = tuple(sorted(summary["fits"], key=float))  # the sweep's levels ("0.01", ...)
+        if levels is not None and these != levels:
+            raise ValueError(f"{d} has tau_mem levels {these}, the others {levels}: analyse every "
+                             "sweep with the same code")
+        levels = these
         widths = {r["config"]["width"] for r in sweep_runs}
         if len(widths) != 1:
             raise ValueError(f"{d} mixes widths {sorted(widths)}: give one sweep folder per width")
@@ -76,7 +80,7 @@ def load_width_sweeps(dirs) -> list[dict]:
                 "quality_name": r.get("quality_name"), "early_steps": r.get("early_steps"),
                 "early_quality": r.get("early_quality"), "tau_gen": r.get("tau_gen"),
                 "max_f_mem": r.get("max_f_mem", max(r["f_mem"]) if r["f_mem"] else None),
-                "tau_mem": {f"{lv:g}": summary["fits"][f"{lv:g}"]["tau_mem"][i] for lv in LEVELS},
+                "tau_mem": {lv: summary["fits"][lv]["tau_mem"][i] for lv in levels},
             })
     if len(seen) < 2:
         raise ValueError(f"the width law needs sweeps at >= 2 widths; got {len(seen)} "
@@ -84,9 +88,14 @@ def load_width_sweeps(dirs) -> list[dict]:
     return sorted(runs, key=lambda r: (r["n"], r["W"], r["seed"]))
 
 
+def _levels(runs) -> list[str]:
+    return sorted(runs[0]["tau_mem"], key=float)
+
+
 def analyse_widths(dirs, out) -> dict:
     """Read the sweeps of ``dirs`` (one width each), fit against W, write widths.json/.md/.png."""
     runs = load_width_sweeps(dirs)
+    levels = _levels(runs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fits = {}
@@ -97,9 +106,8 @@ def analyse_widths(dirs, out) -> dict:
         ws, seeds = [r["W"] for r in at], [r["seed"] for r in at]
         fn = {"tau_gen": exponent_fit(ws, [_num(r["tau_gen"]) for r in at], groups=seeds,
                                       what="tau_gen read")}
-        for lv in LEVELS:
-            fn[f"tau_mem_{lv:g}"] = exponent_fit(ws, [_num(r["tau_mem"][f"{lv:g}"]) for r in at],
-                                                 groups=seeds)
+        for lv in levels:
+            fn[f"tau_mem_{lv}"] = exponent_fit(ws, [_num(r["tau_mem"][lv]) for r in at], groups=seeds)
         fits[str(n)] = fn
     summary = jsonable({
         "sweeps": [str(d) for d in dirs], "runs": runs, "fits_against_W": fits,
@@ -125,19 +133,22 @@ def _cell(t, peak) -> str:
 
 def widths_table(summary: dict) -> str:
     """Markdown: one row per run, then the exponents against W at each n."""
-    lines = ["| W | n | seed | tau_gen | " + " | ".join(f"tau_mem({100 * lv:g}%)" for lv in LEVELS)
-             + " | tau_gen x W | tau_mem(1%) x W / n |", "|" + "---|" * (6 + len(LEVELS))]
+    levels = _levels(summary["runs"])
+    first = levels[0]
+    lines = ["| W | n | seed | tau_gen | " + " | ".join(f"tau_mem({100 * float(lv):g}%)" for lv in levels)
+             + f" | tau_gen x W | tau_mem({100 * float(first):g}%) x W / n |",
+             "|" + "---|" * (6 + len(levels))]
     for r in summary["runs"]:
-        tg, t1 = _num(r["tau_gen"]), _num(r["tau_mem"]["0.01"])
+        tg, t1 = _num(r["tau_gen"]), _num(r["tau_mem"][first])
         lines.append(f"| {r['W']} | {r['n']} | {r['seed']} | {_cell(tg, None)} | "
-                     + " | ".join(_cell(r["tau_mem"][f"{lv:g}"], r["max_f_mem"]) for lv in LEVELS)
+                     + " | ".join(_cell(r["tau_mem"][lv], r["max_f_mem"]) for lv in levels)
                      + f" | {_cell(tg * r['W'], None)} | "
                      + (f"{t1 * r['W'] / r['n']:,.1f}" if np.isfinite(t1) else "-") + " |")
     lines.append("")
     for n, fn in summary["fits_against_W"].items():
         lines.append(f"- n = {n}: tau_gen {format_fit(fn['tau_gen'], 'W')}")
-        for lv in LEVELS:
-            lines.append(f"- n = {n}: tau_mem({100 * lv:g}%) {format_fit(fn[f'tau_mem_{lv:g}'], 'W')}")
+        for lv in levels:
+            lines.append(f"- n = {n}: tau_mem({100 * float(lv):g}%) {format_fit(fn[f'tau_mem_{lv}'], 'W')}")
     lines.append("- the paper: tau_gen ∝ W^-1 and tau_mem ∝ n W^-1")
     return "\n".join(lines) + "\n"
 
