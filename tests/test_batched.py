@@ -108,3 +108,38 @@ def test_batched_refuses_runs_that_cannot_share_a_stack(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             train_batched([(_tiny(device="cuda"), tmp_path / "c")])
+
+
+@pytest.mark.slow
+def test_batched_cli_trains_samples_tracks_and_analyses_a_tiny_design(tmp_path, monkeypatch):
+    """The GPU script's two calls on CPU: --train-only (one n), then --no-train (sample into the
+    tracker's cache, track without sampling again, analyse into sweep.json / sweep.md)."""
+    from reference_models.ddpm import track
+    from reference_models.ddpm.batched import main
+
+    out = tmp_path / "sw"
+    common = ["--setting", "digits", "--out", str(out), "--seeds", "0", "1", "--steps-per-n", "1",
+              "--n-checkpoints", "3", "--first-checkpoint", "2", "--n-samples", "10", "--ddim-steps",
+              "4", "--width", "8", "--n-bootstrap", "5"]
+    for n in ("8", "16"):
+        assert main(common + ["--n", n, "--train-only"]) == 0
+    cache = {}
+    for run in ("n8-s0", "n16-s1"):
+        assert json.loads((out / run / "config.json").read_text())["device"] == "cpu"
+        assert not (out / run / "samples.npz").exists()
+    want = track.samples_at_checkpoints(out / "n8-s0", 10, steps=4)
+
+    def no_sampling(*a, **k):
+        raise AssertionError("track_run sampled again instead of reading the batched samples")
+
+    monkeypatch.setattr(track, "samples_at_checkpoints", no_sampling)
+    assert main(common + ["--n", "8", "16", "--no-train"]) == 0
+    with np.load(out / "n8-s0" / "samples.npz") as z:
+        cache = {int(k[5:]): z[k] for k in z.files if k.startswith("step_")}
+    assert sorted(cache) == sorted(want) == checkpoint_steps(8, 3, 2)
+    for s in want:
+        np.testing.assert_array_equal(cache[s], want[s])
+    summary = json.loads((out / "sweep.json").read_text())
+    assert [(r["n"], r["seed"]) for r in summary["runs"]] == [(8, 0), (8, 1), (16, 0), (16, 1)]
+    assert len(summary["checkpoint_selection"]) == 4 and "## Checkpoint selection" in \
+        (out / "sweep.md").read_text()
