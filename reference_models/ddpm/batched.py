@@ -29,7 +29,6 @@ and writes the sweep's analysis (``sweep.analyse``: sweep.json, sweep.md, sweep.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -311,7 +310,8 @@ def time_steps(ks, cfg: TrainConfig, n_steps: int = 40, *, root=None) -> dict:
     for each K in ``ks``, at the setting of ``cfg`` (its n, width, batch; seeds 0..K-1).
 
     Each is timed by training ``n_steps`` and ``2 n_steps`` steps (one checkpoint, at the end) and
-    differencing, which removes the start-up and the checkpoint's evaluation: the wall-clock
+    differencing (after a 2-step warm-up), which removes the start-up and the checkpoint's
+    evaluation: the wall-clock
     ``seconds`` that stats.jsonl records, and this process's CPU time (``time.process_time``,
     which a machine shared with other jobs does not inflate as it does the wall clock). Returns
     ``{"loop": (wall, cpu), "K=1": (wall, cpu), ...}`` in seconds per step (for K runs, per step
@@ -320,6 +320,8 @@ def time_steps(ks, cfg: TrainConfig, n_steps: int = 40, *, root=None) -> dict:
     import tempfile
 
     def per_step(fn, name):
+        with tempfile.TemporaryDirectory(dir=root) as tmp:  # warm-up: data loading, first calls
+            fn(2, Path(tmp) / name)
         took = []
         for steps in (n_steps, 2 * n_steps):
             with tempfile.TemporaryDirectory(dir=root) as tmp:
