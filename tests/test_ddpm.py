@@ -303,7 +303,9 @@ def test_sweep_end_to_end_on_tiny_runs(tmp_path):
         assert r["tau_gen"] == pytest.approx(level_crossing(s, -v, -thr))
         assert s[0] <= r["tau_gen"] <= s[-1] and "tau_gen_log_checkpoint" in r
     md = (out / "sweep.md").read_text()
-    assert md.count("\n| 8 | 0 |") == 1 and "tau_gen (linear rule, interpolated)" in md
+    runs_table = md.split("\n\n")[0]  # the per-run table (the checkpoint selection has 3 rows a run)
+    assert runs_table.count("\n| 8 | 0 |") == 1 and "tau_gen (linear rule, interpolated)" in md
+    assert "## Checkpoint selection" in md and len(summary["checkpoint_selection"]) == 2
     # refit only: same numbers, log rule on request
     assert sweep_main(["--out", str(out), "--analyse-only", "--n-bootstrap", "10",
                        "--tau-gen-scale", "log"]) == 0

@@ -13,9 +13,15 @@ Read-off rules, fixed before the runs (Bonnaire et al. give no numeric threshold
 
 - tau_mem(level): the step where f_mem first reaches ``level`` (primary 1%, also 5% and 10%),
   interpolated linearly in log(step) between the two checkpoints around the crossing.
-- exponent: least-squares slope of log tau_mem against log n over all runs; its 95% interval is a
-  bootstrap that resamples the generated samples of each run (the same resampled seeds at every
-  checkpoint) and, with several seeds, the seeds within each n.
+- exponent: least-squares slope of log tau_mem against log n over all runs, with three 95%
+  intervals (``reference_models.fits.exponent_fit``): a bootstrap that resamples the generated
+  samples of each run (the same resampled seeds at every checkpoint) and, with several seeds, the
+  seeds within each n; the OLS residual interval (t on the slope's standard error over the per-run
+  points); and a seed-level interval (slope per seed, bootstrap over seeds only). When some run
+  never reaches the level the exponent is not resolved (null, with the reason "level reached in k
+  of m runs"), never a fit of the runs that did.
+- checkpoint selection: per run, the checkpoint of the lowest held-out loss (stats.jsonl), of the
+  best quality and memaudit's recommended one, with the f_mem, control and quality each yields.
 - tau_gen: the first step where quality has made all but 5% of its total improvement (from the
   first checkpoint to the best one), q <= q_best + 0.05 (q_first - q_best), interpolated like
   tau_mem; on the quality curve of the main run joined with an *early* run of the same
@@ -28,8 +34,9 @@ Read-off rules, fixed before the runs (Bonnaire et al. give no numeric threshold
   ``--tau-gen-scale log`` restores the log rule; the other rule's value is always reported beside.
 - collapse: f_mem / f_mem(last checkpoint) against step / n.
 
-Writes sweep.json (every curve and fit), sweep.md (the table) and sweep.png (f_mem vs step, the
-collapse, quality vs step, tau_mem vs n).
+Writes sweep.json (every curve and fit), sweep.md (the table, the exponents, the checkpoint
+selection) and sweep.png (f_mem vs step, the collapse, quality vs step, tau_mem vs n).
+``--analyse-width DIR...`` reads analysed sweeps of one width each (``reference_models.ddpm.widths``).
 """
 
 from __future__ import annotations
@@ -43,13 +50,15 @@ from pathlib import Path
 import numpy as np
 
 from memaudit.io import atomic_write_text
+from memaudit.results import jsonable
 from memaudit.probes.nn_ratio import NNRatioProbe
 from memaudit.tracking import estimate_tau_gen, level_crossing, tau_gen_threshold
 
 from ..figures import pyplot, save_png
-from ..fits import fit_exponent
+from ..fits import exponent_fit, fit_exponent, format_fit
 
-__all__ = ["crossing_step", "tracked_runs", "run_sweep", "analyse"]
+__all__ = ["crossing_step", "tracked_runs", "run_sweep", "analyse", "checkpoint_selection",
+           "table", "selection_table"]
 
 LEVELS = (0.01, 0.05, 0.10)
 TAU_GEN_TOLERANCE = 0.05
@@ -160,28 +169,35 @@ def analyse(out, runs, *, n_bootstrap: int = 1000, seed: int = 0, tau_gen_scale:
         records.append({"run": run.name, "n": cfg["n_train"], "seed": cfg["seed"], "steps": steps,
                         "flags": flags, "tracking": tr, "config": cfg})
     ns = np.array([r["n"] for r in records])
+    seeds = np.array([r["seed"] for r in records])
     fits = {}
     rng = np.random.default_rng(seed)
     for level in LEVELS:
         taus = np.array([crossing_step(r["steps"], r["flags"].mean(1), level) for r in records])
-        slope, icpt = fit_exponent(ns, taus)
-        boot = []
-        for _ in range(n_bootstrap):
-            chosen = []
-            for n in np.unique(ns):  # resample seeds within each n, then samples within each run
-                idx = np.flatnonzero(ns == n)
-                chosen.extend(rng.choice(idx, size=idx.size, replace=True))
-            bt = []
-            for i in chosen:
-                fl = records[i]["flags"]
-                pick = rng.integers(0, fl.shape[1], fl.shape[1])
-                bt.append(crossing_step(records[i]["steps"], fl[:, pick].mean(1), level))
-            boot.append(fit_exponent(ns[chosen], bt)[0])
-        boot = np.array(boot)
-        boot = boot[np.isfinite(boot)]
-        lo, hi = (np.percentile(boot, [2.5, 97.5]) if boot.size else (np.nan, np.nan))
-        fits[f"{level:g}"] = {"level": level, "tau_mem": taus.tolist(), "exponent": slope,
-                              "exponent_ci95": [float(lo), float(hi)], "intercept": icpt,
+        boot = None
+        if np.all(np.isfinite(taus)) and np.unique(ns).size >= 2:  # resolved: bootstrap it
+            boot = []
+            for _ in range(n_bootstrap):
+                chosen = []
+                for n in np.unique(ns):  # resample seeds within each n, then samples within each run
+                    idx = np.flatnonzero(ns == n)
+                    chosen.extend(rng.choice(idx, size=idx.size, replace=True))
+                bt = []
+                for i in chosen:
+                    fl = records[i]["flags"]
+                    pick = rng.integers(0, fl.shape[1], fl.shape[1])
+                    bt.append(crossing_step(records[i]["steps"], fl[:, pick].mean(1), level))
+                # a replicate where some run never reaches the level is unresolved, not refitted
+                # without that run (which would bias it towards the runs that did)
+                boot.append(fit_exponent(ns[chosen], bt)[0] if np.all(np.isfinite(bt)) else np.nan)
+        fit = exponent_fit(ns, taus, groups=seeds, bootstrap=boot, seed=seed,
+                           n_bootstrap=n_bootstrap)
+        fits[f"{level:g}"] = {"level": level, "tau_mem": taus.tolist(), "exponent": fit["exponent"],
+                              "exponent_ci95": fit["bootstrap"]["ci"] if fit["bootstrap"] else None,
+                              "intercept": fit["intercept"], "resolved": fit["resolved"],
+                              "reason": fit["reason"], "ols_ci95": (fit["ols"] or {}).get("ci"),
+                              "seed_ci95": (fit["seed_level"] or {}).get("ci"),
+                              "text": format_fit(fit), "fit": fit,
                               "tau_over_n": (taus / ns).tolist()}
     for r in records:  # tau_gen on the early run's quality joined with the main run's
         q = dict(zip(r["tracking"]["steps"], r["tracking"]["quality"]))
@@ -210,20 +226,29 @@ def analyse(out, runs, *, n_bootstrap: int = 1000, seed: int = 0, tau_gen_scale:
                   "early_quality": r.get("early_quality"),
                   "tau_mem_tracker": r["tracking"]["tau_mem"],
                   "recommended": r["tracking"]["recommended"],
-                  "losses": r["tracking"]["losses"], "config": r["config"]} for r in records],
+                  "losses": r["tracking"]["losses"], "config": r["config"],
+                  "max_f_mem": float(r["flags"].mean(1).max())} for r in records],
         "fits": fits,
-        "tau_gen_ratio_max_min": float(np.nanmax(tau_gen) / np.nanmin(tau_gen)),
+        "checkpoint_selection": [checkpoint_selection(run, r["tracking"])
+                                 for run, r in zip(map(Path, runs), records)],
+        "tau_gen_ratio_max_min": _max_over_min(tau_gen),
         "tau_gen_scale": tau_gen_scale,
-        "tau_gen_other_scale_ratio_max_min": float(np.nanmax(tau_gen_other) / np.nanmin(tau_gen_other)),
+        "tau_gen_other_scale_ratio_max_min": _max_over_min(tau_gen_other),
         "rules": {"tau_mem": "first step where f_mem >= level, log-linear interpolation",
-                  "exponent": "least squares of log tau_mem on log n; 95% bootstrap over samples "
-                              "and seeds",
+                  "exponent": "least squares of log tau_mem on log n over every run; 95% "
+                              "intervals: bootstrap over samples and seeds, OLS residuals (t on "
+                              "the slope's standard error), bootstrap over seeds only; not "
+                              "resolved (null) when some run never reaches the level",
+                  "checkpoint_selection": "per run: lowest held-out loss at eval_index "
+                                          "(stats.jsonl), best quality, the tracker's recommended "
+                                          "checkpoint (best quality before its tau_mem)",
                   "tau_gen": f"first step where quality reaches all but {100 * TAU_GEN_TOLERANCE:g}% of "
                              f"its total {'log-' if tau_gen_scale == 'log' else ''}improvement "
                              "(early + main run), log-linear interpolation",
                   "collapse": "f_mem / f_mem(last checkpoint) against step / n"},
         "n_bootstrap": n_bootstrap, "seed": seed,
     }
+    summary = jsonable(summary)  # NaN -> null: strict JSON, and the tables read the same thing
     atomic_write_text(out / "sweep.json", json.dumps(summary, indent=1) + "\n")
     atomic_write_text(out / "sweep.md", table(summary))
     try:
@@ -231,6 +256,17 @@ def analyse(out, runs, *, n_bootstrap: int = 1000, seed: int = 0, tau_gen_scale:
     except ImportError:
         pass
     return summary
+
+
+def _max_over_min(v) -> float:
+    v = np.asarray(v, float)
+    v = v[np.isfinite(v)]
+    return float(v.max() / v.min()) if v.size else float("nan")
+
+
+def _num(x) -> float:
+    """A number of sweep.json as a float (null, a level never reached, is NaN)."""
+    return float("nan") if x is None else float(x)
 
 
 def _fmt(x) -> str:
@@ -241,30 +277,138 @@ def run_dir(out, record) -> Path:
     return Path(out) / f"n{record['n']}-s{record['seed']}-early"
 
 
+SELECTION_RULES = (("held-out loss", "lowest held-out loss"), ("quality", "best quality"),
+                   ("recommended", "memaudit's recommended"))
+
+
+def checkpoint_selection(run, tracking: dict) -> dict:
+    """The checkpoints that three rules choose in one run, and what each yields.
+
+    (a) the lowest held-out denoising loss at the fixed index ``eval_index`` (``holdout_loss_eval``
+    of stats.jsonl, the paper's test loss at t = 0.01), (b) the best quality (lowest distance to
+    held-out data in tracking.json), (c) the tracker's ``recommended`` checkpoint (best quality
+    before its tau_mem). Only tracked checkpoints are candidates. For each: the step, f_mem, the
+    held-out control rate, the quality and the held-out loss there; ``step`` None (with a
+    ``reason``) when the rule chooses nothing.
+    """
+    from .checkpoints import read_stats
+
+    steps = [int(s) for s in tracking["steps"]]
+    at = {s: i for i, s in enumerate(steps)}
+    stats = {rec["step"]: rec for rec in read_stats(run) if rec["step"] in at}
+    holdout = {s: rec["holdout_loss_eval"] for s, rec in stats.items()
+               if rec.get("holdout_loss_eval") is not None}
+    quality = tracking.get("quality")
+    control = tracking.get("control_f_mem")
+    chosen = {"held-out loss": min(holdout, key=holdout.get) if holdout else None,
+              "quality": (steps[int(np.nanargmin(np.array(quality, float)))]
+                          if quality and np.isfinite(np.array(quality, float)).any() else None),
+              "recommended": tracking.get("recommended")}
+    why = {"held-out loss": "no held-out loss in stats.jsonl at the tracked checkpoints",
+           "quality": "no quality in tracking.json",
+           "recommended": "none: f_mem is above zero from the first checkpoint (tau_mem there)"
+                          if tracking.get("tau_mem") is not None else "no quality in tracking.json"}
+    rows = []
+    for key, _ in SELECTION_RULES:
+        step = chosen[key]
+        row = {"rule": key, "step": None if step is None else int(step)}
+        if step is None or int(step) not in at:
+            row["reason"] = why[key] if step is None else f"step {step} is not a tracked checkpoint"
+            row["step"] = None
+        else:
+            i = at[int(step)]
+            row.update(f_mem=tracking["f_mem"][i],
+                       control_f_mem=None if control is None else control[i],
+                       quality=None if not quality else quality[i],
+                       holdout_loss=holdout.get(int(step)))
+        rows.append(row)
+    eval_index = next((rec.get("eval_index") for rec in stats.values()), None)
+    return {"run": Path(run).name, "eval_index": eval_index, "tau_mem_tracker": tracking.get("tau_mem"),
+            "rows": rows}
+
+
+def _pct(x) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{100 * x:.1f}%"
+
+
+def _g(x) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{x:.4g}"
+
+
+def selection_table(summary: dict) -> str:
+    """The checkpoint-selection table (markdown): per run, the checkpoint each rule picks and its
+    f_mem, held-out control rate, quality and held-out loss."""
+    sel = summary.get("checkpoint_selection") or []
+    if not sel:
+        return ""
+    idx = sel[0].get("eval_index")
+    qname = (summary["runs"][0].get("quality_name") or "quality") if summary["runs"] else "quality"
+    lines = [f"| n | seed | rule | step | f_mem | held-out control | {qname} | held-out loss"
+             f"{f' @ index {idx}' if idx is not None else ''} |", "|---|---|---|---|---|---|---|---|"]
+    names = dict(SELECTION_RULES)
+    for r, s in zip(summary["runs"], sel):
+        for row in s["rows"]:
+            if row["step"] is None:
+                lines.append(f"| {r['n']} | {r['seed']} | {names[row['rule']]} | - | "
+                             f"{row['reason']} | | | |")
+                continue
+            lines.append(f"| {r['n']} | {r['seed']} | {names[row['rule']]} | {row['step']:,} | "
+                         f"{_pct(_num(row['f_mem']))} | {_pct(_num(row['control_f_mem']))} | "
+                         f"{_g(_num(row['quality']))} | {_g(_num(row['holdout_loss']))} |")
+    return "\n".join(lines) + "\n"
+
+
+def _ratio(x) -> str:
+    return f"{_num(x):.2f}" if np.isfinite(_num(x)) else "not resolved (no run has a tau_gen)"
+
+
+def _tau_cell(t: float, max_f_mem) -> str:
+    if np.isfinite(t):
+        return f"{t:,.0f}"
+    return "never" if max_f_mem is None else f"never (max f_mem {100 * max_f_mem:.1f}%)"
+
+
 def table(summary: dict) -> str:
-    """The reproduction table (markdown): per run tau_gen, tau_mem at each level, final f_mem."""
+    """The reproduction table (markdown): per run tau_gen, tau_mem at each level, final f_mem; the
+    fitted exponents with their intervals (or why not resolved); the checkpoint selection."""
     lines = ["| n | seed | steps | tau_gen | " + " | ".join(f"tau_mem({100 * lv:g}%)" for lv in LEVELS)
              + " | tau_mem(1%)/n | final f_mem |", "|" + "---|" * (6 + len(LEVELS))]
     for i, r in enumerate(summary["runs"]):
-        taus = [summary["fits"][f"{lv:g}"]["tau_mem"][i] for lv in LEVELS]
-        cells = ["never" if not np.isfinite(t) else f"{t:,.0f}" for t in taus]
-        t1 = taus[0] / r["n"] if np.isfinite(taus[0]) else float("nan")
-        lines.append(f"| {r['n']} | {r['seed']} | {r['steps'][-1]:,} | {_fmt(r['tau_gen'])} | "
-                     + " | ".join(cells) + f" | {t1:.1f} | {100 * r['f_mem'][-1]:.1f}% |")
+        taus = [_num(summary["fits"][f"{lv:g}"]["tau_mem"][i]) for lv in LEVELS]
+        peak = r.get("max_f_mem")
+        if peak is None and r.get("f_mem"):
+            peak = float(np.nanmax(np.array(r["f_mem"], float)))
+        cells = [_tau_cell(t, peak) for t in taus]
+        t1 = f"{taus[0] / r['n']:.1f}" if np.isfinite(taus[0]) else "-"
+        lines.append(f"| {r['n']} | {r['seed']} | {r['steps'][-1]:,} | {_fmt(_num(r['tau_gen']))} | "
+                     + " | ".join(cells) + f" | {t1} | {100 * r['f_mem'][-1]:.1f}% |")
     lines.append("")
     for lv in LEVELS:
         f = summary["fits"][f"{lv:g}"]
-        lines.append(f"- tau_mem({100 * lv:g}%) ∝ n^{f['exponent']:.2f}, 95% interval "
-                     f"[{f['exponent_ci95'][0]:.2f}, {f['exponent_ci95'][1]:.2f}]")
+        if "fit" in f:
+            lines.append(f"- tau_mem({100 * lv:g}%) {format_fit(f['fit'])}")
+        elif f.get("exponent") is not None and np.isfinite(_num(f["exponent"])):  # older sweep.json
+            ci = f.get("exponent_ci95") or [None, None]
+            lines.append(f"- tau_mem({100 * lv:g}%) ∝ n^{f['exponent']:.2f}, 95% interval "
+                         f"[{_num(ci[0]):.2f}, {_num(ci[1]):.2f}]")
+        else:
+            lines.append(f"- tau_mem({100 * lv:g}%): not resolved")
     scale = summary.get("tau_gen_scale", "log")
     other = "log" if scale == "linear" else "linear"
     lines.append(f"- tau_gen ({scale} rule, interpolated): largest / smallest across runs = "
-                 f"{summary['tau_gen_ratio_max_min']:.2f} "
+                 f"{_ratio(summary['tau_gen_ratio_max_min'])} "
                  f"(read on: {', '.join(sorted({r['tau_gen_source'] for r in summary['runs']}))})")
     if "tau_gen_other_scale_ratio_max_min" in summary:
         lines.append(f"- tau_gen with the {other} rule, at checkpoints: "
-                     + ", ".join(_fmt(r.get(f"tau_gen_{other}_checkpoint")) for r in summary["runs"])
-                     + f"; largest / smallest = {summary['tau_gen_other_scale_ratio_max_min']:.2f}")
+                     + ", ".join(_fmt(_num(r.get(f"tau_gen_{other}_checkpoint"))) for r in summary["runs"])
+                     + f"; largest / smallest = {_ratio(summary['tau_gen_other_scale_ratio_max_min'])}")
+    sel = selection_table(summary)
+    if sel:
+        lines += ["", "## Checkpoint selection", "",
+                  "The checkpoint each rule picks in each run (among the tracked checkpoints) and "
+                  "what it yields: (a) the lowest held-out denoising loss, (b) the best quality, "
+                  "(c) memaudit's recommended checkpoint (best quality before the tracker's "
+                  "tau_mem).", "", sel.rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -289,12 +433,18 @@ def plot(summary: dict, path) -> None:
               ylabel=summary["runs"][0]["quality_name"] or "quality")
     fit = summary["fits"]["0.01"]
     nn = np.array([r["n"] for r in summary["runs"]], float)
-    taus = np.array(fit["tau_mem"], float)
+    taus = np.array([_num(t) for t in fit["tau_mem"]], float)
     ax[3].loglog(nn, taus, "o", label="tau_mem (f_mem = 1%)")
     grid = np.array([min(ns), max(ns)], float)
-    ax[3].loglog(grid, np.exp(fit["intercept"]) * grid ** fit["exponent"], "-",
-                 label=f"fit: n^{fit['exponent']:.2f} [{fit['exponent_ci95'][0]:.2f}, "
-                       f"{fit['exponent_ci95'][1]:.2f}]")
+    if fit.get("exponent") is not None and fit.get("intercept") is not None:
+        f = fit.get("fit") or {}
+        ci = (f.get("ols") or {}).get("ci")
+        boot = fit.get("exponent_ci95")
+        lab = f"fit: n^{fit['exponent']:.2f}" + (f" boot [{boot[0]:.2f}, {boot[1]:.2f}]" if boot else "") \
+            + (f" OLS [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+        ax[3].loglog(grid, np.exp(fit["intercept"]) * grid ** fit["exponent"], "-", label=lab)
+    else:
+        ax[3].set_title(fit.get("reason") or "not resolved", fontsize=8)
     tg = np.array([np.nan if r["tau_gen"] is None else r["tau_gen"] for r in summary["runs"]], float)
     ax[3].loglog(nn, tg, "s", label="tau_gen")
     ax[3].set(xlabel="n", ylabel="step")
@@ -320,9 +470,9 @@ def run_sweep(a) -> dict:
     return analyse(out, runs, n_bootstrap=a.n_bootstrap, seed=a.seeds[0], tau_gen_scale=a.tau_gen_scale)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m reference_models.ddpm.sweep",
-                                description=__doc__.split("\n\n")[0])
+def sweep_parser(prog: str = "python -m reference_models.ddpm.sweep", description: str | None = None):
+    """The sweep's argument parser (also the batched GPU path's, which adds its own options)."""
+    p = argparse.ArgumentParser(prog=prog, description=description or __doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="sweep folder (one run folder per n and seed)")
     p.add_argument("--setting", choices=["gmm", "digits", "ts-sines", "ts-ar", "ts-regimes", "ts-pig"],
                    default="gmm", help="gmm: SM B mixture + residual MLP; digits: 8x8 digits + small "
@@ -350,12 +500,28 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--analyse-only", action="store_true", help="refit existing runs, train nothing")
+    p.add_argument("--analyse-width", nargs="+", metavar="SWEEP_DIR",
+                   help="the width law: analysed sweep folders at fixed n, one per --width; writes "
+                   "widths.md/.json and the figures into --out (reference_models.ddpm.widths)")
     p.add_argument("--tau-gen-scale", choices=["linear", "log"], default="linear",
                    help="tau_gen where quality made 95%% of its plain (linear) or log improvement")
-    a = p.parse_args(argv)
+    return p
+
+
+def apply_setting_defaults(a) -> None:
+    """Every option left unset takes its setting's value (``SETTING_DEFAULTS``)."""
     for key, value in setting_defaults(a.setting).items():
         if getattr(a, key) is None:
             setattr(a, key, value)
+
+
+def main(argv=None) -> int:
+    a = sweep_parser().parse_args(argv)
+    if a.analyse_width:
+        from .widths import main as widths_main
+
+        return widths_main([*a.analyse_width, "--out", a.out])
+    apply_setting_defaults(a)
     if a.analyse_only:
         runs = [str(r) for r in tracked_runs(a.out)]
         summary = analyse(a.out, runs, n_bootstrap=a.n_bootstrap, seed=a.seeds[0],
