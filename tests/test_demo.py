@@ -3,12 +3,13 @@ safe window of the default run."""
 
 import json
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from memaudit.runners import DemoConfig, run_demo
-from memaudit.runners.demo import demo_model, fmem_dips
+from memaudit.runners.demo import _window_note, demo_model, fmem_dips
 
 torch = pytest.importorskip("torch")
 if demo_model() is None:
@@ -36,6 +37,17 @@ def test_fmem_dips_tell_noise_from_a_real_fall():
     dips = fmem_dips(steps, f, low, high)
     assert [(d["from"], d["to"], d["noise"]) for d in dips] == [(10, 20, True), (40, 80, False)]
     assert fmem_dips(steps, sorted(f), low, high) == []
+
+
+def test_window_note_follows_the_three_times():
+    def note(tg, tm, rec):
+        return _window_note(SimpleNamespace(tau_gen=tg, tau_mem=tm, recommended=rec), 128)
+
+    assert note(100, 400, 200).startswith("Safe window") and "inside the window" in note(100, 400, 200)
+    assert "at tau_gen, where the window starts" in note(100, 400, 100)
+    assert note(400, 100, 50).startswith("No safe window") and "n = 128" in note(400, 100, 50)
+    assert note(400, 400, 200).startswith("No safe window")
+    assert note(100, None, 300).startswith("Memorization did not start")
 
 
 @pytest.fixture(scope="module")
