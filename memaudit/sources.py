@@ -186,8 +186,8 @@ def open_source(source, name: str = "data", *, ids=None, resize=None, mode=None,
     if suffix in IMAGE_SUFFIXES:
         raise ValueError(f"{name}: {path} is one image; give the folder that holds the images")
     raise ValueError(
-        f"{name}: cannot read {path}: expected a .npy or .npz file, a folder of images or a "
-        "folder saved with datasets' save_to_disk"
+        f"{name}: cannot read {path}: expected a .npy or .npz file or a folder (of images, or "
+        "saved with datasets' save_to_disk)"
     )
 
 
