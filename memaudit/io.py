@@ -354,6 +354,11 @@ def atomic_npy(path):
     killed) ``path`` is untouched; a killed run's temporary is named so that
     :func:`remove_stale_temporaries` deletes it.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The target ``.npy`` file. Its folder is created when missing.
+
     Examples
     --------
     >>> import tempfile, pathlib, numpy as np
