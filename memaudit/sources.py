@@ -23,7 +23,8 @@ import numpy as np
 from ._validation import as_2d_array, check_finite, check_ids
 
 __all__ = ["Dataset", "load_dataset", "open_source", "load_image_folder", "load_series",
-           "IMAGE_SUFFIXES", "sidecar_path", "scratch_folder", "decode_workers"]
+           "IMAGE_SUFFIXES", "sidecar_path", "scratch_folder", "decode_workers", "array_fingerprint",
+           "SIDECAR_FORMAT"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _NPZ_DEFAULT_KEYS = ("x", "X", "data", "images", "samples", "arr_0")
@@ -194,6 +195,20 @@ def open_source(source, name: str = "data", *, ids=None, resize=None, mode=None,
 SIDECAR_FORMAT = "memaudit-convert/1"
 
 
+def array_fingerprint(path) -> str:
+    """BLAKE2b of a file's size, first and last MiB: ties a sidecar to the array it describes."""
+    import hashlib
+
+    size = os.path.getsize(path)
+    h = hashlib.blake2b(str(size).encode(), digest_size=16)
+    with open(path, "rb") as fh:
+        h.update(fh.read(1 << 20))
+        if size > 2 << 20:
+            fh.seek(size - (1 << 20))
+        h.update(fh.read(1 << 20))
+    return h.hexdigest()
+
+
 def sidecar_path(npy_path) -> Path:
     """The file beside ``x.npy`` that holds its ids and convention: ``x.npy.json``."""
     p = Path(npy_path)
@@ -215,7 +230,8 @@ def read_sidecar(path: Path, raw: np.ndarray, name: str) -> dict | None:
     if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
         return None  # somebody else's JSON file: the array is read as a plain .npy
     shape = [int(v) for v in raw.shape]
-    if meta.get("shape") != shape or len(meta.get("ids", ())) != shape[0]:
+    if (meta.get("shape") != shape or len(meta.get("ids", ())) != shape[0]
+            or meta.get("fingerprint") != array_fingerprint(path)):
         raise ValueError(f"{name}: {side.name} describes an array of shape {meta.get('shape')} "
                          f"with {len(meta.get('ids', ()))} ids but {path.name} has shape "
                          f"{shape}: the two files do not belong together; convert again")

@@ -14,6 +14,7 @@ command                     config                 runner               returns
 ``memaudit subsequences``   SubsequencesConfig     run_subsequences     SubsequencesRun
 ``memaudit membership``     MembershipConfig       run_membership       MembershipRun
 ``memaudit demo``           DemoConfig             run_demo             DemoRun (``.audit``)
+``memaudit convert``        ConvertConfig          run_convert          ConvertRun (``.paths``)
 ==========================  =====================  ===================  =========================
 
 Every run result has ``gate`` (the gate's record, None without a gate), ``passed``, ``paths``
@@ -23,6 +24,7 @@ Every run result has ``gate`` (the gate's record, None without a gate), ``passed
 
 from ._common import Run, load_inputs, package_versions
 from .audit import AuditConfig, AuditRun, run_audit
+from .convert import ConvertConfig, ConvertRun, run_convert
 from .demo import DemoConfig, DemoRun, run_demo
 from .duplicates import DuplicatesConfig, DuplicatesRun, run_duplicates
 from .membership import MembershipConfig, MembershipRun, run_membership
@@ -31,7 +33,8 @@ from .subsequences import SubsequencesConfig, SubsequencesRun, run_subsequences
 __all__ = ["AuditConfig", "AuditRun", "run_audit", "DuplicatesConfig", "DuplicatesRun",
            "run_duplicates", "SubsequencesConfig", "SubsequencesRun", "run_subsequences",
            "MembershipConfig", "MembershipRun", "run_membership", "DemoConfig", "DemoRun",
-           "run_demo", "Run", "load_inputs", "package_versions", "CONFIGS"]
+           "run_demo", "Run", "load_inputs", "package_versions", "CONFIGS", "ConvertConfig",
+           "ConvertRun", "run_convert"]
 
 # command -> (config dataclass, runner): what the command line dispatches on
 CONFIGS = {
@@ -40,4 +43,5 @@ CONFIGS = {
     "subsequences": (SubsequencesConfig, run_subsequences),
     "membership": (MembershipConfig, run_membership),
     "demo": (DemoConfig, run_demo),
+    "convert": (ConvertConfig, run_convert),
 }

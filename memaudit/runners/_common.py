@@ -77,9 +77,11 @@ def out_option(stem: str, **cli):
 
 
 def progress_option(**cli):
-    """The ``progress`` field: None shows bars when stderr is a terminal; --no-progress: False."""
-    return option(None, "progress bars on stderr; --no-progress turns them off", kind="off",
-                  flag="--no-progress",
+    """The ``progress`` field: None shows bars when stderr is a terminal; --progress: True (also
+    when stderr is a file or a pipe); --no-progress: False (:mod:`memaudit._progress`)."""
+    return option(None, "progress bars on stderr for every stage (decoding, encoding, search, "
+                  "bootstrap, attacks); --progress also when stderr is not a terminal, "
+                  "--no-progress turns them off", kind="tristate", flag="--progress",
                   default_text="on when stderr is a terminal", **cli)
 
 
@@ -159,7 +161,8 @@ def _load(value, name, config) -> Dataset | None:
         return value
     return load_dataset(value, name, resize=getattr(config, "resize", None),
                         mode=getattr(config, "mode", None),
-                        skip_unreadable=getattr(config, "skip_unreadable", False))
+                        skip_unreadable=getattr(config, "skip_unreadable", False),
+                        progress=getattr(config, "progress", None))
 
 
 def load_inputs(config, names=("train", "samples", "holdout")):

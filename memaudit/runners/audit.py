@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from .._progress import with_progress
 from .._validation import check_positive_int, check_seed
 from ..conventions import describe_space, pixel_scale, require_images
 from ..gate import Gate
@@ -190,6 +191,7 @@ def _check(config: AuditConfig) -> tuple[Gate, object]:
     return gate, threshold
 
 
+@with_progress
 def run_audit(config: AuditConfig) -> AuditRun:
     """Run the nearest-neighbour-ratio audit described by ``config``.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from .._progress import with_progress
 from .._validation import check_fraction, check_positive_int, check_seed
 from ..conventions import pixel_scale, require_images
 from ..gate import Gate
@@ -165,6 +166,7 @@ def _gated(config, results, control):
     return "duplicates.copy_rate", None if res is None else res.n_duplicated / res.n_items
 
 
+@with_progress
 def run_duplicates(config: DuplicatesConfig) -> DuplicatesRun:
     """Find duplicates and copies as ``config`` says (see the module).
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._progress import with_progress
 from .._validation import check_fraction, check_positive_int, check_seed
 from ..gate import Gate
 from ..probes.calibration import CalibratedAttack, calibrated_attack, calibration_split
@@ -176,6 +177,7 @@ def _check(config: MembershipConfig) -> Gate:
     return gate
 
 
+@with_progress
 def run_membership(config: MembershipConfig) -> MembershipRun:
     """Evaluate a membership-inference attack with a calibration split (see the module).
 

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from ..adapters.timeseries import as_series_list
+from .._progress import with_progress
 from .._validation import check_positive_int, check_seed
 from ..gate import Gate
 from ..probes.subsequence import SubsequenceProbe, SubsequenceResult
@@ -143,6 +144,7 @@ def _load(source, name, layout):
     return series, ids, desc
 
 
+@with_progress
 def run_subsequences(config: SubsequencesConfig) -> SubsequencesRun:
     """Match every window of the generated series against every training window (see the module).
 
