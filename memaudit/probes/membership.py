@@ -161,6 +161,12 @@ class MembershipResult:
     member_ids: np.ndarray | None = None
     nonmember_ids: np.ndarray | None = None
 
+    def to_frame(self):
+        """One row per scored item: id, member, score (pandas)."""
+        from ..results import membership_frame
+
+        return membership_frame(self)
+
     def to_dict(self, per_sample: bool = True) -> dict:
         """JSON-safe summary; ``per_sample`` adds every member's id and score (``sample_id``,
         ``score``) and every non-member's (``holdout``)."""

@@ -23,6 +23,7 @@ from ..report import Report
 from ._common import (SETS, STATS, Run, check_out, declarations, defaults_of, gate_options,
                       load_inputs, option, option_errors, out_option, package_versions,
                       parsed_declarations, progress_option, resolved)
+from ._common import csv_option
 
 __all__ = ["AuditConfig", "AuditRun", "run_audit"]
 
@@ -97,6 +98,8 @@ class AuditConfig:
     gate: str = _GATE
     notes: list = option(help="free text shown at the top of the report", factory=list, cli=False)
     progress: bool | None = progress_option(group="output")
+    csv: object = csv_option("one row per sample: id, d1, d2, ratio, nearest training id, flags",
+                             group="output")
 
     def resolved(self) -> dict:
         """A JSON-safe copy; arrays are described by their shape, paths kept as given."""
@@ -125,6 +128,10 @@ class AuditRun(Run):
             lines.append("membership (distance to nearest sample, evaluation half):\n  "
                          + r.membership.evaluation.summary().replace("\n", "\n  "))
         return "\n".join(lines + self._tail())
+
+    def to_frame(self):
+        """One row per generated sample (:meth:`NNRatioResult.to_frame`)."""
+        return self.report.nn_ratio.to_frame()
 
     def to_summary(self) -> dict:
         """The headline figures as a dict (``memaudit audit --json``)."""
@@ -263,4 +270,6 @@ def run_audit(config: AuditConfig) -> AuditRun:
     run = AuditRun(config=config, gate=record, notes=report.notes, report=report)
     if config.out is not None:
         run.write(config.out)
+    if config.csv is not None:
+        run.write_csv(config.csv)
     return run

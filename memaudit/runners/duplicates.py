@@ -17,6 +17,7 @@ from ..probes.duplicates import DEFAULTS, METHODS, CopyRateResult, parse_thresho
 from ._common import (SETS, STATS, Run, check_out, declarations, defaults_of, gate_options,
                       load_inputs, option, option_errors, out_option, package_versions,
                       parsed_declarations, progress_option, resolved)
+from ._common import csv_option
 
 __all__ = ["DuplicatesConfig", "DuplicatesRun", "run_duplicates"]
 
@@ -80,6 +81,7 @@ class DuplicatesConfig:
     gate: str = _GATE
     out: object = out_option("duplicates")
     progress: bool | None = progress_option()
+    csv: object = csv_option("one row per item of each result: its group, or its best match")
 
 
 @dataclass
@@ -119,6 +121,14 @@ class DuplicatesRun(Run):
                 lines.append(f"{name}: skipped {len(ds.skipped)} unreadable file(s), listed in "
                              "the report")
         return "\n".join(lines + self._tail())
+
+    def to_frame(self):
+        """Every result's per-item rows (:meth:`DuplicateResult.to_frame`), with a ``result``
+        column ("train", "samples_vs_train", "holdout_vs_train")."""
+        import pandas as pd
+
+        return pd.concat([res.to_frame().assign(result=key) for key, res in self.results.items()],
+                         ignore_index=True)
 
     def to_summary(self) -> dict:
         listed = ("groups", "pairs", "matches")  # long lists: in the report, not the summary
@@ -204,4 +214,6 @@ def run_duplicates(config: DuplicatesConfig) -> DuplicatesRun:
                         elapsed=time.perf_counter() - t0)
     if config.out is not None:
         run.write(config.out)
+    if config.csv is not None:
+        run.write_csv(config.csv)
     return run

@@ -19,6 +19,7 @@ from ..probes.sample_attacks import density_ratio_attack, distance_attack
 from ._common import (STATS, Run, check_out, declarations, defaults_of, gate_options,
                       load_inputs, option, option_errors, out_option, package_versions,
                       parsed_declarations, progress_option, resolved)
+from ._common import csv_option
 
 __all__ = ["MembershipConfig", "MembershipRun", "run_membership", "calibrated_distance_attack",
            "load_scores"]
@@ -68,6 +69,7 @@ class MembershipConfig:
     fail_above: float | None = gate_options("the evaluation AUC", metavar="AUC")
     out: object = out_option("membership")
     progress: bool | None = progress_option()
+    csv: object = csv_option("one row per evaluation item: id, member, score")
 
 
 @dataclass
@@ -78,6 +80,10 @@ class MembershipRun(Run):
     attack: str = ""
     inputs: dict = None
     elapsed: float = 0.0
+
+    def to_frame(self):
+        """One row per evaluation item (:meth:`CalibratedAttack.to_frame`)."""
+        return self.result.to_frame()
 
     def write(self, out_dir) -> dict:
         """Write membership.json and membership.html into ``out_dir``; returns their paths."""
@@ -219,4 +225,6 @@ def run_membership(config: MembershipConfig) -> MembershipRun:
                         elapsed=time.perf_counter() - t0)
     if config.out is not None:
         run.write(config.out)
+    if config.csv is not None:
+        run.write_csv(config.csv)
     return run
