@@ -354,17 +354,18 @@ def load_image_folder(folder, name: str = "images", *, resize=None, mode=None,
 
 def _folder_source(folder, name, resize, mode, skip_unreadable) -> "_Pending":
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted((p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                   key=lambda r: r.split("/"))  # the order of the paths' parts
     if not files:
         raise ValueError(f"{name}: no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
 
     def open_item(i):
         from PIL import Image
 
-        return Image.open(files[i])
+        return Image.open(folder / files[i])
 
-    items = _ImageItems(len(files), open_item, lambda i: files[i],
-                        np.array([p.relative_to(folder).as_posix() for p in files]),
+    items = _ImageItems(len(files), open_item, lambda i: folder / files[i], np.array(files),
                         f"image files under {folder}")
     return _image_pending(items, name, str(folder), resize, mode, skip_unreadable)
 
@@ -434,8 +435,13 @@ def _image_pending(items: _ImageItems, name, source, resize, mode, skip_unreadab
             return i, None, None, exc
 
     keep, skipped, gray, first = [], [], True, None
+
+    def heads(pool):  # in chunks: a future per file at once would grow with the folder
+        for s in range(0, items.n, 4 * _BATCH):
+            yield from pool.map(head, range(s, min(items.n, s + 4 * _BATCH)))
+
     with ThreadPoolExecutor(decode_workers()) as pool:
-        for i, im_size, is_gray, exc in pool.map(head, range(items.n), chunksize=64):
+        for i, im_size, is_gray, exc in heads(pool):
             if exc is not None:
                 skipped.append(unreadable(i, exc))
                 continue
