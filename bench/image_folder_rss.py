@@ -105,6 +105,8 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=2, help="processes generating the PNGs")
     p.add_argument("--compare", type=Path, default=None,
                    help="also audit with the memaudit package found under this folder")
+    p.add_argument("--compare-sizes", type=int, nargs="+", default=None,
+                   help="the sizes audited with --compare (default: --sizes)")
     args = p.parse_args(argv)
     args.root.mkdir(parents=True, exist_ok=True)
     folders = {n: make_folder(args.root, n, args.side, args.workers) for n in args.sizes}
@@ -113,7 +115,7 @@ def main(argv=None) -> None:
     print(f"{'memaudit':>8} {'images':>7} {'peak RSS':>9} {'wall s':>7} {'CPU s':>6} "
           f"{'load':>9} {'found':>5}")
     for label, package in packages:
-        for n in args.sizes:
+        for n in (args.compare_sizes or args.sizes) if label == "compare" else args.sizes:
             r = audit(folders[n], samples, args.root / f"out_{label}_{n}", package)
             print(f"{label:>8} {r['n_train']:>7} {r['peak_rss'] / 2**20:>7.0f} MB {r['wall']:>7.1f} "
                   f"{r['cpu']:>6.1f} {r['load_before']:>4.1f}-{r['load_after']:<4.1f} "

@@ -230,8 +230,12 @@ def read_sidecar(path: Path, raw: np.ndarray, name: str) -> dict | None:
     if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
         return None  # somebody else's JSON file: the array is read as a plain .npy
     shape = [int(v) for v in raw.shape]
-    if (meta.get("shape") != shape or len(meta.get("ids", ())) != shape[0]
-            or meta.get("fingerprint") != array_fingerprint(path)):
+    if (meta.get("shape") == shape and len(meta.get("ids", ())) == shape[0]
+            and meta.get("fingerprint") != array_fingerprint(path)):
+        raise ValueError(f"{name}: {side.name} was written for another {path.name} (its "
+                         "fingerprint differs): the two files do not belong together; convert "
+                         "again")
+    if meta.get("shape") != shape or len(meta.get("ids", ())) != shape[0]:
         raise ValueError(f"{name}: {side.name} describes an array of shape {meta.get('shape')} "
                          f"with {len(meta.get('ids', ()))} ids but {path.name} has shape "
                          f"{shape}: the two files do not belong together; convert again")
@@ -360,12 +364,15 @@ def _folder_source(folder, name, resize, mode, skip_unreadable) -> "_Pending":
     if not files:
         raise ValueError(f"{name}: no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
 
+    ids = np.array(files)  # one compact array of names; the list goes
+    del files
+
     def open_item(i):
         from PIL import Image
 
-        return Image.open(folder / files[i])
+        return Image.open(folder / str(ids[i]))
 
-    items = _ImageItems(len(files), open_item, lambda i: folder / files[i], np.array(files),
+    items = _ImageItems(len(ids), open_item, lambda i: folder / str(ids[i]), ids,
                         f"image files under {folder}")
     return _image_pending(items, name, str(folder), resize, mode, skip_unreadable)
 
@@ -472,7 +479,7 @@ def _image_pending(items: _ImageItems, name, source, resize, mode, skip_unreadab
             return i, None, 0, exc
 
     def write(writer, bar):
-        ids, depth, lost = [], 8, list(skipped)
+        kept, depth, lost = [], 8, list(skipped)
         with ThreadPoolExecutor(decode_workers()) as pool:
             for s in range(0, len(keep), _BATCH):
                 batch = []
@@ -481,14 +488,14 @@ def _image_pending(items: _ImageItems, name, source, resize, mode, skip_unreadab
                         lost.append(unreadable(i, exc))
                         continue
                     batch.append(a)
-                    ids.append(items.ids[i])
+                    kept.append(i)
                     depth = max(depth, bits)
                 if batch:
                     writer.append(np.stack(batch))
                 bar.update(len(keep[s : s + _BATCH]))
-        if not ids:
+        if not kept:
             raise ValueError(f"{name}: none of the {items.n} {items.what} could be read")
-        return np.array(ids), tuple(lost), depth
+        return items.ids[np.asarray(kept, dtype=np.int64)], tuple(lost), depth
 
     return _Pending("images", source, len(keep), write, f"{name}: decoding images")
 
