@@ -89,8 +89,9 @@ def audit(folder: Path, samples: Path, out: Path, package: Path) -> dict:
     code = _CHILD.format(bench=str(HERE), train=str(folder), samples=str(samples), out=str(out))
     env = dict(os.environ, PYTHONPATH=str(package), OMP_NUM_THREADS="1")
     load = os.getloadavg()[0]
+    # run outside any checkout: ``python -c`` puts the working folder first on sys.path
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+                         check=True, cwd=out.parent)
     got = json.loads(res.stdout.strip().splitlines()[-1])
     got["load_before"] = load
     got["load_after"] = os.getloadavg()[0]

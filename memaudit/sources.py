@@ -379,6 +379,7 @@ def _folder_source(folder, name, resize, mode, skip_unreadable) -> "_Pending":
 
 # ----------------------------------------------------------------------------- streamed decoding
 _BATCH = 256  # images decoded per batch: bounded memory, enough work for the threads
+_BATCH_BYTES = 16 << 20  # and at most this many bytes of decoded pixels per batch
 
 
 def decode_workers() -> int:
@@ -478,12 +479,15 @@ def _image_pending(items: _ImageItems, name, source, resize, mode, skip_unreadab
                 raise
             return i, None, 0, exc
 
+    w, h = size[::-1] if size is not None else first[1]
+    step = max(1, min(_BATCH, _BATCH_BYTES // (4 * w * h * (3 if mode == "RGB" else 1))))
+
     def write(writer, bar):
         kept, depth, lost = [], 8, list(skipped)
         with ThreadPoolExecutor(decode_workers()) as pool:
-            for s in range(0, len(keep), _BATCH):
+            for s in range(0, len(keep), step):
                 batch = []
-                for i, a, bits, exc in pool.map(decode, keep[s : s + _BATCH]):
+                for i, a, bits, exc in pool.map(decode, keep[s : s + step]):
                     if exc is not None:
                         lost.append(unreadable(i, exc))
                         continue
@@ -492,7 +496,7 @@ def _image_pending(items: _ImageItems, name, source, resize, mode, skip_unreadab
                     depth = max(depth, bits)
                 if batch:
                     writer.append(np.stack(batch))
-                bar.update(len(keep[s : s + _BATCH]))
+                bar.update(len(keep[s : s + step]))
         if not kept:
             raise ValueError(f"{name}: none of the {items.n} {items.what} could be read")
         return items.ids[np.asarray(kept, dtype=np.int64)], tuple(lost), depth
