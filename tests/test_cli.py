@@ -116,7 +116,8 @@ def test_help_is_complete(capsys):
     exposed = {"train", "samples", "holdout", "threshold", "metric", "backend", "index",
                "carlini_alpha", "carlini_n", "n_bootstrap", "confidence", "seed", "resize", "mode",
                "gallery", "fail_above", "gate", "skip_unreadable", "duplicates",
-               "duplicates_threshold", "membership", "ranges", "layouts", "out", "progress"}
+               "duplicates_threshold", "membership", "ranges", "layouts", "out", "progress",
+               "csv"}
     # repeatable options, one value each; progress is switched off
     option = {"ranges": "range", "layouts": "layout", "progress": "no_progress"}
     for name in exposed:
