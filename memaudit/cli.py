@@ -106,6 +106,8 @@ def add_fields(parser, config_cls, groups: dict | None = None) -> None:
             kw["action"] = "store_true"
         elif kind == "off":
             kw.update(action="store_const", const=False)
+        elif kind == "tristate":  # --flag True, --no-flag False, neither: the field's default
+            kw["action"] = argparse.BooleanOptionalAction
         elif kind == "declarations":
             kw.update(action="append", metavar=meta["metavar"], default=None)
         elif kind == "choice":
@@ -116,7 +118,12 @@ def add_fields(parser, config_cls, groups: dict | None = None) -> None:
             kw["metavar"] = meta["metavar"]
         if meta.get("required"):
             kw["required"] = True
-        target.add_argument(meta.get("flag", "--" + f.name.replace("_", "-")), **kw)
+        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
+        if not flag.startswith("-"):  # a positional argument (memaudit convert SRC)
+            for key in ("dest", "required", "default"):
+                kw.pop(key, None)
+            flag = f.name
+        target.add_argument(flag, **kw)
     (made.get("output", parser)).add_argument(
         "--json", action="store_true", help="print the summary as JSON on stdout instead of text "
         "(default off)")
@@ -183,6 +190,14 @@ _TEXT = {
         f"{_EXITS} The gated figure is the evaluation AUC. Scores: higher means 'member' (pass "
         "minus a loss). Model-based attacks (loss, PIA, SecMI) live in "
         "memaudit.probes.diffusion_attacks; save their scores and pass them here."),
+    "convert": (
+        "turn an image folder, a saved dataset or an array into a memory-mapped .npy with ids",
+        "Decode SRC (an image folder, a folder saved with datasets' save_to_disk as DIR or "
+        "DIR:COLUMN, a .npy or .npz file) in batches into FILE.npy, memory-mappable, and write "
+        "its ids (file names relative to the folder, row numbers) and convention (images: float32 "
+        "pixels in [0, 1], channels-last) to FILE.npy.json beside it. Every command reads the "
+        "pair as it reads SRC, without decoding again. Both files appear whole or not at all.",
+        f"{_EXITS} Example: memaudit convert train_images/ --out train.npy"),
     "demo": (
         "train a tiny DDPM on bundled digits and audit it (scikit-learn digits)",
         "Train a tiny U-Net DDPM (reference_models) on 8 of scikit-learn's bundled 8x8 digits for "

@@ -28,7 +28,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_write_json",
-           "atomic_savez", "atomic_write_pair", "remove_stale_temporaries", "check_writable_dir"]
+           "atomic_savez", "atomic_write_pair", "remove_stale_temporaries", "check_writable_dir",
+           "NpyWriter", "atomic_npy"]
 
 _TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+(?P<suffix>\.[A-Za-z0-9]+)$")
 
@@ -284,3 +285,93 @@ def check_writable_dir(path, what: str = "--out") -> Path:
         reason = exc.strerror or str(exc)
         raise ValueError(f"{what} {p} is not writable ({reason}); choose another folder") from None
     return p
+
+
+class NpyWriter:
+    """Rows appended to an open ``.npy`` file whose length is known only at the end.
+
+    A fixed-size header is reserved first and rewritten by :meth:`finish` with the final shape,
+    so that items can be streamed in (decoded in batches) without holding them in memory and
+    without a memory map: written pages go to the OS page cache, never to this process.
+
+    Parameters
+    ----------
+    fh : binary file object
+        Open for writing (and seeking) at position 0.
+    """
+
+    HEADER_BYTES = 256  # magic, version, length and the padded dict: a multiple of 64
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.n = 0
+        self.item_shape = None
+        self.dtype = None
+        fh.write(b"\0" * self.HEADER_BYTES)
+
+    def append(self, block) -> None:
+        """Append ``block`` (n_rows, *item_shape); every block must share the first one's item
+        shape and dtype."""
+        import numpy as np
+
+        block = np.ascontiguousarray(block)
+        if self.item_shape is None:
+            self.item_shape, self.dtype = tuple(int(s) for s in block.shape[1:]), block.dtype
+        elif tuple(block.shape[1:]) != self.item_shape or block.dtype != self.dtype:
+            raise ValueError(f"items change shape or type while streaming: {self.item_shape} "
+                             f"{self.dtype} then {tuple(block.shape[1:])} {block.dtype}")
+        self.fh.write(block.tobytes())
+        self.n += int(block.shape[0])
+
+    def finish(self) -> tuple:
+        """Write the header for the rows appended; return the array's shape."""
+        import numpy as np
+
+        if self.item_shape is None:
+            raise ValueError("no items were written")
+        shape = (self.n,) + self.item_shape
+        d = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+             "shape": tuple(int(v) for v in shape)}
+        text = repr(d).encode("latin1")
+        room = self.HEADER_BYTES - 10  # magic (6), version (2), header length (2)
+        if len(text) + 1 > room:  # pragma: no cover - a shape of hundreds of digits
+            raise ValueError(f"shape {shape} does not fit the reserved .npy header")
+        head = b"\x93NUMPY\x01\x00" + room.to_bytes(2, "little") + text.ljust(room - 1) + b"\n"
+        self.fh.flush()
+        self.fh.seek(0)
+        self.fh.write(head)
+        self.fh.seek(0, os.SEEK_END)
+        self.fh.flush()
+        return shape
+
+
+@contextmanager
+def atomic_npy(path):
+    """Stream rows into ``path`` (a ``.npy`` file) that appears whole or not at all.
+
+    Yields a :class:`NpyWriter` on a temporary beside ``path``; when the block ends the header is
+    written, the file fsynced and renamed over ``path``. When the block raises (or the process is
+    killed) ``path`` is untouched; a killed run's temporary is named so that
+    :func:`remove_stale_temporaries` deletes it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The target ``.npy`` file. Its folder is created when missing.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, numpy as np
+    >>> from memaudit.io import atomic_npy
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "x.npy"
+    >>> with atomic_npy(target) as w:
+    ...     w.append(np.zeros((2, 3), np.float32)); w.append(np.ones((1, 3), np.float32))
+    >>> np.load(target).tolist()
+    [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]
+    """
+    with atomic_path(path, suffix=".npy") as tmp:
+        with open(tmp, "r+b") as fh:
+            writer = NpyWriter(fh)
+            yield writer
+            writer.finish()
+            os.fsync(fh.fileno())

@@ -10,7 +10,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-__all__ = ["Rate", "jsonable", "rate_text", "interval_text"]
+__all__ = ["Rate", "jsonable", "rate_text", "interval_text", "nn_ratio_frame", "duplicates_frame",
+           "copies_frame", "subsequence_frame", "membership_frame"]
 
 
 def jsonable(value):
@@ -140,3 +141,111 @@ def interval_text(d: dict, confidence: float, pct: bool = False) -> str:
         mark = mark and ", collapsed to a point: unreliable here"
         return f"{head}, {level} {boot} (bootstrap{mark}; {d['score_method']} {score})"
     return f"{head}, {level} {score} ({d['score_method']}; bootstrap {boot}{mark})"
+
+
+# ----------------------------------------------------------------------------- per-item tables
+def _pandas():
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError("to_frame() needs pandas: pip install 'memaudit[pandas]'") from None
+    return pd
+
+
+def _ids(values) -> list:
+    """Ids as plain Python values (numpy strings and integers unwrapped)."""
+    return [v.item() if isinstance(v, np.generic) else v for v in np.asarray(values).tolist()]
+
+
+def nn_ratio_frame(r):
+    """One row per generated sample of an nn-ratio result (``NNRatioResult.to_frame``).
+
+    Columns: ``sample_id``, ``d1``, ``d2``, ``ratio``, ``nn_index`` / ``nn_id`` (the nearest
+    training item), ``nn2_index`` (the second), ``memorized`` (ratio below the threshold) and,
+    when the Carlini et al. 2023 criterion was computed, ``carlini_score`` and
+    ``carlini_memorized``. Rows are in sample order; values are the result's arrays unchanged.
+    """
+    pd = _pandas()
+    cols = {"sample_id": _ids(r.sample_ids), "d1": np.asarray(r.d1), "d2": np.asarray(r.d2),
+            "ratio": np.asarray(r.ratio), "nn_index": np.asarray(r.nn_index),
+            "nn_id": _ids(r.nn_id), "nn2_index": np.asarray(r.nn2_index),
+            "memorized": np.asarray(r.memorized, dtype=bool)}
+    if r.carlini_score is not None:
+        cols["carlini_score"] = np.asarray(r.carlini_score)
+        cols["carlini_memorized"] = np.asarray(r.carlini_memorized, dtype=bool)
+    return pd.DataFrame(cols)
+
+
+def duplicates_frame(r):
+    """One row per item of a duplicates result (``DuplicateResult.to_frame``).
+
+    Within one set: ``item`` (position), ``id``, ``group`` (index into ``r.groups``, -1 when the
+    item is in no group) and ``group_size``. Across sets (samples against training items): one
+    row per query item with ``item``, ``id``, ``copied`` (in some matched pair), ``match_index`` /
+    ``match_id`` / ``score`` of its best match (-1, None, NaN without one) and ``group``.
+    """
+    pd = _pandas()
+    n = int(r.n_items)
+    group = np.full(n, -1, dtype=np.int64)
+    size = np.zeros(n, dtype=np.int64)
+    key = "queries" if r.cross else "members"
+    for g, members in enumerate(r.groups):
+        pos = np.asarray(members[key], dtype=np.int64)
+        group[pos] = g
+        size[pos] = len(pos) + (len(members.get("reference", ())) if r.cross else 0)
+    cols = {"item": np.arange(n), "id": _ids(r.ids)}
+    if not r.cross:
+        cols.update(group=group, group_size=size)
+        return pd.DataFrame(cols)
+    pairs = np.asarray(r.pairs, dtype=np.int64).reshape(-1, 2)
+    best = np.full(n, -1, dtype=np.int64)
+    score = np.full(n, np.nan)
+    q, first = np.unique(pairs[:, 0], return_index=True)  # pairs come best first
+    best[q] = pairs[first, 1]
+    score[q] = np.asarray(r.scores, dtype=np.float64)[first]
+    ref = _ids(r.reference_ids) if r.reference_ids is not None else None
+    cols.update(copied=best >= 0, match_index=best,
+                match_id=[None if b < 0 or ref is None else ref[b] for b in best],
+                score=score, group=group)
+    return pd.DataFrame(cols)
+
+
+def copies_frame(r):
+    """A copy-rate result (samples against training items, beside a held-out control) as one
+    table: the samples' rows of :func:`duplicates_frame` with ``set = "samples"``, then the
+    control's with ``set = "holdout"``."""
+    pd = _pandas()
+    frames = [duplicates_frame(r.samples).assign(set="samples")]
+    if r.control is not None:
+        frames.append(duplicates_frame(r.control).assign(set="holdout"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def subsequence_frame(r):
+    """One row per generated window (``SubsequenceResult.to_frame``): ``query_id``,
+    ``query_series``, ``query_offset``, ``d1``, ``d2``, ``ratio``, ``match_id``,
+    ``match_series``, ``match_offset``, ``memorized``, ``evaluable`` (and ``matched`` when a
+    maximum distance was set)."""
+    pd = _pandas()
+    cols = {"query_id": _ids(r.query_ids), "query_series": np.asarray(r.query_series),
+            "query_offset": np.asarray(r.query_offset), "d1": np.asarray(r.d1),
+            "d2": np.asarray(r.d2), "ratio": np.asarray(r.ratio), "match_id": _ids(r.match_id),
+            "match_series": np.asarray(r.match_series), "match_offset": np.asarray(r.match_offset),
+            "memorized": np.asarray(r.memorized, dtype=bool),
+            "evaluable": np.asarray(r.evaluable, dtype=bool)}
+    if r.matched is not None:
+        cols["matched"] = np.asarray(r.matched, dtype=bool)
+    return pd.DataFrame(cols)
+
+
+def membership_frame(r):
+    """One row per scored item of a membership result (``MembershipResult.to_frame``): ``id``,
+    ``member`` (True for members) and ``score`` (higher means "member"), members first."""
+    pd = _pandas()
+    if r.member_scores is None or r.nonmember_scores is None:
+        raise ValueError("this membership result kept no per-item scores")
+    m, n = np.asarray(r.member_scores), np.asarray(r.nonmember_scores)
+    mid = _ids(r.member_ids) if r.member_ids is not None else list(range(m.size))
+    nid = _ids(r.nonmember_ids) if r.nonmember_ids is not None else list(range(n.size))
+    return pd.DataFrame({"id": mid + nid, "member": np.r_[np.ones(m.size, bool), np.zeros(n.size, bool)],
+                         "score": np.r_[m, n]})

@@ -272,9 +272,13 @@ def cluster_rate(flags, clusters, *, n_bootstrap: int = StatsConfig.n_bootstrap,
     rng = np.random.default_rng(seed)
     draws = np.empty(n_bootstrap)
     step = max(1, (1 << 22) // k)  # bounded memory for many clusters
-    for b in range(0, n_bootstrap, step):
-        picks = rng.integers(0, k, size=(min(step, n_bootstrap - b), k))
-        draws[b : b + len(picks)] = hits[picks].sum(1) / sizes[picks].sum(1)
+    from ._progress import Progress
+
+    with Progress(n_bootstrap, "bootstrap (clustered rate)", unit="resample") as bar:
+        for b in range(0, n_bootstrap, step):
+            picks = rng.integers(0, k, size=(min(step, n_bootstrap - b), k))
+            draws[b : b + len(picks)] = hits[picks].sum(1) / sizes[picks].sum(1)
+            bar.update(len(picks))
     lo, hi = _percentiles(draws, confidence)
     count = int(flags.sum())
     n_eff = float(sizes.sum()) ** 2 / float((sizes.astype(np.float64) ** 2).sum())

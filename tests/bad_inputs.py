@@ -197,6 +197,17 @@ def make_data(root: Path) -> dict:
     np.save(d / "p0.npy", train[:20])
     _png(d / "a.png", np.zeros((6, 6), np.uint8))
     f["shards_mixed"] = str(d)
+    # a DatasetDict saved with save_to_disk (only its index file is read before the refusal)
+    d = root / "dsdict"
+    d.mkdir(exist_ok=True)
+    (d / "dataset_dict.json").write_text('{"splits": ["train", "test"]}')
+    f["dsdict"] = str(d)
+    # an array whose sidecar (written by memaudit convert) belongs to another array
+    np.save(root / "conv.npy", train)
+    (root / "conv.npy.json").write_text(
+        '{"format": "memaudit-convert/1", "kind": "npy", "shape": [40, 6, 6], "ids": '
+        + str(list(range(40))) + ', "fingerprint": "0"}')
+    f["conv"] = str(root / "conv.npy")
     return f
 
 
@@ -553,6 +564,23 @@ CASES = [
          "has no checkpoint-N/unet folders", "a folder that is not a training run"),
     Case("track-members-only", "track --run {run_bin} --train {t} --members {t} --out {out}", 1,
          "need both --members and --nonmembers", "--members without --nonmembers"),
+    # ------------------------------------------------------------------ inputs people have, outputs
+    Case("audit-datasetdict", "audit --train {dsdict} --samples {s} --out {out}", 1,
+         "give one split's folder", "a saved DatasetDict instead of one split"),
+    Case("audit-sidecar-mismatch", "audit --train {conv} --samples {s} --out {out}", 1,
+         "do not belong together", "a .npy whose convert sidecar describes another array"),
+    Case("audit-csv-folder", _A + " --csv {imgs}", 1, "is a folder; give a file name",
+         "--csv names a folder"),
+    Case("convert-missing", "convert {missing} --out {out}/x.npy", 1, "does not exist",
+         "convert: the source does not exist"),
+    Case("convert-not-npy", "convert {imgs} --out {out}/x.txt", 1, "name it FILE.npy",
+         "convert: --out is not a .npy file"),
+    Case("convert-broken", "convert {broken} --out {out}/x.npy", 1, "--skip-unreadable",
+         "convert: an unreadable image"),
+    Case("convert-mixed", "convert {mixed} --out {out}/x.npy", 1, "different sizes",
+         "convert: images of different sizes"),
+    Case("convert-no-source", "convert --out {out}/x.npy", 2, "required",
+         "convert without a source"),
     # ------------------------------------------------------------------ demo
     Case("demo-out-file", "demo --stand-in --out {afile}", 1, "is a file, not a folder",
          "--out is a file"),

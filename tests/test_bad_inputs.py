@@ -18,7 +18,7 @@ def test_the_grid_is_large_and_names_are_unique():
     assert len(CASES) >= 100
     assert len({c.id for c in CASES}) == len(CASES)
     assert {c.argv.split()[0] for c in CASES} == {"audit", "duplicates", "subsequences",
-                                                  "membership", "demo", "track"}
+                                                  "membership", "demo", "track", "convert"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

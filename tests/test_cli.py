@@ -117,7 +117,7 @@ def test_help_is_complete(capsys):
                "carlini_alpha", "carlini_n", "n_bootstrap", "confidence", "seed", "resize", "mode",
                "gallery", "fail_above", "gate", "skip_unreadable", "duplicates",
                "duplicates_threshold", "membership", "ranges", "layouts", "out", "progress",
-               "cluster", "shard_rows",
+               "cluster", "shard_rows", "csv",
                "model", "scheduler", "n_samples", "sampler", "steps", "batch_size", "device"}
     exposed |= {"features", "device", "feature_cache"}  # the feature space (adapters/features.py)
     # repeatable options, one value each; progress is switched off

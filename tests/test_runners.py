@@ -28,7 +28,9 @@ REQUIRED = {
     "membership": ["--out", "o"],
     "demo": [],
     "track": ["--run", "r", "--train", "t.npy", "--out", "o"],
+    "convert": ["--out", "x.npy"],
 }
+POSITIONAL = {"convert": {"source": "src"}}  # field -> value given before the options
 
 
 def _as_fields(argv):
@@ -43,8 +45,9 @@ def _subparsers():
 def test_cli_defaults_are_the_library_defaults(command):
     """Parsing only the required options gives exactly the config built with those fields."""
     config_cls, _ = CONFIGS[command]
-    args = build_parser().parse_args([command, *REQUIRED[command]])
-    assert config_from(args) == config_cls(**_as_fields(REQUIRED[command]))
+    given = POSITIONAL.get(command, {})
+    args = build_parser().parse_args([command, *given.values(), *REQUIRED[command]])
+    assert config_from(args) == config_cls(**_as_fields(REQUIRED[command]), **given)
 
 
 def _help_of(parser) -> dict:

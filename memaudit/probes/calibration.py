@@ -122,6 +122,10 @@ class CalibratedAttack:
     optimistic: bool
     notes: tuple = ()
 
+    def to_frame(self):
+        """One row per evaluation item: id, member, score (the calibrated setting's) (pandas)."""
+        return self.evaluation.to_frame()
+
     def to_dict(self, per_sample: bool = True) -> dict:
         """JSON-safe summary; ``per_sample`` adds the evaluated items' scores (``evaluation``)."""
         return jsonable({

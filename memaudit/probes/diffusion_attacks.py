@@ -30,6 +30,7 @@ from typing import Callable
 
 import numpy as np
 
+from .._progress import track
 from ..stats import StatsConfig
 
 __all__ = ["NoisePredictor", "loss_attack", "pia_attack", "secmi_attack"]
@@ -109,7 +110,7 @@ def loss_attack(model: NoisePredictor, x, timesteps=(10, 50, 100, 200), *, n_dra
     noise = np.stack([np.stack([np.random.default_rng([seed, k, i]).standard_normal(x.shape[1:])
                                 for i in range(x.shape[0])]) for k in range(n_draws)]).astype(np.float32)
     out = {}
-    for t in ts:
+    for t in track(ts, len(ts), "loss attack (timesteps)"):
         ab = model.alphas_cumprod[t]
         err = np.zeros(x.shape[0])
         for k in range(n_draws):
@@ -125,7 +126,7 @@ def pia_attack(model: NoisePredictor, x, timesteps=(10, 50, 100, 200), *, p: flo
     ts = _timesteps(timesteps, model)
     eps0 = model(x, 0)
     out = {}
-    for t in ts:
+    for t in track(ts, len(ts), "PIA attack (timesteps)"):
         ab = model.alphas_cumprod[t]
         xt = np.sqrt(ab) * x + np.sqrt(1 - ab) * eps0
         out[t] = -_per_item(model(xt, t) - eps0, p)
@@ -153,7 +154,7 @@ def secmi_attack(model: NoisePredictor, x, timesteps=(100,), *, interval: int = 
         raise ValueError(f"SecMI timesteps must be multiples of interval={interval}, got {ts}")
     out = {}
     cur, at = x, 0
-    for t in sorted(ts):
+    for t in track(sorted(ts), len(ts), "SecMI attack (timesteps)"):
         while at < t:  # x~ at the next grid point
             cur = _ddim_move(model, cur, at, at + interval)
             at += interval

@@ -134,6 +134,12 @@ class DuplicateResult:
     scale: dict | None = None
     components: dict = field(default_factory=dict)
 
+    def to_frame(self):
+        """One row per item: its group (within a set) or its best match (across sets) (pandas)."""
+        from ..results import duplicates_frame
+
+        return duplicates_frame(self)
+
     @property
     def n_pairs(self) -> int:
         return int(self.pairs.shape[0])
@@ -285,6 +291,12 @@ class CopyRateResult:
     excess: Rate | None = None
     by_threshold: dict | None = None
     recommended_threshold: int | None = None
+
+    def to_frame(self):
+        """The samples' rows, then the held-out control's, with a ``set`` column (pandas)."""
+        from ..results import copies_frame
+
+        return copies_frame(self)
 
     def to_dict(self, per_sample: bool = True) -> dict:
         """JSON-safe summary; ``per_sample`` adds, per sample (and held-out item), its id and

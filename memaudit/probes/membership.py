@@ -161,6 +161,12 @@ class MembershipResult:
     member_ids: np.ndarray | None = None
     nonmember_ids: np.ndarray | None = None
 
+    def to_frame(self):
+        """One row per scored item: id, member, score (pandas)."""
+        from ..results import membership_frame
+
+        return membership_frame(self)
+
     def to_dict(self, per_sample: bool = True) -> dict:
         """JSON-safe summary; ``per_sample`` adds every member's id and score (``sample_id``,
         ``score``) and every non-member's (``holdout``)."""
@@ -265,14 +271,18 @@ def membership_metrics(member_scores, nonmember_scores, *, fprs=DEFAULT_FPRS,
     boot_tpr = {f: np.empty(n_bootstrap) for f in resolved}
     u = np.unique(np.r_[m, n]).size
     step = max(1, (1 << 21) // max(u + 1, m.size, n.size))  # bounded memory per block
-    for b in range(0, n_bootstrap, step):
-        c = min(step, n_bootstrap - b)
-        idx_m = rng.integers(0, m.size, (c, m.size))
-        idx_n = rng.integers(0, n.size, (c, n.size))
-        a, t = _bootstrap_roc(m, n, idx_m, idx_n, limits)
-        boot_auc[b : b + c] = a
-        for f, v in zip(resolved, t):
-            boot_tpr[f][b : b + c] = v
+    from .._progress import Progress
+
+    with Progress(n_bootstrap, "bootstrap (membership AUC, TPR)", unit="resample") as bar:
+        for b in range(0, n_bootstrap, step):
+            c = min(step, n_bootstrap - b)
+            idx_m = rng.integers(0, m.size, (c, m.size))
+            idx_n = rng.integers(0, n.size, (c, n.size))
+            a, t = _bootstrap_roc(m, n, idx_m, idx_n, limits)
+            boot_auc[b : b + c] = a
+            for f, v in zip(resolved, t):
+                boot_tpr[f][b : b + c] = v
+            bar.update(c)
     q = [50 * (1 - confidence), 50 * (1 + confidence)]
     lo, hi = np.percentile(boot_auc, q)
     method = f"stratified percentile bootstrap, {n_bootstrap} resamples, {seed_label(seed)}"

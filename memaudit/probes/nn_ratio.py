@@ -106,6 +106,12 @@ class NNRatioResult:
     closer_to_train: Rate | None = None
     closer_sizes: dict | None = None
 
+    def to_frame(self):
+        """One row per sample: id, d1, d2, ratio, nearest training id, flags (pandas)."""
+        from ..results import nn_ratio_frame
+
+        return nn_ratio_frame(self)
+
     @property
     def n_samples(self) -> int:
         return int(self.ratio.shape[0])

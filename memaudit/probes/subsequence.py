@@ -131,6 +131,12 @@ class SubsequenceResult:
     query_ids: np.ndarray = field(default=None, repr=False)
     series_ids: np.ndarray = field(default=None, repr=False)
 
+    def to_frame(self):
+        """One row per generated window: distances, ratio, matched stretch, flags (pandas)."""
+        from ..results import subsequence_frame
+
+        return subsequence_frame(self)
+
     @property
     def n_not_evaluable(self) -> int:
         """Windows left out: constant in every channel under z-normalisation."""

@@ -15,6 +15,7 @@ command                     config                 runner               returns
 ``memaudit membership``     MembershipConfig       run_membership       MembershipRun
 ``memaudit demo``           DemoConfig             run_demo             DemoRun (``.audit``)
 ``memaudit track``          TrackConfig            run_tracking         TrackRun (``.curves``)
+``memaudit convert``        ConvertConfig          run_convert          ConvertRun (``.paths``)
 ==========================  =====================  ===================  =========================
 
 Every run result has ``gate`` (the gate's record, None without a gate), ``passed``, ``paths``
@@ -24,6 +25,7 @@ Every run result has ``gate`` (the gate's record, None without a gate), ``passed
 
 from ._common import Run, load_inputs, package_versions
 from .audit import AuditConfig, AuditRun, run_audit
+from .convert import ConvertConfig, ConvertRun, run_convert
 from .demo import DemoConfig, DemoRun, run_demo
 from .duplicates import DuplicatesConfig, DuplicatesRun, run_duplicates
 from .membership import MembershipConfig, MembershipRun, run_membership
@@ -34,7 +36,7 @@ __all__ = ["AuditConfig", "AuditRun", "run_audit", "DuplicatesConfig", "Duplicat
            "run_duplicates", "SubsequencesConfig", "SubsequencesRun", "run_subsequences",
            "MembershipConfig", "MembershipRun", "run_membership", "DemoConfig", "DemoRun",
            "run_demo", "Run", "load_inputs", "package_versions", "CONFIGS", "TrackConfig",
-           "TrackRun", "run_tracking"]
+           "TrackRun", "run_tracking", "ConvertConfig", "ConvertRun", "run_convert"]
 
 # command -> (config dataclass, runner): what the command line dispatches on
 CONFIGS = {
@@ -44,4 +46,5 @@ CONFIGS = {
     "membership": (MembershipConfig, run_membership),
     "demo": (DemoConfig, run_demo),
     "track": (TrackConfig, run_tracking),
+    "convert": (ConvertConfig, run_convert),
 }

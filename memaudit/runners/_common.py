@@ -29,7 +29,7 @@ from ..stats import StatsConfig
 __all__ = ["option", "defaults_of", "STATS", "SETS", "Run", "package_versions", "load_inputs",
            "resolved", "option_errors", "flag_of", "check_out", "declarations", "out_option",
            "progress_option", "gate_options", "cluster_options",
-           "check_cluster_options"]
+           "check_cluster_options", "csv_option"]
 
 STATS = StatsConfig()  # the defaults of n_bootstrap, confidence and seed, owned by memaudit.stats
 GATE = Gate()  # the defaults of fail_above and gate, owned by memaudit.gate
@@ -78,9 +78,11 @@ def out_option(stem: str, **cli):
 
 
 def progress_option(**cli):
-    """The ``progress`` field: None shows bars when stderr is a terminal; --no-progress: False."""
-    return option(None, "progress bars on stderr; --no-progress turns them off", kind="off",
-                  flag="--no-progress",
+    """The ``progress`` field: None shows bars when stderr is a terminal; --progress: True (also
+    when stderr is a file or a pipe); --no-progress: False (:mod:`memaudit._progress`)."""
+    return option(None, "progress bars on stderr for every stage (decoding, encoding, search, "
+                  "bootstrap, attacks); --progress also when stderr is not a terminal, "
+                  "--no-progress turns them off", kind="tristate", flag="--progress",
                   default_text="on when stderr is a terminal", **cli)
 
 
@@ -125,9 +127,26 @@ def option_errors(config, aliases: dict | None = None):
 
 
 def check_out(config) -> None:
-    """Refuse, before any work, an output folder that cannot be written (one line)."""
+    """Refuse, before any work, an output folder (or --csv file) that cannot be written (one
+    line)."""
     if getattr(config, "out", None) is not None:
         check_writable_dir(config.out)
+    csv = getattr(config, "csv", None)
+    if csv is not None:
+        p = Path(csv)
+        if p.is_dir():
+            raise ValueError(f"--csv {p} is a folder; give a file name, e.g. {p / 'items.csv'}")
+        check_writable_dir(p.parent if str(p.parent) else ".", "--csv folder")
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise ImportError("--csv needs pandas: pip install 'memaudit[pandas]'") from None
+
+
+def csv_option(what: str, **cli):
+    """The ``csv`` field: also write the run's per-item table (``to_frame()``) to a CSV file."""
+    return option(None, f"also write the per-item table ({what}) as CSV to this file",
+                  kind="path", metavar="FILE.csv", default_text="none: not written", **cli)
 
 
 def package_versions() -> dict:
@@ -160,7 +179,8 @@ def _load(value, name, config) -> Dataset | None:
         return value
     return load_dataset(value, name, resize=getattr(config, "resize", None),
                         mode=getattr(config, "mode", None),
-                        skip_unreadable=getattr(config, "skip_unreadable", False))
+                        skip_unreadable=getattr(config, "skip_unreadable", False),
+                        progress=getattr(config, "progress", None))
 
 
 def load_inputs(config, names=("train", "samples", "holdout")):
@@ -235,6 +255,19 @@ class Run:
         if self.paths is not None:
             lines.append(f"report: {self.paths['json']}\n        {self.paths['html']}")
         return lines
+
+    def to_frame(self):
+        """The run's per-item table (pandas); each runner says what one row is."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-item table")
+
+    def write_csv(self, path) -> Path:
+        """Write :meth:`to_frame` as CSV (atomically, no index column); returns the path."""
+        from ..io import atomic_write_text
+
+        atomic_write_text(path, self.to_frame().to_csv(index=False))
+        if self.paths is not None:
+            self.paths["csv"] = Path(path)
+        return Path(path)
 
     def _report_paths(self) -> dict:
         return {} if self.paths is None else {k: str(v) for k, v in self.paths.items()}

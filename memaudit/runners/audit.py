@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
+from .._progress import with_progress
 from .._validation import check_positive_int, check_seed
 from ..conventions import pixel_scale, require_images
 from ..gate import Gate
@@ -26,6 +27,7 @@ from ._common import check_cluster_options, cluster_options
 from ._model import ModelSampling, model_field
 from ._features import (checked_features, encode_sets, feature_options, feature_threshold,
                         label_threshold, load_encoder, space_text)
+from ._common import csv_option
 
 __all__ = ["AuditConfig", "AuditRun", "run_audit"]
 
@@ -110,6 +112,8 @@ class AuditConfig(ModelSampling):
     features: str = _FEATURES
     device: str = _DEVICE
     feature_cache: object = _FEATURE_CACHE
+    csv: object = csv_option("one row per sample: id, d1, d2, ratio, nearest training id, flags",
+                             group="output")
 
     def resolved(self) -> dict:
         """A JSON-safe copy; arrays are described by their shape, paths kept as given."""
@@ -138,6 +142,10 @@ class AuditRun(Run):
             lines.append("membership (distance to nearest sample, evaluation half):\n  "
                          + r.membership.evaluation.summary().replace("\n", "\n  "))
         return "\n".join(lines + self._tail())
+
+    def to_frame(self):
+        """One row per generated sample (:meth:`NNRatioResult.to_frame`)."""
+        return self.report.nn_ratio.to_frame()
 
     def to_summary(self) -> dict:
         """The headline figures as a dict (``memaudit audit --json``)."""
@@ -264,6 +272,7 @@ def _space(config, spec, encoder, train, features) -> str:
     return text
 
 
+@with_progress
 def run_audit(config: AuditConfig) -> AuditRun:
     """Run the nearest-neighbour-ratio audit described by ``config``.
 
@@ -374,4 +383,6 @@ def _run_audit(config: AuditConfig, gate, dup_threshold, client, spec, encoder) 
     run = AuditRun(config=config, gate=record, notes=report.notes, report=report)
     if config.out is not None:
         run.write(config.out)
+    if config.csv is not None:
+        run.write_csv(config.csv)
     return run

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from .._progress import with_progress
 from .._validation import check_fraction, check_positive_int, check_seed
 from ..conventions import pixel_scale, require_images
 from ..gate import Gate
@@ -21,6 +22,7 @@ from ..distributed import (shard_inputs, sharded_copies, sharded_copies_with_con
                            sharded_duplicates, uses_shards)
 from ._features import (checked_features, encode_sets, feature_options, feature_threshold,
                         label_threshold, load_encoder, space_text)
+from ._common import csv_option
 
 __all__ = ["DuplicatesConfig", "DuplicatesRun", "run_duplicates"]
 
@@ -91,6 +93,7 @@ class DuplicatesConfig:
     features: str = _FEATURES
     device: str = _DEVICE
     feature_cache: object = _FEATURE_CACHE
+    csv: object = csv_option("one row per item of each result: its group, or its best match")
 
 
 @dataclass
@@ -136,6 +139,14 @@ class DuplicatesRun(Run):
                 lines.append(f"{name}: skipped {len(ds.skipped)} unreadable file(s), listed in "
                              "the report")
         return "\n".join(lines + self._tail())
+
+    def to_frame(self):
+        """Every result's per-item rows (:meth:`DuplicateResult.to_frame`), with a ``result``
+        column ("train", "samples_vs_train", "holdout_vs_train")."""
+        import pandas as pd
+
+        return pd.concat([res.to_frame().assign(result=key) for key, res in self.results.items()],
+                         ignore_index=True)
 
     def to_summary(self) -> dict:
         listed = ("groups", "pairs", "matches")  # long lists: in the report, not the summary
@@ -196,6 +207,7 @@ def _space(config, spec, encoder, train, features) -> str:
     return f"{config.method} on {images}"
 
 
+@with_progress
 def run_duplicates(config: DuplicatesConfig) -> DuplicatesRun:
     """Find duplicates and copies as ``config`` says (see the module).
 
@@ -266,4 +278,6 @@ def _run_duplicates(config: DuplicatesConfig, gate, threshold, client, spec,
                         space=_space(config, spec, encoder, train, x["train"]))
     if config.out is not None:
         run.write(config.out)
+    if config.csv is not None:
+        run.write_csv(config.csv)
     return run

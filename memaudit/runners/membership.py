@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._progress import with_progress
 from .._validation import check_fraction, check_positive_int, check_seed
 from ..gate import Gate
 from ..probes.calibration import CalibratedAttack, calibration_split
@@ -19,6 +20,7 @@ from ._common import (STATS, Run, check_out, declarations, defaults_of, gate_opt
                       load_inputs, option, option_errors, out_option, package_versions,
                       parsed_declarations, progress_option, resolved)
 from ._model import calibrate as _calibrate, model_field
+from ._common import csv_option
 
 __all__ = ["MembershipConfig", "MembershipRun", "run_membership", "calibrated_distance_attack",
            "load_scores"]
@@ -74,6 +76,7 @@ class MembershipConfig:
     timesteps: object = model_field("timesteps")
     batch_size: int = model_field("batch_size")
     device: str = model_field("device")
+    csv: object = csv_option("one row per evaluation item: id, member, score")
 
 
 @dataclass
@@ -91,6 +94,10 @@ class MembershipRun(Run):
 
         return None if self.attacks is None else {
             name: (res, ATTACKS[name][1]) for name, res in self.attacks.items()}
+
+    def to_frame(self):
+        """One row per evaluation item (:meth:`CalibratedAttack.to_frame`)."""
+        return self.result.to_frame()
 
     def write(self, out_dir) -> dict:
         """Write membership.json and membership.html into ``out_dir``; returns their paths."""
@@ -219,6 +226,7 @@ def _model_run(config: MembershipConfig, stats: dict):
     return ATTACKS[best][1], attacks[best], attacks, inputs
 
 
+@with_progress
 def run_membership(config: MembershipConfig) -> MembershipRun:
     """Evaluate a membership-inference attack with a calibration split (see the module).
 
@@ -263,4 +271,6 @@ def run_membership(config: MembershipConfig) -> MembershipRun:
                         elapsed=time.perf_counter() - t0, attacks=attacks)
     if config.out is not None:
         run.write(config.out)
+    if config.csv is not None:
+        run.write_csv(config.csv)
     return run

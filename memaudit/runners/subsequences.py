@@ -9,12 +9,14 @@ import time
 from dataclasses import dataclass
 
 from ..adapters.timeseries import as_series_list
+from .._progress import with_progress
 from .._validation import check_positive_int, check_seed
 from ..gate import Gate
 from ..probes.subsequence import SubsequenceProbe, SubsequenceResult
 from ..sources import load_series
 from ._common import (SETS, STATS, Run, check_out, defaults_of, gate_options, option,
                       option_errors, out_option, package_versions, progress_option, resolved)
+from ._common import csv_option
 
 __all__ = ["SubsequencesConfig", "SubsequencesRun", "run_subsequences"]
 
@@ -70,6 +72,7 @@ class SubsequencesConfig:
     fail_above: float | None = _FAIL_ABOVE
     gate: str = _GATE
     progress: bool | None = progress_option()
+    csv: object = csv_option("one row per generated window: d1, d2, ratio, matched stretch, flags")
 
 
 @dataclass
@@ -80,6 +83,10 @@ class SubsequencesRun(Run):
     probe: SubsequenceProbe = None
     series: dict = None  # name -> (list of (length, channels) arrays, ids, description)
     elapsed: float = 0.0
+
+    def to_frame(self):
+        """One row per generated window (:meth:`SubsequenceResult.to_frame`)."""
+        return self.result.to_frame()
 
     def resolved_config(self) -> dict:
         """The config with the probe's resolved settings (the exclusion zone's L - 1, ...)."""
@@ -143,6 +150,7 @@ def _load(source, name, layout):
     return series, ids, desc
 
 
+@with_progress
 def run_subsequences(config: SubsequencesConfig) -> SubsequencesRun:
     """Match every window of the generated series against every training window (see the module).
 
@@ -170,4 +178,6 @@ def run_subsequences(config: SubsequencesConfig) -> SubsequencesRun:
                           elapsed=time.perf_counter() - t0)
     if config.out is not None:
         run.write(config.out)
+    if config.csv is not None:
+        run.write_csv(config.csv)
     return run
