@@ -1,4 +1,5 @@
 import os
+import re
 
 import numpy as np
 import pytest
@@ -178,7 +179,8 @@ def test_progress_bar_goes_to_stderr(rng, capsys):
     knn(ref, ref, 2, progress=True)
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert "knn (faiss)" in captured.err and "100.0%" in captured.err
+    # the bar reaches its end: "100%" from tqdm, "100.0%" from the fallback writer without it
+    assert "knn (faiss)" in captured.err and re.search(r"\b100(\.0)?%", captured.err)
 
 
 def test_naive_reference_itself():
