@@ -142,12 +142,25 @@ def _stack_optimizer(runs, params: dict, cfg: TrainConfig):
     return opt, names
 
 
+def _copy_into(model: torch.nn.Module, state: dict) -> None:
+    """Copy in-memory tensors into ``model``'s persistent entries (every one, same shapes).
+
+    Reading a checkpoint from disk stays in ``checkpoints``; this copies between the stack and
+    the per-run CPU models."""
+    own = model.state_dict()  # views of the parameters and buffers
+    if set(own) != set(state):
+        raise KeyError(f"state entries differ: {sorted(set(own) ^ set(state))}")
+    with torch.no_grad():
+        for name, value in state.items():
+            own[name].copy_(value)
+
+
 def _write_back(run: _Run, k: int, params: dict, buffers: dict, opt, names) -> None:
     """Copy model k of the stack (weights and optimizer state) into the run's CPU model and optimizer."""
     keys = run.model.state_dict().keys()  # persistent entries only
     with torch.no_grad():
         state = {name: v[k].detach().cpu() for name, v in {**params, **buffers}.items() if name in keys}
-        run.model.load_state_dict(state)
+        _copy_into(run.model, state)
     own = dict(run.model.named_parameters())
     stacked = dict(zip(names, [p for p in params.values() if p.requires_grad]))
     for name, p in stacked.items():
@@ -210,7 +223,7 @@ def _train_stack(runs: list[_Run], schedule: Schedule, log, stop_after) -> None:
             r.count += 1
             if step in r.grid:
                 _write_back(r, k, params, buffers, opt, names)
-                eval_model.load_state_dict(r.model.state_dict())
+                _copy_into(eval_model, r.model.state_dict())
                 rec = {"step": step, "loss": float(acc[k] - r.running) / r.count,
                        "train_loss_eval": denoising_loss(eval_model, r.x_train, schedule, r.cfg.eval_index,
                                                          draws=r.cfg.eval_draws, seed=r.cfg.seed),
