@@ -191,7 +191,7 @@ def test_demo_trains_a_model_and_tracks_it(tmp_path, capsys):
     report = json.loads((tmp_path / "d" / "report.json").read_text())
     assert report["notes"][0].startswith("Demo model")
     assert report["sections"]["tracking"]["steps"][-1] == 30 and report["sections"]["tracking"]["rules"]["tau_mem"]
-    assert report["inputs"]["train"]["n_items"] == 128
+    assert report["inputs"]["train"]["n_items"] == 8  # the default --n-train
     assert "Memorization over training" in (tmp_path / "d" / "report.html").read_text()
     assert (tmp_path / "d" / "model" / "run" / "config.json").exists()
 

@@ -106,6 +106,9 @@ def test_demo_refuses_more_digits_than_it_has(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 16 item 6 is open: the default demo (n = 8, below "
+                   "the crossover) measured tau_mem 845 < tau_gen 3,000, no safe window; strict, "
+                   "so this turns into a failure the day the default shows the window")
 def test_default_demo_shows_the_safe_window(tmp_path):
     t0 = time.perf_counter()
     run = run_demo(DemoConfig(out=tmp_path))

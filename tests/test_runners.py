@@ -82,7 +82,7 @@ def test_help_states_every_default(command):
     ("subsequences", "--stride", "default 1: every window"),
     ("subsequences", "--exclusion-zone", "default L - 1"),
     ("membership", "--calibration-fraction", "default 0.5"),
-    ("demo", "--steps", "default 2500"),
+    ("demo", "--steps", "default 3000"),
     ("demo", "--out", "default memaudit-demo"),
 ])
 def test_help_shows_the_values(command, option, stated):

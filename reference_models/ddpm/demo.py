@@ -31,8 +31,8 @@ __all__ = ["generate", "DEMO_CONFIG", "DEMO_DDIM_STEPS", "demo_train_config"]
 
 # everything of the demo's training run except n, the steps and the seed (the caller's options)
 DEMO_CONFIG = dict(data="digits", image_size=8, n_holdout=300, model="unet", width=16,
-                   mults=(1, 2), attention=(False, True), dropout=0.1, optimizer="adam", lr=6e-3,
-                   batch_size=16, noise_draws=1, n_checkpoints=12, first_checkpoint=50)
+                   mults=(1, 2), attention=(False, True), dropout=0.1, optimizer="adam", lr=3e-3,
+                   batch_size=16, noise_draws=1, n_checkpoints=10, first_checkpoint=10)
 DEMO_DDIM_STEPS = 50  # deterministic DDIM (eta = 0) steps per sample
 
 
