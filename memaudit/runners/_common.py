@@ -28,7 +28,7 @@ from ..stats import StatsConfig
 
 __all__ = ["option", "defaults_of", "STATS", "SETS", "Run", "package_versions", "load_inputs",
            "resolved", "option_errors", "flag_of", "check_out", "declarations", "out_option",
-           "progress_option", "gate_options", "cluster_options",
+           "progress_option", "gate_options", "image_options", "cluster_options",
            "check_cluster_options", "csv_option"]
 
 STATS = StatsConfig()  # the defaults of n_bootstrap, confidence and seed, owned by memaudit.stats
@@ -48,6 +48,19 @@ def option(default=None, help: str = "", *, factory=None, **cli):
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def image_options(*, group: str | None = None, listed_in: str = "the report") -> tuple:
+    """The image-folder fields every runner that reads images shares: ``resize``, ``mode`` and
+    ``skip_unreadable`` (new field objects on each call, one set per config class)."""
+    g = {} if group is None else {"group": group}
+    return (option(None, "image folders: resize every image (e.g. 32 or 32x32)", kind="size",
+                   metavar="HxW", default_text="none: images keep their size", **g),
+            option(None, "image folders: read as grayscale (L) or colour (RGB)",
+                   choices=("L", "RGB"), default_text="L when every image is grayscale, else RGB",
+                   **g),
+            option(False, f"image folders: skip files that cannot be decoded (listed in "
+                   f"{listed_in}) instead of failing", **g))
 
 
 def _declaration_help(what: str, sets: tuple) -> str:

@@ -27,9 +27,11 @@ from ._common import check_cluster_options, cluster_options
 from ._model import ModelSampling, model_field
 from ._features import (checked_features, encode_sets, feature_options, feature_threshold,
                         label_threshold, load_encoder, space_text)
-from ._common import csv_option
+from ._common import csv_option, image_options
 
 __all__ = ["AuditConfig", "AuditRun", "run_audit"]
+
+_RESIZE, _MODE, _SKIP = image_options(group="inputs")
 
 _NN = defaults_of(NNRatioProbe)
 _FEATURES, _DEVICE, _FEATURE_CACHE = feature_options(group="features")
@@ -57,14 +59,9 @@ class AuditConfig(ModelSampling):
     holdout: object = option(None, "held-out real items never trained on: the control, "
                              "recommended", kind="path", group="inputs", metavar="PATH",
                              default_text="none: no control")
-    resize: object = option(None, "image folders: resize every image (e.g. 32 or 32x32)",
-                            kind="size", group="inputs", metavar="HxW",
-                            default_text="none: images keep their size")
-    mode: str | None = option(None, "image folders: read as grayscale (L) or colour (RGB)",
-                              choices=("L", "RGB"), group="inputs",
-                              default_text="L when every image is grayscale, else RGB")
-    skip_unreadable: bool = option(False, "image folders: skip files that cannot be decoded "
-                                   "(listed in the report) instead of failing", group="inputs")
+    resize: object = _RESIZE  # the image-folder options (runners._common.image_options)
+    mode: str | None = _MODE
+    skip_unreadable: bool = _SKIP
     ranges: object = declarations("range", SETS, group="inputs")
     layouts: object = declarations("layout", SETS, group="inputs")
     threshold: float = option(_NN["threshold"], "flag d1/d2 < K, K in (0, 1) as '1/3' or a "

@@ -26,9 +26,11 @@ from .._blocks import iter_blocks
 from .._progress import Progress, with_progress
 from ..io import atomic_npy, atomic_write_json, remove_stale_temporaries
 from ..sources import SIDECAR_FORMAT, Dataset, array_fingerprint, open_source, sidecar_path
-from ._common import Run, option, package_versions, progress_option, resolved
+from ._common import Run, image_options, option, package_versions, progress_option, resolved
 
 __all__ = ["ConvertConfig", "ConvertRun", "run_convert"]
+
+_RESIZE, _MODE, _SKIP = image_options(group="inputs", listed_in="the sidecar")
 
 
 @dataclass
@@ -44,14 +46,9 @@ class ConvertConfig:
     out: object = option(None, "the .npy file to write (its ids and convention go to FILE.json "
                          "beside it)", kind="path", required=True, metavar="FILE.npy",
                          default_text="none: not written", group="output")
-    resize: object = option(None, "images: resize every image (e.g. 32 or 32x32)", kind="size",
-                            metavar="HxW", default_text="none: images keep their size",
-                            group="inputs")
-    mode: str | None = option(None, "images: read as grayscale (L) or colour (RGB)",
-                              choices=("L", "RGB"), group="inputs",
-                              default_text="L when every image is grayscale, else RGB")
-    skip_unreadable: bool = option(False, "images: skip files that cannot be decoded (listed in "
-                                   "the sidecar) instead of failing", group="inputs")
+    resize: object = _RESIZE  # the image-folder options (runners._common.image_options)
+    mode: str | None = _MODE
+    skip_unreadable: bool = _SKIP
     progress: bool | None = progress_option(group="output")
 
     def resolved(self) -> dict:

@@ -22,7 +22,7 @@ from ..distributed import (shard_inputs, sharded_copies, sharded_copies_with_con
                            sharded_duplicates, uses_shards)
 from ._features import (checked_features, encode_sets, feature_options, feature_threshold,
                         label_threshold, load_encoder, space_text)
-from ._common import csv_option
+from ._common import csv_option, image_options
 
 __all__ = ["DuplicatesConfig", "DuplicatesRun", "run_duplicates"]
 
@@ -38,6 +38,7 @@ DEFAULT_METHOD = "phash"
 _FIND = defaults_of(find_duplicates)
 _FEATURES, _DEVICE, _FEATURE_CACHE = feature_options()
 _CLUSTER, _SHARD_ROWS = cluster_options()
+_RESIZE, _MODE, _SKIP = image_options()
 
 
 def _threshold_defaults() -> str:
@@ -70,13 +71,9 @@ class DuplicatesConfig:
                                default_text=f"the method's: {_threshold_defaults()}")
     index: str = option(_FIND["index"], "embedding: exact range search, or IVF with measured "
                         "recall", choices=("exact", "ivf"))
-    resize: object = option(None, "image folders: resize every image (e.g. 32 or 32x32)",
-                            kind="size", metavar="HxW", default_text="none: images keep their size")
-    mode: str | None = option(None, "image folders: grayscale (L) or colour (RGB)",
-                              choices=("L", "RGB"),
-                              default_text="L when every image is grayscale, else RGB")
-    skip_unreadable: bool = option(False, "skip image files that cannot be decoded (they are "
-                                   "listed in the report)")
+    resize: object = _RESIZE  # the image-folder options (runners._common.image_options)
+    mode: str | None = _MODE
+    skip_unreadable: bool = _SKIP
     ranges: object = declarations("range", SETS)
     layouts: object = declarations("layout", SETS)
     n_bootstrap: int = option(STATS.n_bootstrap, "bootstrap resamples of the copy rates' "
