@@ -199,6 +199,16 @@ class TrainingCurve:
             })
         return jsonable(out)
 
+    def window_text(self) -> str:
+        """tau_gen, tau_mem and the recommended checkpoint in words: a value that was not found
+        is said to be so ("not reached", "not resolved"), never printed as None."""
+        tau_gen = ("not resolved (no quality measure, or too few finite quality values)"
+                   if self.tau_gen is None else f"{self.tau_gen:.0f}")
+        tau_mem = ("not reached at any checkpoint"
+                   if self.tau_mem is None else f"{self.tau_mem:.0f}")
+        rec = "none" if self.recommended is None else f"{self.recommended:.0f}"
+        return f"tau_gen = {tau_gen}, tau_mem = {tau_mem}, recommended checkpoint: {rec}"
+
     def summary(self) -> str:
         lo, hi, how = self._shown_interval()
         head = f"95% CI ({how})"
@@ -207,8 +217,7 @@ class TrainingCurve:
             q = f" {self.quality[i]:.4g}" if self.quality is not None else ""
             lines.append(f"{int(s):>10d} {100 * self.f_mem[i]:7.2f}% "
                          f"[{100 * lo[i]:6.2f}%, {100 * hi[i]:6.2f}%]{q}")
-        lines.append(f"tau_gen = {self.tau_gen}, tau_mem = {self.tau_mem}, "
-                     f"recommended checkpoint: {self.recommended}")
+        lines.append(self.window_text())
         return "\n".join(lines)
 
     def plot(self, ax=None):

@@ -87,6 +87,16 @@ def test_no_memorization_means_no_tau_mem(rng):
     samples = {s: rng.normal(size=(300, 8)) for s in (1, 10, 100)}
     curve = track_memorization(samples, train, rng.normal(size=(300, 8)))
     assert curve.tau_mem is None and curve.recommended is not None
+    # said in words wherever it is shown (summary, report section, runner notes), never "None"
+    assert "tau_mem = not reached at any checkpoint" in curve.window_text()
+    assert "None" not in curve.summary()
+
+
+def test_without_quality_tau_gen_is_said_to_be_unresolved(rng):
+    samples, train, _ = _synthetic_run(rng)
+    curve = track_memorization(samples, train, seed=1)
+    assert curve.window_text().startswith("tau_gen = not resolved") and "tau_mem = 1600" in \
+        curve.window_text()
 
 
 def test_bad_input(rng):

@@ -17,8 +17,7 @@ def tracking_html(c) -> str:
         f"<td class='num'>{'' if c.quality is None else f'{c.quality[i]:.4g}'}</td></tr>"
         for i, (s, f, lo, hi) in enumerate(zip(c.steps, c.f_mem, low, high)))
     rules = "".join(f"<li>{esc(k)}: {esc(str(v))}</li>" for k, v in c.rules.items() if v)
-    return (f"<h2>Memorization over training</h2><p>tau_gen = {c.tau_gen}, tau_mem = {c.tau_mem}, "
-            f"recommended checkpoint: <b>{c.recommended}</b></p>"
+    return (f"<h2>Memorization over training</h2><p>{esc(c.window_text())}</p>"
             f"{figure(c.plot, figsize=(7.5, 4.4), margins=(0.75, 1.5, 0.8, 0.15))}"
             f"<table><tr><th>step</th><th>f_mem</th><th>95% CI ({how})</th>"
             f"<th>{esc(c.quality_name or 'quality')}</th></tr>{rows}</table><ul>{rules}</ul>")

@@ -281,8 +281,7 @@ def _run_model(config: DemoConfig, generate, log) -> DemoRun:
     atomic_savez(paths["holdout"], x=gen["holdout"], ids=gen["holdout_ids"])
     atomic_savez(paths["samples"], x=samples,
                  ids=np.array([f"sample-{i}-step-{last}" for i in range(len(samples))]))
-    notes = [gen["note"], f"tau_gen = {curve.tau_gen}, tau_mem = {curve.tau_mem}, recommended "
-             f"checkpoint (best quality before tau_mem): {curve.recommended}.",
+    notes = [gen["note"], f"{curve.window_text()} (best quality before tau_mem).",
              _window_note(curve, config.n_train)]
     dips = _dip_note(curve, config.samples_per_checkpoint)
     if dips:

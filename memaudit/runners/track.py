@@ -300,8 +300,7 @@ def run_tracking(config: TrackConfig, log=None) -> TrackRun:
             n_bootstrap=config.n_bootstrap, confidence=config.confidence, seed=config.seed,
             progress=config.progress)
     for variant, c in curves.items():
-        notes.append(f"{variant}: tau_gen = {c.tau_gen}, tau_mem = {c.tau_mem}, recommended "
-                     f"checkpoint (best quality before tau_mem): {c.recommended}.")
+        notes.append(f"{variant}: {c.window_text()} (best quality before tau_mem).")
     if holdout is None:
         notes.append("warning: no --holdout: f_mem has no control, and quality, tau_gen and the "
                      "recommended checkpoint are not computed")
