@@ -192,6 +192,10 @@ def training_curve(steps, f_mem, low, high, *, control=None, quality=None, quali
     ax.axhline(0, color="0.5", lw=0.8, gid="baseline")
     ax.set_xscale("log")
     _log_axis(ax.xaxis)
+    if np.max(steps) < 10 * np.min(steps):  # under a decade: label the 2x and 5x ticks too
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("training step (log scale)")
     ax.set_ylabel("memorized fraction f_mem")
     _percent_axis(ax.yaxis)
