@@ -45,14 +45,15 @@ from memaudit.io import atomic_savez, atomic_write_text, remove_stale_temporarie
 from .checkpoints import (append_stats, checkpoint_path, read_stats, readable_checkpoints,
                           restore_training_state, save_checkpoint)
 from .config import TrainConfig, build_model
-from .diffusion import Schedule, ddim_sample, ddpm_sample, denoising_loss, q_sample
+from .diffusion import Schedule
+from .objectives import check_sampler, corrupt, eval_level, eval_loss, generate
 from .train import (_make_optimizer, _other_config, _resume_point, checkpoint_steps, prepare_data,
                     train)
 
 __all__ = ["train_batched", "sample_runs", "time_steps", "main"]
 
 # what must agree for models to share one vmapped network (everything but data, n, seed, steps)
-_SHARED = ("data", "image_size", "gmm_dim", "model", "seq_len", "width", "mults", "attention",
+_SHARED = ("data", "image_size", "gmm_dim", "model", "objective", "seq_len", "width", "mults", "attention",
            "n_res", "dropout", "n_steps_diffusion", "optimizer", "lr", "momentum", "noise_draws",
            "device")
 
@@ -95,7 +96,8 @@ class _Run:
         self.running, self.count = 0.0, 0
 
     def draw(self, schedule: Schedule):
-        """The step's batch, timesteps and noise, drawn as ``train`` draws them."""
+        """The step's noisy batch, timesteps and regression target (the noise for DDPM, the
+        velocity for flow matching), drawn as ``train`` draws them."""
         idx = np.arange(self.n) if self.batch == self.n else self.rng.choice(self.n, size=self.batch,
                                                                               replace=False)
         xb = self.x_train[torch.from_numpy(idx).to(self.x_train.device)]
@@ -104,7 +106,8 @@ class _Run:
         t = torch.randint(1, schedule.n_steps, (xb.shape[0],), generator=self.gen, device="cpu")
         noise = torch.randn(xb.shape, generator=self.gen, dtype=xb.dtype)
         t, noise = t.to(xb.device), noise.to(xb.device)
-        return q_sample(xb, t, noise, schedule), t, noise
+        x_t, target = corrupt(self.cfg.objective, xb, t, noise, schedule)
+        return x_t, t, target
 
 
 def _check_stackable(cfgs) -> None:
@@ -203,10 +206,10 @@ def _train_stack(runs: list[_Run], schedule: Schedule, log, stop_after) -> None:
         draws = [runs[i].draw(schedule) for i in alive]
         sizes = [d[0].shape[0] for d in draws]
         b_max = max(sizes)
-        xs, ts, noise = ([torch.nn.functional.pad(d[j], (0, 0) * (d[j].ndim - 1) + (0, b_max - d[j].shape[0]))
+        xs, ts, target = ([torch.nn.functional.pad(d[j], (0, 0) * (d[j].ndim - 1) + (0, b_max - d[j].shape[0]))
                           if d[j].shape[0] < b_max else d[j] for d in draws] for j in range(3))
-        xs, ts, noise = torch.stack(xs), torch.stack(ts), torch.stack(noise)
-        err = (batched(params, buffers, xs, ts) - noise) ** 2
+        xs, ts, target = torch.stack(xs), torch.stack(ts), torch.stack(target)
+        err = (batched(params, buffers, xs, ts) - target) ** 2
         if all(s == b_max for s in sizes):
             losses = err.flatten(1).mean(1)
         else:  # padded items (zeros) are masked out: each run's loss is the mean over its own batch
@@ -225,16 +228,16 @@ def _train_stack(runs: list[_Run], schedule: Schedule, log, stop_after) -> None:
                 _write_back(r, k, params, buffers, opt, names)
                 _copy_into(eval_model, r.model.state_dict())
                 rec = {"step": step, "loss": float(acc[k] - r.running) / r.count,
-                       "train_loss_eval": denoising_loss(eval_model, r.x_train, schedule, r.cfg.eval_index,
-                                                         draws=r.cfg.eval_draws, seed=r.cfg.seed),
-                       "holdout_loss_eval": denoising_loss(eval_model, r.x_hold, schedule, r.cfg.eval_index,
-                                                           draws=r.cfg.eval_draws, seed=r.cfg.seed),
-                       "eval_index": r.cfg.eval_index, "seconds": round(time.perf_counter() - t0, 2)}
+                       "train_loss_eval": eval_loss(r.cfg, eval_model, r.x_train,
+                                                    draws=r.cfg.eval_draws, seed=r.cfg.seed),
+                       "holdout_loss_eval": eval_loss(r.cfg, eval_model, r.x_hold,
+                                                      draws=r.cfg.eval_draws, seed=r.cfg.seed),
+                       "eval_index": eval_level(r.cfg), "seconds": round(time.perf_counter() - t0, 2)}
                 append_stats(r.run, rec)
                 save_checkpoint(checkpoint_path(r.run, step), r.cfg, step, r.model, r.opt, r.gen, r.rng,
                                 r.mean)
                 r.log(f"[{r.run.name}] step {step:>8d}  loss {rec['loss']:.4f}  "
-                      f"held-out@{r.cfg.eval_index} {rec['holdout_loss_eval']:.4f}")
+                      f"held-out@{rec['eval_index']} {rec['holdout_loss_eval']:.4f}")
                 r.running, r.count = float(acc[k]), 0
             if step >= end_of[i]:
                 done_now.append(k)
@@ -289,30 +292,25 @@ def train_batched(jobs, *, log=print, stop_after: int | None = None) -> list[Pat
     return [run for _, run in jobs]
 
 
-def sample_runs(runs, n_samples: int = 500, *, steps: int = 50, sampler: str = "ddim", seed: int = 0,
-                device: str = "cpu", log=None) -> None:
+def sample_runs(runs, n_samples: int = 500, *, steps: int = 50, sampler: str | None = None,
+                seed: int = 0, device: str = "cpu", log=None) -> None:
     """Sample every checkpoint of ``runs`` on ``device`` into each run's samples.npz, the cache that
     ``track.track_run`` reads (the same key and seeds: sample i from seed i), so tracking then
-    samples nothing. DDIM on a GPU gives the CPU's samples to float rounding."""
-    if sampler not in ("ddim", "ddpm"):
-        raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
-    from .checkpoints import load_model
+    samples nothing. DDIM on a GPU gives the CPU's samples to float rounding. ``sampler`` None:
+    each run's own (DDIM, or the Euler ODE for a flow-matching run)."""
+    from .checkpoints import checkpoint_config, load_model
 
     seeds = list(range(seed, seed + n_samples))
     for run in map(Path, runs):
+        files = readable_checkpoints(run, required=True)
+        used = check_sampler(checkpoint_config(files[-1]).objective, sampler)
         out = {}
-        for path in readable_checkpoints(run, required=True):
+        for path in files:
             model, ck = load_model(path)
             model.to(device)
-            cfg = ck["config"]
-            schedule = Schedule.linear(cfg.n_steps_diffusion)
-            if sampler == "ddim":
-                x = ddim_sample(model, cfg.sample_shape, seeds, schedule, steps=steps, batch_size=1000,
-                                device=device)
-            else:
-                x = ddpm_sample(model, cfg.sample_shape, seeds, schedule, batch_size=1000, device=device)
-            out[ck["step"]] = x.numpy()
-        atomic_savez(run / "samples.npz", key=np.array(f"{sampler}-{steps}-{n_samples}-{seed}"),
+            out[ck["step"]] = generate(ck["config"], model, seeds, sampler=used, steps=steps,
+                                       device=device).numpy()
+        atomic_savez(run / "samples.npz", key=np.array(f"{used}-{steps}-{n_samples}-{seed}"),
                      **{f"step_{k}": v for k, v in out.items()})
         if log:
             log(f"sampled {len(out)} checkpoints of {run.name} on {device}")
@@ -392,7 +390,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     from .sweep import apply_setting_defaults
 
-    apply_setting_defaults(a)
+    try:
+        apply_setting_defaults(a)
+    except ValueError as exc:
+        p.error(str(exc))
     torch.set_num_threads(a.threads)
     if a.time_steps:
         cfg = replace(_config(a.setting, a.n[0], 0, a), device=a.device)

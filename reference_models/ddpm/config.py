@@ -27,6 +27,7 @@ class TrainConfig:
     image_size: int = 8
     gmm_dim: int = 8  # d of the Gaussian mixture
     model: str = "unet"  # unet (images; 1-D for ts-* data) | mlp (the SM B residual MLP, vectors)
+    objective: str = "ddpm"  # ddpm (epsilon prediction) | flow (conditional flow matching, rectified flow)
     seq_len: int = 64  # time-series window length
     n_train: int = 64
     n_holdout: int = 256

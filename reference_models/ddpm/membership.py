@@ -28,7 +28,7 @@ from memaudit.probes.diffusion_attacks import NoisePredictor, loss_attack, pia_a
 
 from ..figures import pyplot, save_png
 from .checkpoints import checkpoint_config, checkpoint_step, load_model, readable_checkpoints
-from .diffusion import Schedule
+from .objectives import attack_schedule, noise_model
 from .train import prepare_data
 
 __all__ = ["noise_predictor", "membership_over_training"]
@@ -37,16 +37,21 @@ TIMESTEPS = (10, 40, 100, 200, 400)
 
 
 def noise_predictor(checkpoint, batch_size: int = 512) -> NoisePredictor:
-    """The memaudit attack protocol for a reference-DDPM checkpoint (eval mode, no gradients)."""
+    """The memaudit attack protocol for a reference-DDPM checkpoint (eval mode, no gradients).
+
+    A flow-matching checkpoint is an epsilon-predictor on its equivalent variance-preserving schedule
+    (``reference_models.ddpm.flow.FlowAsNoise``), so the same attacks apply; their timesteps are
+    then levels of the flow's grid.
+    """
     model, ck = load_model(checkpoint)
     cfg = ck["config"]
+    model = noise_model(cfg, model).eval()
 
     @torch.no_grad()
     def eps(x, t):
         return model(torch.from_numpy(np.array(x, np.float32)), torch.from_numpy(np.array(t))).numpy()
 
-    return NoisePredictor(eps, Schedule.linear(cfg.n_steps_diffusion).alphas_cumprod.numpy(),
-                          batch_size)
+    return NoisePredictor(eps, attack_schedule(cfg).alphas_cumprod.numpy(), batch_size)
 
 
 def membership_over_training(run, *, max_nonmembers: int | None = None, every: int = 1,

@@ -105,7 +105,7 @@ def _config(setting: str, n: int, seed: int, a, early: bool = False):
     steps = int(max(a.min_steps, a.steps_per_n * n))
     common = dict(n_train=n, seed=seed, steps=steps, n_checkpoints=a.n_checkpoints,
                   first_checkpoint=min(a.first_checkpoint, steps), optimizer=a.optimizer, lr=a.lr,
-                  width=a.width, batch_size=a.batch_size)
+                  width=a.width, batch_size=a.batch_size, objective=getattr(a, "objective", "ddpm"))
     if early:
         common.update(steps=a.early_steps, n_checkpoints=a.early_checkpoints, first_checkpoint=1)
     if setting == "gmm":
@@ -494,8 +494,12 @@ def sweep_parser(prog: str = "python -m reference_models.ddpm.sweep", descriptio
                    "tau_gen (0: none; gmm 1000, digits 0)")
     p.add_argument("--early-checkpoints", type=int, help="(15)")
     p.add_argument("--n-samples", type=int, help="samples per checkpoint (gmm 1000, digits 500)")
-    p.add_argument("--sampler", choices=["ddpm", "ddim"], help="(gmm ddpm, digits ddim)")
-    p.add_argument("--ddim-steps", type=int, help="(gmm 100, digits 50)")
+    p.add_argument("--objective", choices=["ddpm", "flow"], default="ddpm",
+                   help="ddpm: epsilon prediction; flow: conditional flow matching (rectified flow) "
+                   "through the same network, sampled with the Euler ODE")
+    p.add_argument("--sampler", choices=["ddpm", "ddim", "ode"],
+                   help="(gmm ddpm, digits ddim; ode for --objective flow, the only one it takes)")
+    p.add_argument("--ddim-steps", type=int, help="DDIM or ODE steps (gmm 100, digits 50)")
     p.add_argument("--n-bootstrap", type=int, default=1000)
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -509,19 +513,30 @@ def sweep_parser(prog: str = "python -m reference_models.ddpm.sweep", descriptio
 
 
 def apply_setting_defaults(a) -> None:
-    """Every option left unset takes its setting's value (``SETTING_DEFAULTS``)."""
+    """Every option left unset takes its setting's value (``SETTING_DEFAULTS``); a flow-matching
+    sweep samples with the ODE (a DDPM sampler given with ``--objective flow`` is refused)."""
+    from .objectives import check_sampler
+
+    objective = getattr(a, "objective", "ddpm")
+    if objective == "flow":
+        a.sampler = check_sampler("flow", a.sampler)
     for key, value in setting_defaults(a.setting).items():
         if getattr(a, key) is None:
             setattr(a, key, value)
+    check_sampler(objective, a.sampler)
 
 
 def main(argv=None) -> int:
-    a = sweep_parser().parse_args(argv)
+    p = sweep_parser()
+    a = p.parse_args(argv)
     if a.analyse_width:
         from .widths import main as widths_main
 
         return widths_main([*a.analyse_width, "--out", a.out])
-    apply_setting_defaults(a)
+    try:
+        apply_setting_defaults(a)
+    except ValueError as exc:
+        p.error(str(exc))
     if a.analyse_only:
         runs = [str(r) for r in tracked_runs(a.out)]
         summary = analyse(a.out, runs, n_bootstrap=a.n_bootstrap, seed=a.seeds[0],

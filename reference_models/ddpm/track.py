@@ -2,8 +2,8 @@
 
     python -m reference_models.ddpm.track --run runs/d64 --n-samples 500
 
-For every checkpoint of the run, ``n_samples`` DDIM samples (eta = 0, ``steps`` steps; sample i from
-seed i, the same seeds at every checkpoint) are compared with the run's own training subset and
+For every checkpoint of the run, ``n_samples`` DDIM samples (eta = 0, ``steps`` steps; the Euler
+ODE for a flow-matching run; sample i from seed i, the same seeds at every checkpoint) are compared with the run's own training subset and
 held-out set through :func:`memaudit.tracking.track_memorization`. Writes tracking.json (f_mem with
 intervals, the held-out control, the Fréchet distance to held-out data, the logged losses, tau_gen,
 tau_mem and the recommended checkpoint with the rules used) and tracking.png beside the run.
@@ -26,32 +26,29 @@ from memaudit.tracking import track_memorization
 from ..figures import pyplot, save_png
 from .checkpoints import (RunFileWarning, checkpoint_config, checkpoint_step, load_model,
                           read_stats, readable_checkpoints)
-from .diffusion import Schedule, ddim_sample, ddpm_sample
+from .objectives import check_sampler, generate
 from .train import prepare_data
 
 __all__ = ["samples_at_checkpoints", "track_run"]
 
 
 def samples_at_checkpoints(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0,
-                           every: int = 1, sampler: str = "ddim", log=None) -> dict:
+                           every: int = 1, sampler: str | None = None, log=None) -> dict:
     """Samples (n, *item shape) in the run's centred space, for every ``every``-th checkpoint.
 
     ``sampler="ddim"``: deterministic DDIM (eta = 0) with ``steps`` steps; ``"ddpm"``: ancestral
-    sampling over all T steps (the paper's sampler for the mixture). Sample i comes from seed i.
+    sampling over all T steps (the paper's sampler for the mixture); ``"ode"``: the Euler ODE of a
+    flow-matching run with ``steps`` steps; None: the run's own (DDIM, or the ODE for a flow run).
+    A sampler that does not fit the run's objective is refused before any sampling. Sample i comes
+    from seed i.
     """
-    if sampler not in ("ddim", "ddpm"):
-        raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
     files = readable_checkpoints(run, every=every, required=True)
+    sampler = check_sampler(checkpoint_config(files[-1]).objective, sampler)
     out = {}
     seeds = list(range(seed, seed + n_samples))
     for path in files:
         model, ck = load_model(path)
-        cfg = ck["config"]
-        schedule = Schedule.linear(cfg.n_steps_diffusion)
-        if sampler == "ddim":
-            x = ddim_sample(model, cfg.sample_shape, seeds, schedule, steps=steps, batch_size=1000)
-        else:
-            x = ddpm_sample(model, cfg.sample_shape, seeds, schedule, batch_size=1000)
+        x = generate(ck["config"], model, seeds, sampler=sampler, steps=steps)
         out[ck["step"]] = x.numpy()
         if log:
             log(f"sampled {n_samples} at step {ck['step']}")
@@ -59,7 +56,7 @@ def samples_at_checkpoints(run, n_samples: int = 500, *, steps: int = 50, seed: 
 
 
 def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, every: int = 1,
-              sampler: str = "ddim", quality: str = "frechet", log=None):
+              sampler: str | None = None, quality: str = "frechet", log=None):
     """Sample every checkpoint of ``run`` and track memorization; writes tracking.json/.png.
 
     tau_gen uses the log-improvement rule for the Fréchet distance and the linear one for the energy
@@ -70,6 +67,7 @@ def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, ever
     run = Path(run)
     files = readable_checkpoints(run, every=every, required=True)
     cfg = checkpoint_config(files[-1])
+    sampler = check_sampler(cfg.objective, sampler)
     x_train, x_hold, _, _, _ = prepare_data(cfg)
     cache = run / "samples.npz"
     key = f"{sampler}-{steps}-{n_samples}-{seed}"
@@ -95,8 +93,9 @@ def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, ever
                                losses={k: v for k, v in losses.items() if k in flat}, seed=seed,
                                quality=quality, tau_gen_scale="linear" if quality == "energy" else "log")
     atomic_write_text(run / "tracking.json", json.dumps(
-        {"run": str(run), "n_samples": n_samples, "sampler": sampler,
-         "ddim_steps": steps if sampler == "ddim" else None, **curve.to_dict()}, indent=2) + "\n")
+        {"run": str(run), "n_samples": n_samples, "sampler": sampler, "objective": cfg.objective,
+         "ddim_steps": steps if sampler == "ddim" else None,
+         "ode_steps": steps if sampler == "ode" else None, **curve.to_dict()}, indent=2) + "\n")
     try:
         pyplot()  # the Agg backend, before curve.plot() makes its figure
         fig = curve.plot().figure  # laid out by matplotlib's constrained layout
@@ -113,9 +112,10 @@ def main(argv=None) -> int:
                                 description="f_mem, quality, tau_gen and tau_mem over a run's checkpoints.")
     p.add_argument("--run", required=True, help="a run folder written by reference_models.ddpm.train")
     p.add_argument("--n-samples", type=int, default=500)
-    p.add_argument("--ddim-steps", type=int, default=50)
+    p.add_argument("--ddim-steps", type=int, default=50, help="DDIM (or ODE) steps")
     p.add_argument("--every", type=int, default=1, help="use every k-th checkpoint")
-    p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    p.add_argument("--sampler", choices=["ddim", "ddpm", "ode"], default=None,
+                   help="default: the run's own (DDIM for DDPM runs, the Euler ODE for flow runs)")
     p.add_argument("--quality", choices=["frechet", "energy"], default="frechet")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)

@@ -4,7 +4,9 @@
 
 A run directory holds config.json (the resolved config), stats.jsonl (one line per checkpoint:
 step, mean training loss since the last line, train and held-out denoising loss at the fixed DDPM
-index ``eval_index``, 40 ~ t = 0.01 as in the paper) and checkpoints/step_XXXXXXXX.safetensors on a
+index ``eval_index``, 40 ~ t = 0.01 as in the paper; for a flow-matching run, ``--objective flow``,
+the velocity loss at the flow level of the same noise-to-signal ratio, see
+``reference_models.ddpm.objectives``) and checkpoints/step_XXXXXXXX.safetensors on a
 log-spaced grid of steps. A checkpoint holds the model, the optimizer state (SGD momentum buffers or
 Adam moments: the paper's code loses them on resume) and every random state, with the config in its
 metadata; it loads without executing pickles. Rerunning the same command resumes from the last
@@ -33,7 +35,7 @@ from .checkpoints import (CheckpointError, RunFileWarning, append_stats, checkpo
                           checkpoint_path, load_checkpoint, read_stats, readable_checkpoints,
                           restore_training_state, save_checkpoint)
 from .config import TrainConfig, build_model
-from .diffusion import Schedule, denoising_loss, training_loss
+from .objectives import check_objective, eval_level, eval_loss, training_loss
 
 __all__ = ["train", "checkpoint_steps", "prepare_data"]
 
@@ -129,6 +131,7 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = True, stop_after: int | N
     """
     if int(cfg.noise_draws) < 1:
         raise ValueError(f"noise_draws must be >= 1, got {cfg.noise_draws}")
+    check_objective(cfg.objective)
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     for folder in (run, run / "checkpoints"):  # temporaries left by killed runs
@@ -136,7 +139,6 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = True, stop_after: int | N
     x_train, x_hold, mean, tr_idx, ho_idx = prepare_data(cfg)
     model = build_model(cfg).to(cfg.device)
     opt = _make_optimizer(cfg, model)
-    schedule = Schedule.linear(cfg.n_steps_diffusion)
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # timesteps and noise of the loss
     rng = np.random.default_rng(cfg.seed + 2)  # batches
     torch.manual_seed(cfg.seed + 3)  # dropout
@@ -174,7 +176,7 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = True, stop_after: int | N
         xb = x_train[torch.from_numpy(idx)]
         if cfg.noise_draws > 1:  # m noise draws per item (George et al. 2025: more m, more copying)
             xb = xb.repeat(cfg.noise_draws, *([1] * (xb.ndim - 1)))
-        loss = training_loss(model, xb, schedule, gen)
+        loss = training_loss(cfg, model, xb, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -184,17 +186,17 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = True, stop_after: int | N
             rec = {
                 "step": step,
                 "loss": running / count,
-                "train_loss_eval": denoising_loss(model, x_train, schedule, cfg.eval_index,
-                                                  draws=cfg.eval_draws, seed=cfg.seed),
-                "holdout_loss_eval": denoising_loss(model, x_hold, schedule, cfg.eval_index,
-                                                    draws=cfg.eval_draws, seed=cfg.seed),
-                "eval_index": cfg.eval_index,
+                "train_loss_eval": eval_loss(cfg, model, x_train, draws=cfg.eval_draws,
+                                             seed=cfg.seed),
+                "holdout_loss_eval": eval_loss(cfg, model, x_hold, draws=cfg.eval_draws,
+                                               seed=cfg.seed),
+                "eval_index": eval_level(cfg),
                 "seconds": round(time.perf_counter() - t0, 2),
             }
             append_stats(run, rec)
             save_checkpoint(checkpoint_path(run, step), cfg, step, model, opt, gen, rng, mean)
-            log(f"step {step:>8d}  loss {rec['loss']:.4f}  train@{cfg.eval_index} "
-                f"{rec['train_loss_eval']:.4f}  held-out@{cfg.eval_index} {rec['holdout_loss_eval']:.4f}")
+            log(f"step {step:>8d}  loss {rec['loss']:.4f}  train@{rec['eval_index']} "
+                f"{rec['train_loss_eval']:.4f}  held-out@{rec['eval_index']} {rec['holdout_loss_eval']:.4f}")
             running, count = 0.0, 0
     return run
 
@@ -209,6 +211,9 @@ def main(argv=None) -> int:
                    help="gmm: the paper's SM B mixture, trained with the residual MLP; ts-*: "
                    "time-series windows (reference_models.ts_diffusion) with the 1-D U-Net")
     p.add_argument("--seq-len", type=int, default=d.seq_len, help="ts-*: window length")
+    p.add_argument("--objective", choices=["ddpm", "flow"], default=d.objective,
+                   help="ddpm: epsilon prediction on the linear schedule; flow: conditional flow "
+                   "matching (rectified flow), sampled with the Euler ODE")
     p.add_argument("--model", choices=["unet", "mlp"], default=None,
                    help="default: mlp for gmm, unet for images")
     p.add_argument("--gmm-dim", type=int, default=d.gmm_dim)
@@ -234,7 +239,7 @@ def main(argv=None) -> int:
     mults = (1, 2, 4)[: a.levels]
     model = a.model or ("mlp" if a.data == "gmm" else "unet")
     cfg = TrainConfig(data=a.data, data_dir=a.data_dir, image_size=a.image_size, n_train=a.n_train,
-                      gmm_dim=a.gmm_dim, model=model, seq_len=a.seq_len,
+                      gmm_dim=a.gmm_dim, model=model, objective=a.objective, seq_len=a.seq_len,
                       n_holdout=a.n_holdout, width=a.width, mults=mults,
                       attention=tuple(i > 0 for i in range(a.levels)), optimizer=a.optimizer,
                       lr=a.lr, noise_draws=a.noise_draws, batch_size=a.batch_size, steps=a.steps,
