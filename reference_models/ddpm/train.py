@@ -207,7 +207,7 @@ def main(argv=None) -> int:
                                 description="Train the reference U-Net DDPM (resumes a run folder).")
     p.add_argument("--out", required=True, help="run folder (resumed when it holds checkpoints)")
     p.add_argument("--data", choices=["digits", "mnist", "celeba", "gmm", "ts-sines", "ts-ar",
-                                      "ts-regimes", "ts-pig"], default=d.data,
+                                      "ts-regimes", "ts-pig", "ts-gunpoint"], default=d.data,
                    help="gmm: the paper's SM B mixture, trained with the residual MLP; ts-*: "
                    "time-series windows (reference_models.ts_diffusion) with the 1-D U-Net")
     p.add_argument("--seq-len", type=int, default=d.seq_len, help="ts-*: window length")
