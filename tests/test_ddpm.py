@@ -101,6 +101,46 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, optimizer, 
     assert strip == [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in sb]
 
 
+def test_an_extended_run_ends_where_a_straight_run_does(tmp_path):
+    from reference_models.ddpm.track import track_run
+
+    short = TrainConfig(n_train=16, n_holdout=8, steps=30, n_checkpoints=3, batch_size=8, width=8)
+    long = TrainConfig(n_train=16, n_holdout=8, steps=60, n_checkpoints=5, batch_size=8, width=8)
+    train(long, tmp_path / "straight", log=lambda m: None)
+    run = train(short, tmp_path / "ext", log=lambda m: None)
+    track_run(run, n_samples=6, steps=3)
+    cached = dict(np.load(run / "samples.npz"))
+    with pytest.raises(ValueError, match="only its length differs: extend it with --extend"):
+        train(long, run, log=lambda m: None)
+    with pytest.raises(ValueError, match="another config; use a new folder"):
+        train(TrainConfig(n_train=16, n_holdout=8, steps=60, batch_size=8, width=8, lr=2e-3), run,
+              extend=True, log=lambda m: None)
+    shorter = TrainConfig(n_train=16, n_holdout=8, steps=20, n_checkpoints=3, batch_size=8, width=8)
+    with pytest.raises(ValueError, match="another config"):
+        train(shorter, run, extend=True, log=lambda m: None)
+    train(long, run, extend=True, log=lambda m: None)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "step_00000060.safetensors")
+    b = load_checkpoint(run / "checkpoints" / "step_00000060.safetensors")
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
+    steps = [json.loads(x)["step"] for x in (run / "stats.jsonl").read_text().splitlines()]
+    assert steps == checkpoint_steps(30, 3) + [s for s in checkpoint_steps(60, 5) if s > 30]
+    assert json.loads((run / "config.json").read_text())["steps"] == 60
+    ext = [json.loads(x) for x in (run / "extensions.jsonl").read_text().splitlines()]
+    assert ext == [{"at_step": 30, "from_steps": 30, "to_steps": 60, "from_n_checkpoints": 3,
+                    "to_n_checkpoints": 5}]
+    train(long, run, extend=True, log=lambda m: None)  # already there: nothing to do, nothing added
+    assert len((run / "extensions.jsonl").read_text().splitlines()) == 1
+    sampled = []
+    curve = track_run(run, n_samples=6, steps=3, log=sampled.append)
+    assert curve.steps.tolist() == steps
+    assert len(sampled) == len(steps) - 3  # only the new checkpoints were sampled
+    again = np.load(run / "samples.npz")
+    for k, v in cached.items():
+        if k.startswith("step_"):
+            np.testing.assert_array_equal(again[k], v)
+
+
 def test_checkpoints_are_safetensors_with_the_config(tmp_path):
     cfg = TrainConfig(n_train=8, n_holdout=8, steps=3, n_checkpoints=2, width=8)
     train(cfg, tmp_path / "r", log=lambda m: None)

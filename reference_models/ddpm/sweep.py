@@ -132,7 +132,7 @@ def _one_run(job):
     def log(m):
         print(f"[n={n} seed={seed}] {m}", file=sys.stderr, flush=True)
 
-    train(cfg, run, log=log)
+    train(cfg, run, extend=getattr(a, "extend", False), log=log)
     track_run(run, a.n_samples, steps=a.ddim_steps, sampler=a.sampler,
               quality="energy" if setting == "gmm" else "frechet", log=log)
     return str(run)
@@ -501,6 +501,9 @@ def sweep_parser(prog: str = "python -m reference_models.ddpm.sweep", descriptio
                    help="(gmm ddpm, digits ddim; ode for --objective flow, the only one it takes)")
     p.add_argument("--ddim-steps", type=int, help="DDIM or ODE steps (gmm 100, digits 50)")
     p.add_argument("--n-bootstrap", type=int, default=1000)
+    p.add_argument("--extend", action="store_true",
+                   help="continue existing runs to the steps of a larger --steps-per-n (or "
+                   "--min-steps) and --n-checkpoints, from their last checkpoints")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--analyse-only", action="store_true", help="refit existing runs, train nothing")

@@ -3,8 +3,8 @@
     python -m reference_models.ddpm.track --run runs/d64 --n-samples 500
 
 For every checkpoint of the run, ``n_samples`` DDIM samples (eta = 0, ``steps`` steps; the Euler
-ODE for a flow-matching run; sample i from seed i, the same seeds at every checkpoint) are compared with the run's own training subset and
-held-out set through :func:`memaudit.tracking.track_memorization`. Writes tracking.json (f_mem with
+ODE for a flow-matching run; sample i from seed i, the same seeds at every checkpoint) are compared
+with the run's own training subset and held-out set through :func:`memaudit.tracking.track_memorization`. Writes tracking.json (f_mem with
 intervals, the held-out control, the Fréchet distance to held-out data, the logged losses, tau_gen,
 tau_mem and the recommended checkpoint with the rules used) and tracking.png beside the run.
 """
@@ -62,7 +62,8 @@ def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, ever
     tau_gen uses the log-improvement rule for the Fréchet distance and the linear one for the energy
     distance, whose floor is near zero (see :func:`memaudit.tracking.estimate_tau_gen`).
 
-    The samples are kept in samples.npz (one array per step) so that a rerun does not sample again.
+    The samples are kept in samples.npz (one array per step) so that a rerun does not sample again;
+    a rerun after new checkpoints (an extended run) samples only those.
     """
     run = Path(run)
     files = readable_checkpoints(run, every=every, required=True)
@@ -80,11 +81,20 @@ def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, ever
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             warnings.warn(f"ignoring the sample cache {cache}: unreadable ({exc}); sampling again",
                           RunFileWarning, stacklevel=2)
-        if samples is not None and set(samples) != {checkpoint_step(f) for f in files}:
-            samples = None
-    if samples is None:
-        samples = samples_at_checkpoints(run, n_samples, steps=steps, seed=seed, every=every,
-                                         sampler=sampler, log=log)
+    wanted = {checkpoint_step(f): f for f in files}
+    if samples is not None:  # keep the cached steps that are still checkpoints; sample the others
+        samples = {k: v for k, v in samples.items() if k in wanted}
+    missing = [f for k, f in wanted.items() if samples is None or k not in samples]
+    if missing:
+        seeds = list(range(seed, seed + n_samples))
+        samples = dict(samples or {})
+        for path in missing:  # an extended run (train(extend=True)) samples its new checkpoints only
+            model, ck = load_model(path)
+            samples[ck["step"]] = generate(ck["config"], model, seeds, sampler=sampler,
+                                           steps=steps).numpy()
+            if log:
+                log(f"sampled {n_samples} at step {ck['step']}")
+        samples = dict(sorted(samples.items()))
         atomic_savez(cache, key=np.array(key), **{f"step_{k}": v for k, v in samples.items()})
     losses = {rec["step"]: (rec["train_loss_eval"], rec["holdout_loss_eval"]) for rec in read_stats(run)}
     flat = {k: v.reshape(v.shape[0], -1) for k, v in samples.items()}

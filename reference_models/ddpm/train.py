@@ -104,6 +104,19 @@ def _resume_point(run: Path):
     return None
 
 
+# what an extension may change: the length of the run and the density of its checkpoint grid
+EXTENSIBLE = ("steps", "n_checkpoints")
+
+
+def extends(theirs: TrainConfig, cfg: TrainConfig) -> bool:
+    """Whether ``cfg`` is ``theirs`` run for longer: only ``EXTENSIBLE`` fields differ, and the
+    new run is not shorter."""
+    a, b = json.loads(theirs.to_json()), json.loads(cfg.to_json())
+    for key in EXTENSIBLE:
+        a.pop(key), b.pop(key)
+    return a == b and cfg.steps >= theirs.steps
+
+
 def _other_config(run: Path, cfg: TrainConfig) -> bool:
     """Whether run/config.json holds a different run (unreadable or absent: no)."""
     try:
@@ -115,7 +128,7 @@ def _other_config(run: Path, cfg: TrainConfig) -> bool:
 
 # ----------------------------------------------------------------------------- training
 def train(cfg: TrainConfig, run_dir, *, resume: bool = True, stop_after: int | None = None,
-          log=print) -> Path:
+          extend: bool = False, log=print) -> Path:
     """Train (or resume) a run in ``run_dir``; returns the run directory.
 
     ``stop_after`` ends the run early after that step (as a kill would); calling ``train`` again
@@ -128,6 +141,14 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = True, stop_after: int | N
     holds another config (then ``ValueError``, as for a readable checkpoint of another config).
     Every file is written atomically except stats.jsonl, which is appended one fsynced record per
     checkpoint and rewritten atomically on resume.
+
+    ``extend=True`` continues a run whose config differs from ``cfg`` only in ``steps`` (not fewer)
+    and ``n_checkpoints``: training goes on from its last checkpoint to ``cfg.steps``, with
+    checkpoints at the points of the new grid beyond it; the weights at the new end are those of
+    a run trained straight to ``cfg.steps`` (the random streams continue from the checkpoint).
+    config.json then holds the new config and extensions.jsonl one line per extension (from which
+    step and config length to which). Without ``extend`` such a run is refused, as any other
+    config is.
     """
     if int(cfg.noise_draws) < 1:
         raise ValueError(f"noise_draws must be >= 1, got {cfg.noise_draws}")
@@ -150,8 +171,21 @@ def train(cfg: TrainConfig, run_dir, *, resume: bool = True, stop_after: int | N
             warnings.warn(f"{run} has checkpoints but none is readable; training from step 0",
                           RunFileWarning, stacklevel=2)
     if ck is not None:
-        if ck["config"].to_json() != cfg.to_json():
-            raise ValueError(f"{run} holds a run with another config; use a new folder or resume=False")
+        theirs = ck["config"]
+        if theirs.to_json() != cfg.to_json():
+            longer = extends(theirs, cfg)
+            if not (extend and longer):
+                hint = (" (only its length differs: extend it with --extend, or use a new folder)"
+                        if longer else "; use a new folder or resume=False")
+                raise ValueError(f"{run} holds a run with another config{hint}")
+            atomic_write_text(run / "config.json", json.dumps(json.loads(cfg.to_json()), indent=2) + "\n")
+            ext = run / "extensions.jsonl"
+            old_lines = ext.read_text() if ext.exists() else ""
+            atomic_write_text(ext, old_lines + json.dumps(
+                {"at_step": ck["step"], "from_steps": theirs.steps, "to_steps": cfg.steps,
+                 "from_n_checkpoints": theirs.n_checkpoints,
+                 "to_n_checkpoints": cfg.n_checkpoints}) + "\n")
+            log(f"extending {run} from {theirs.steps} to {cfg.steps} steps (at step {ck['step']})")
         restore_training_state(ck, model, opt, gen, rng)
         start = ck["step"]
         kept = [rec for rec in read_stats(run) if rec["step"] <= start]  # torn lines dropped
@@ -234,6 +268,9 @@ def main(argv=None) -> int:
     p.add_argument("--n-checkpoints", type=int, default=d.n_checkpoints)
     p.add_argument("--first-checkpoint", type=int, default=d.first_checkpoint)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--extend", action="store_true",
+                   help="continue a finished (or interrupted) run in --out to a larger --steps "
+                   "(and --n-checkpoints); the weights at the new end are those of a straight run")
     p.add_argument("--device", default=d.device)
     a = p.parse_args(argv)
     mults = (1, 2, 4)[: a.levels]
@@ -245,7 +282,10 @@ def main(argv=None) -> int:
                       lr=a.lr, noise_draws=a.noise_draws, batch_size=a.batch_size, steps=a.steps,
                       n_checkpoints=a.n_checkpoints, first_checkpoint=a.first_checkpoint,
                       seed=a.seed, device=a.device)
-    train(cfg, a.out, log=lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        train(cfg, a.out, extend=a.extend, log=lambda m: print(m, file=sys.stderr, flush=True))
+    except ValueError as exc:
+        p.error(str(exc))
     return 0
 
 
