@@ -211,3 +211,36 @@ def test_width_law_analysis_on_tiny_sweeps(width_sweeps, tmp_path, capsys):
     assert "has no sweep.json" in capsys.readouterr().err
     assert widths_main([str(width_sweeps[0]), str(width_sweeps[0]), "--out", str(tmp_path / "y")]) == 2
     assert "both have width 8" in capsys.readouterr().err
+
+
+def test_the_fit_range_keeps_every_run_in_the_table_and_fits_only_n_above_it():
+    """Runs below fit_n_min (under the crossover) are listed with their tau_mem, not fitted; the
+    in-range exponent equals the brute-force fit of the in-range runs' crossings."""
+    from reference_models.ddpm.sweep import _fits, crossing_step, table
+
+    steps = np.array([100.0, 200, 400, 800, 1600, 3200, 6400])
+    records = []
+    for n, seed, onset in [(16, 0, 150), (32, 0, 300), (64, 0, 700), (64, 1, 800), (128, 0, 1500),
+                           (128, 1, 1700), (256, 0, 3300), (256, 1, 3000)]:
+        frac = np.clip((steps - onset) / onset, 0, 1) * 0.5  # f_mem rises after its onset
+        flags = np.arange(200)[None, :] < (frac * 200)[:, None]
+        records.append({"n": n, "seed": seed, "steps": steps, "flags": flags})
+    use = np.array([r["n"] >= 64 for r in records])
+    fits = _fits(records, use, np.random.default_rng(0), 20, 0)
+    f = fits["0.05"]
+    assert f["fit_n"] == [64, 128, 256] and len(f["tau_mem"]) == len(records)
+    taus = [crossing_step(r["steps"], r["flags"].mean(1), 0.05) for r in records]
+    assert f["tau_mem"] == pytest.approx(taus)
+    want = exponent_fit([r["n"] for r in records if r["n"] >= 64], [t for t, u in zip(taus, use) if u])
+    assert f["exponent"] == pytest.approx(want["exponent"])
+    every = _fits(records, np.ones(len(records), bool), np.random.default_rng(0), 20, 0)["0.05"]
+    assert every["fit_n"] == [16, 32, 64, 128, 256] and every["exponent"] != pytest.approx(f["exponent"])
+    summary = {"runs": [{"n": r["n"], "seed": r["seed"], "steps": r["steps"].tolist(),
+                         "f_mem": r["flags"].mean(1).tolist(), "tau_gen": 500.0,
+                         "tau_gen_source": "main run", "max_f_mem": 0.5} for r in records],
+               "fits": fits, "fits_all_n": _fits(records, np.ones(len(records), bool),
+                                                 np.random.default_rng(0), 20, 0),
+               "fit_n_min": 64, "tau_gen_ratio_max_min": 1.0, "tau_gen_scale": "linear"}
+    md = table(summary)
+    assert "Fitted over n >= 64" in md and "(n = 64, 128, 256)" in md and "- over every n:" in md
+    assert md.count("\n| 16 | 0 |") == 1  # the run below the range is still in the table

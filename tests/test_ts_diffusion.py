@@ -122,3 +122,27 @@ def test_model_trained_far_past_memorization_reproduces_its_windows(tmp_path):
         rates[step] = probe.score(f(range(200)).reshape(200, -1)).rate.value
     assert rates[1] == 0.0
     assert rates[6000] > 0.7
+
+
+def test_the_design_commands_parse_into_the_design_recipe():
+    """Every command the pre-registered design prints is a valid sweep (or batched) call whose runs
+    have the design's recipe: fixed batch 32, dropout 0.1, W = 32, the family's window length."""
+    import shlex
+
+    from reference_models.ddpm.sweep import _config, apply_setting_defaults, sweep_parser
+    from reference_models.ts_diffusion.design import DESIGN, commands
+
+    for device in ("cpu", "cuda"):
+        for line in commands(device):
+            argv = shlex.split(line.split("#")[0])[3:]  # after "python -m module"
+            if device == "cuda":
+                argv = [x for i, x in enumerate(argv) if x != "--device" and argv[i - 1] != "--device"]
+            else:
+                argv = [x for i, x in enumerate(argv) if x != "--jobs" and argv[i - 1] != "--jobs"]
+            a = sweep_parser().parse_args(argv)
+            apply_setting_defaults(a)
+            cfg = _config(a.setting, a.n[0], a.seeds[0], a)
+            assert (cfg.batch_size, cfg.dropout, cfg.width) == (32, 0.1, 32)
+            assert cfg.seq_len == DESIGN["seq_len"][a.setting] and cfg.objective == a.objective
+            assert a.sampler == ("ode" if a.objective == "flow" else "ddim") and a.n_samples == 1000
+            assert tuple(a.n) == DESIGN["n_gpu" if device == "cuda" else "n"]

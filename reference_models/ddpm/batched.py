@@ -448,7 +448,7 @@ def main(argv=None) -> int:
     from .sweep import table
 
     summary = analyse(out, [str(r) for r in runs], n_bootstrap=a.n_bootstrap, seed=a.seeds[0],
-                      tau_gen_scale=a.tau_gen_scale)
+                      tau_gen_scale=a.tau_gen_scale, fit_n_min=a.fit_n_min)
     print(table(summary))
     return 0
 

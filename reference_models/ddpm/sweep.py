@@ -84,19 +84,30 @@ def tracked_runs(out) -> list[Path]:
 SETTING_DEFAULTS = {
     "gmm": dict(lr=6e-4, steps_per_n=100.0, min_steps=20_000, n_checkpoints=30, first_checkpoint=100,
                 early_steps=1000, early_checkpoints=15, n_samples=1000, sampler="ddpm",
-                ddim_steps=100, width=128, batch_size=1 << 30),
+                ddim_steps=100, width=128, batch_size=1 << 30, dropout=0.0, seq_len=None,
+                fit_n_min=0),
     "digits": dict(lr=1e-3, steps_per_n=150.0, min_steps=0, n_checkpoints=20, first_checkpoint=100,
                    early_steps=0, early_checkpoints=15, n_samples=500, sampler="ddim", ddim_steps=50,
-                   width=16, batch_size=16),
-    "ts": dict(lr=6e-4, steps_per_n=100.0, min_steps=20_000, n_checkpoints=30, first_checkpoint=100,
-               early_steps=1000, early_checkpoints=15, n_samples=1000, sampler="ddpm",
-               ddim_steps=100, width=32, batch_size=128),
+                   width=16, batch_size=16, dropout=0.1, seq_len=None, fit_n_min=64),
+    # the time-series study (reference_models.ts_diffusion.design), fixed before its runs: the 1-D
+    # U-Net W = 32, dropout 0.1, Adam 1e-3, a fixed batch of 32, 20 checkpoints from step 100 to
+    # 150 n steps (extended to 300 n, then 600 n, where f_mem has not reached 1%: --extend),
+    # 1,000 DDIM-100 (or ODE-100) samples, windows of TS_SEQ_LEN; fit over n >= 64
+    "ts": dict(lr=1e-3, steps_per_n=150.0, min_steps=0, n_checkpoints=20, first_checkpoint=100,
+               early_steps=0, early_checkpoints=15, n_samples=1000, sampler="ddim",
+               ddim_steps=100, width=32, batch_size=32, dropout=0.1, seq_len=None, fit_n_min=64),
 }
+# window length per time-series family: a power of two (the U-Net halves it per level); PigCVP 256
+# samples (about 1.7 heartbeats at 250 Hz), GunPoint resampled from 150 to 128
+TS_SEQ_LEN = {"ts-sines": 64, "ts-ar": 64, "ts-regimes": 64, "ts-pig": 256, "ts-gunpoint": 128}
 
 
 def setting_defaults(setting: str) -> dict:
-    """The defaults of ``setting`` (gmm, digits or ts-*)."""
-    return dict(SETTING_DEFAULTS["ts" if setting.startswith("ts-") else setting])
+    """The defaults of ``setting`` (gmm, digits or ts-*; a ts family's window length included)."""
+    d = dict(SETTING_DEFAULTS["ts" if setting.startswith("ts-") else setting])
+    if setting.startswith("ts-"):
+        d["seq_len"] = TS_SEQ_LEN[setting]
+    return d
 
 
 def _config(setting: str, n: int, seed: int, a, early: bool = False):
@@ -111,10 +122,10 @@ def _config(setting: str, n: int, seed: int, a, early: bool = False):
     if setting == "gmm":
         return TrainConfig.gmm(**common)
     if setting.startswith("ts-"):  # time-series windows with the 1-D U-Net (reference_models.ts_diffusion)
-        return TrainConfig(data=setting, seq_len=32, mults=(1, 2), attention=(False, True),
-                           dropout=0.0, n_holdout=500, **common)
+        return TrainConfig(data=setting, seq_len=a.seq_len, mults=(1, 2), attention=(False, True),
+                           dropout=a.dropout, n_holdout=500, **common)
     return TrainConfig(data="digits", image_size=8, mults=(1, 2), attention=(False, True),
-                       dropout=0.1, n_holdout=500, **common)
+                       dropout=a.dropout, n_holdout=500, **common)
 
 
 def _one_run(job):
@@ -153,8 +164,51 @@ def _flags(run: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array(steps), flags
 
 
-def analyse(out, runs, *, n_bootstrap: int = 1000, seed: int = 0, tau_gen_scale: str = "linear") -> dict:
+def _fits(records, use, rng, n_bootstrap: int, seed: int) -> dict:
+    """tau_mem at each level for every run, and the exponent fitted over the runs ``use`` marks."""
+    ns_all = np.array([r["n"] for r in records])
+    fits = {}
+    for level in LEVELS:
+        taus_all = np.array([crossing_step(r["steps"], r["flags"].mean(1), level) for r in records])
+        sub = [records[i] for i in np.flatnonzero(use)]
+        ns, taus = ns_all[use], taus_all[use]
+        seeds = np.array([r["seed"] for r in sub])
+        boot = None
+        if np.all(np.isfinite(taus)) and np.unique(ns).size >= 2:  # resolved: bootstrap it
+            boot = []
+            for _ in range(n_bootstrap):
+                chosen = []
+                for n in np.unique(ns):  # resample seeds within each n, then samples within each run
+                    idx = np.flatnonzero(ns == n)
+                    chosen.extend(rng.choice(idx, size=idx.size, replace=True))
+                bt = []
+                for i in chosen:
+                    fl = sub[i]["flags"]
+                    pick = rng.integers(0, fl.shape[1], fl.shape[1])
+                    bt.append(crossing_step(sub[i]["steps"], fl[:, pick].mean(1), level))
+                # a replicate where some run never reaches the level is unresolved, not refitted
+                # without that run (which would bias it towards the runs that did)
+                boot.append(fit_exponent(ns[chosen], bt)[0] if np.all(np.isfinite(bt)) else np.nan)
+        fit = exponent_fit(ns, taus, groups=seeds, bootstrap=boot, seed=seed,
+                           n_bootstrap=n_bootstrap)
+        fits[f"{level:g}"] = {"level": level, "tau_mem": taus_all.tolist(), "exponent": fit["exponent"],
+                              "exponent_ci95": fit["bootstrap"]["ci"] if fit["bootstrap"] else None,
+                              "intercept": fit["intercept"], "resolved": fit["resolved"],
+                              "reason": fit["reason"], "ols_ci95": (fit["ols"] or {}).get("ci"),
+                              "seed_ci95": (fit["seed_level"] or {}).get("ci"),
+                              "text": format_fit(fit), "fit": fit,
+                              "fit_n": sorted({int(n) for n in ns}),
+                              "tau_over_n": (taus_all / ns_all).tolist()}
+    return fits
+
+
+def analyse(out, runs, *, n_bootstrap: int = 1000, seed: int = 0, tau_gen_scale: str = "linear",
+            fit_n_min: int | None = None) -> dict:
     """Fit tau_mem vs n across ``runs`` (folders n{n}-s{seed}); write sweep.json/.md/.png.
+
+    ``fit_n_min``: fit the exponent over the runs with n >= fit_n_min only (above the crossover
+    n_gm, where tau_mem > tau_gen and the law tau_mem ∝ n is expected); every run is still in the
+    tables, and the fit over all n is reported beside (``fits_all_n``).
 
     ``tau_gen_scale``: "linear" (default) reads tau_gen where quality has made 95% of its plain
     improvement, "log" 95% of its log-improvement (the tracker's default); the other one is reported
@@ -170,35 +224,11 @@ def analyse(out, runs, *, n_bootstrap: int = 1000, seed: int = 0, tau_gen_scale:
                         "flags": flags, "tracking": tr, "config": cfg})
     ns = np.array([r["n"] for r in records])
     seeds = np.array([r["seed"] for r in records])
-    fits = {}
     rng = np.random.default_rng(seed)
-    for level in LEVELS:
-        taus = np.array([crossing_step(r["steps"], r["flags"].mean(1), level) for r in records])
-        boot = None
-        if np.all(np.isfinite(taus)) and np.unique(ns).size >= 2:  # resolved: bootstrap it
-            boot = []
-            for _ in range(n_bootstrap):
-                chosen = []
-                for n in np.unique(ns):  # resample seeds within each n, then samples within each run
-                    idx = np.flatnonzero(ns == n)
-                    chosen.extend(rng.choice(idx, size=idx.size, replace=True))
-                bt = []
-                for i in chosen:
-                    fl = records[i]["flags"]
-                    pick = rng.integers(0, fl.shape[1], fl.shape[1])
-                    bt.append(crossing_step(records[i]["steps"], fl[:, pick].mean(1), level))
-                # a replicate where some run never reaches the level is unresolved, not refitted
-                # without that run (which would bias it towards the runs that did)
-                boot.append(fit_exponent(ns[chosen], bt)[0] if np.all(np.isfinite(bt)) else np.nan)
-        fit = exponent_fit(ns, taus, groups=seeds, bootstrap=boot, seed=seed,
-                           n_bootstrap=n_bootstrap)
-        fits[f"{level:g}"] = {"level": level, "tau_mem": taus.tolist(), "exponent": fit["exponent"],
-                              "exponent_ci95": fit["bootstrap"]["ci"] if fit["bootstrap"] else None,
-                              "intercept": fit["intercept"], "resolved": fit["resolved"],
-                              "reason": fit["reason"], "ols_ci95": (fit["ols"] or {}).get("ci"),
-                              "seed_ci95": (fit["seed_level"] or {}).get("ci"),
-                              "text": format_fit(fit), "fit": fit,
-                              "tau_over_n": (taus / ns).tolist()}
+    in_range = ns >= (fit_n_min or 0)
+    fits = _fits(records, in_range, rng, n_bootstrap, seed)
+    fits_all = _fits(records, np.ones(len(records), bool), rng, n_bootstrap, seed) \
+        if fit_n_min and not in_range.all() else None
     for r in records:  # tau_gen on the early run's quality joined with the main run's
         q = dict(zip(r["tracking"]["steps"], r["tracking"]["quality"]))
         early = run_dir(out, r) / "tracking.json"
@@ -229,6 +259,8 @@ def analyse(out, runs, *, n_bootstrap: int = 1000, seed: int = 0, tau_gen_scale:
                   "losses": r["tracking"]["losses"], "config": r["config"],
                   "max_f_mem": float(r["flags"].mean(1).max())} for r in records],
         "fits": fits,
+        "fit_n_min": fit_n_min,
+        "fits_all_n": fits_all,
         "checkpoint_selection": [checkpoint_selection(run, r["tracking"])
                                  for run, r in zip(map(Path, runs), records)],
         "tau_gen_ratio_max_min": _max_over_min(tau_gen),
@@ -383,16 +415,25 @@ def table(summary: dict) -> str:
         lines.append(f"| {r['n']} | {r['seed']} | {r['steps'][-1]:,} | {_fmt(_num(r['tau_gen']))} | "
                      + " | ".join(cells) + f" | {t1} | {100 * r['f_mem'][-1]:.1f}% |")
     lines.append("")
+    n_min = summary.get("fit_n_min")
+    if n_min and summary.get("fits_all_n"):
+        lines.append(f"Fitted over n >= {n_min} (above the crossover, fixed before the runs); the fit "
+                     "over every n is listed after it.")
+        lines.append("")
     for lv in LEVELS:
         f = summary["fits"][f"{lv:g}"]
         if "fit" in f:
-            lines.append(f"- tau_mem({100 * lv:g}%) {format_fit(f['fit'])}")
+            lines.append(f"- tau_mem({100 * lv:g}%) {format_fit(f['fit'])}"
+                         + (f" (n = {', '.join(map(str, f['fit_n']))})" if f.get("fit_n") else ""))
         elif f.get("exponent") is not None and np.isfinite(_num(f["exponent"])):  # older sweep.json
             ci = f.get("exponent_ci95") or [None, None]
             lines.append(f"- tau_mem({100 * lv:g}%) ∝ n^{f['exponent']:.2f}, 95% interval "
                          f"[{_num(ci[0]):.2f}, {_num(ci[1]):.2f}]")
         else:
             lines.append(f"- tau_mem({100 * lv:g}%): not resolved")
+    for lv in LEVELS if summary.get("fits_all_n") else ():
+        f = summary["fits_all_n"][f"{lv:g}"]
+        lines.append(f"- over every n: tau_mem({100 * lv:g}%) {format_fit(f['fit'])}")
     scale = summary.get("tau_gen_scale", "log")
     other = "log" if scale == "linear" else "linear"
     lines.append(f"- tau_gen ({scale} rule, interpolated): largest / smallest across runs = "
@@ -467,7 +508,8 @@ def run_sweep(a) -> dict:
         runs = [_one_run(j) for j in jobs]
     runs = sorted((r for r in runs if not r.endswith("-early")),
                   key=lambda p: (int(Path(p).name.split("-")[0][1:]), p))
-    return analyse(out, runs, n_bootstrap=a.n_bootstrap, seed=a.seeds[0], tau_gen_scale=a.tau_gen_scale)
+    return analyse(out, runs, n_bootstrap=a.n_bootstrap, seed=a.seeds[0], tau_gen_scale=a.tau_gen_scale,
+                   fit_n_min=a.fit_n_min)
 
 
 def sweep_parser(prog: str = "python -m reference_models.ddpm.sweep", description: str | None = None):
@@ -484,6 +526,9 @@ def sweep_parser(prog: str = "python -m reference_models.ddpm.sweep", descriptio
     p.add_argument("--width", type=int, help="base width W (gmm 128, digits 16, ts-* 32)")
     p.add_argument("--batch-size", type=int,
                    help="batch min(n, B), the same for every n (gmm: full batch; digits 16; ts-* 128)")
+    p.add_argument("--dropout", type=float, help="(gmm 0, digits 0.1, ts-* 0.1)")
+    p.add_argument("--seq-len", type=int,
+                   help="ts-*: window length (sines, ar, regimes 64; pig 256; gunpoint 128)")
     p.add_argument("--steps-per-n", type=float,
                    help="training steps = max(min-steps, steps-per-n * n) (gmm 100, digits 150)")
     p.add_argument("--min-steps", type=int, help="(gmm 20,000, digits 0)")
@@ -510,6 +555,9 @@ def sweep_parser(prog: str = "python -m reference_models.ddpm.sweep", descriptio
     p.add_argument("--analyse-width", nargs="+", metavar="SWEEP_DIR",
                    help="the width law: analysed sweep folders at fixed n, one per --width; writes "
                    "widths.md/.json and the figures into --out (reference_models.ddpm.widths)")
+    p.add_argument("--fit-n-min", type=int,
+                   help="fit the exponent over n >= this only (above the crossover; every run stays "
+                   "in the tables and the all-n fit is listed beside; digits 64, others: all n)")
     p.add_argument("--tau-gen-scale", choices=["linear", "log"], default="linear",
                    help="tau_gen where quality made 95%% of its plain (linear) or log improvement")
     return p
@@ -543,7 +591,7 @@ def main(argv=None) -> int:
     if a.analyse_only:
         runs = [str(r) for r in tracked_runs(a.out)]
         summary = analyse(a.out, runs, n_bootstrap=a.n_bootstrap, seed=a.seeds[0],
-                          tau_gen_scale=a.tau_gen_scale)
+                          tau_gen_scale=a.tau_gen_scale, fit_n_min=a.fit_n_min)
     else:
         summary = run_sweep(a)
     print(table(summary))
