@@ -98,6 +98,14 @@ def test_trains_through_the_shared_loop_and_samples_per_seed(tmp_path):
     assert a.shape == (3, 32, 1)
     np.testing.assert_allclose(a[2], b[0], rtol=1e-5, atol=1e-4)  # batch size moves float32 sums only
     assert not np.allclose(a[0], a[1])
+    long = sample_fn(tmp_path / "r" / "checkpoints" / "step_00000060.safetensors", steps=10, length=128)
+    c = long([3, 4])
+    assert c.shape == (2, 128, 1) and np.isfinite(c).all()
+    np.testing.assert_allclose(long([4])[0], c[1], rtol=1e-5, atol=1e-4)
+    same = sample_fn(tmp_path / "r" / "checkpoints" / "step_00000060.safetensors", steps=10, length=32)
+    np.testing.assert_array_equal(same([3, 4, 5]), a)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        sample_fn(tmp_path / "r" / "checkpoints" / "step_00000060.safetensors", length=33)([0])
 
 
 @pytest.mark.slow

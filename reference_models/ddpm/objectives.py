@@ -25,7 +25,7 @@ from .diffusion import training_loss as ddpm_training_loss
 from .flow import FlowAsNoise, flow_path, flow_sample, flow_schedule, flow_training_loss, matched_level
 
 __all__ = ["OBJECTIVES", "SAMPLERS", "check_objective", "default_sampler", "check_sampler", "corrupt",
-           "training_loss", "eval_level", "eval_loss", "generate", "noise_model", "attack_schedule"]
+           "sample_shape", "training_loss", "eval_level", "eval_loss", "generate", "noise_model", "attack_schedule"]
 
 OBJECTIVES = ("ddpm", "flow")
 SAMPLERS = {"ddpm": ("ddim", "ddpm"), "flow": ("ode",)}
@@ -118,16 +118,33 @@ def eval_loss(cfg, model, x0, *, draws: int, seed: int) -> float:
     return total / count
 
 
+def sample_shape(cfg, length: int | None = None) -> tuple:
+    """The shape of one sample: the run's item, or for a time-series run a series ``length`` long
+    (the 1-D U-Net is convolutional, so it generates series longer than its training windows; the
+    length must be divisible by 2 per level below the first)."""
+    if length is None or length == cfg.sample_shape[-1]:
+        return cfg.sample_shape
+    if not cfg.data.startswith("ts-"):
+        raise ValueError(f"only time-series runs generate another length; this run's data is {cfg.data!r}")
+    side = 2 ** (len(cfg.mults) - 1)
+    if int(length) < side or int(length) % side:
+        raise ValueError(f"series length {length} must be a positive multiple of {side} for this "
+                         f"{len(cfg.mults)}-level U-Net")
+    return (*cfg.sample_shape[:-1], int(length))
+
+
 def generate(cfg, model, seeds, *, sampler: str | None = None, steps: int = 50, batch_size: int = 1000,
-             device="cpu") -> torch.Tensor:
-    """Samples of ``model`` (the run's centred space), one per seed, shape (len(seeds), *item)."""
+             device="cpu", length: int | None = None) -> torch.Tensor:
+    """Samples of ``model`` (the run's centred space), one per seed, shape (len(seeds), *item); a
+    time-series run generates series ``length`` long when given (:func:`sample_shape`)."""
     sampler = check_sampler(cfg.objective, sampler)
+    shape = sample_shape(cfg, length)
     seeds = list(seeds)
     if sampler == "ode":
-        return flow_sample(model, cfg.sample_shape, seeds, cfg.n_steps_diffusion, steps=steps,
+        return flow_sample(model, shape, seeds, cfg.n_steps_diffusion, steps=steps,
                            batch_size=batch_size, device=device)
     if sampler == "ddim":
-        return ddim_sample(model, cfg.sample_shape, seeds, _schedule(cfg), steps=steps,
+        return ddim_sample(model, shape, seeds, _schedule(cfg), steps=steps,
                            batch_size=batch_size, device=device)
-    return ddpm_sample(model, cfg.sample_shape, seeds, _schedule(cfg), batch_size=batch_size,
+    return ddpm_sample(model, shape, seeds, _schedule(cfg), batch_size=batch_size,
                        device=device)

@@ -10,10 +10,12 @@ from ..ddpm.objectives import generate
 __all__ = ["sample_fn"]
 
 
-def sample_fn(checkpoint, *, steps: int = 50):
+def sample_fn(checkpoint, *, steps: int = 50, length: int | None = None):
     """Return ``f(seeds) -> ndarray (n, length, channels)``: DDIM samples of the checkpoint's model
     (the Euler ODE for a flow-matching run), in the data's units (the training mean added back),
-    sample i from seed i.
+    sample i from seed i. ``length``: generate series that long instead of the training windows'
+    length (the U-Net is convolutional), so that partial replay of a training window inside a longer
+    series can be measured (``memaudit.probes.subsequence``).
 
     The (n, length, channels) layout is what ``memaudit.probes.subsequence`` and
     ``memaudit.adapters.timeseries.windows`` read.
@@ -22,7 +24,7 @@ def sample_fn(checkpoint, *, steps: int = 50):
     cfg = ck["config"]
 
     def f(seeds) -> np.ndarray:
-        x = generate(cfg, model, list(seeds), steps=steps, batch_size=100)
+        x = generate(cfg, model, list(seeds), steps=steps, batch_size=100, length=length)
         return (x.numpy() + ck["data_mean"]).transpose(0, 2, 1)
 
     return f
