@@ -154,3 +154,32 @@ def test_the_design_commands_parse_into_the_design_recipe():
             assert cfg.seq_len == DESIGN["seq_len"][a.setting] and cfg.objective == a.objective
             assert a.sampler == ("ode" if a.objective == "flow" else "ddim") and a.n_samples == 1000
             assert tuple(a.n) == DESIGN["n_gpu" if device == "cuda" else "n"]
+
+
+def test_the_study_probes_a_tiny_run_on_long_series(tmp_path):
+    """The design's probes on a tiny flow run: long series generated once (cached), the sub-window
+    rates equal the probe run directly on them, membership with as many non-members as members."""
+    from memaudit.probes.subsequence import SubsequenceProbe
+    from reference_models.ddpm.track import track_run
+    from reference_models.ts_diffusion.study import _table, study_run
+
+    cfg = TrainConfig(data="ts-sines", seq_len=16, n_train=12, n_holdout=40, width=8, mults=(1, 2),
+                      attention=(False, True), steps=8, n_checkpoints=2, objective="flow")
+    run = train(cfg, tmp_path / "n12-s0", log=lambda m: None)
+    track_run(run, n_samples=10, steps=4)
+    said = []
+    row = study_run(run, long_factor=2, n_long=6, log=said.append)
+    assert sum("generated 6 series of 32" in m for m in said) == 2  # one per checkpoint
+    with np.load(run / "long_samples.npz") as z:
+        long8 = z["step_8"]
+    assert long8.shape == (6, 32)
+    train_w = prepare_data(cfg)[0].numpy()[:, 0, :]
+    want = SubsequenceProbe(8, n_bootstrap=200, progress=False).fit(train_w).score(long8)
+    assert row["sub_rate"][-1] == want.window_rate.value and row["sub_length"] == 8
+    assert row["n_members"] == row["n_nonmembers"] == 12 and row["objective"] == "flow"
+    assert len(row["closer_to_train"]) == len(row["steps"]) == 2
+    said.clear()
+    study_run(run, long_factor=2, n_long=6, log=said.append)
+    assert not any("generated" in m for m in said)  # the cache serves the second call
+    md = _table([row])
+    assert "nan" not in md.lower() and "| 12 | flow |" in md
