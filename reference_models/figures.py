@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from memaudit.io import atomic_path
 
-__all__ = ["pyplot", "save_png"]
+__all__ = ["pyplot", "save_png", "collapse_norm"]
 
 
 def pyplot():
@@ -53,3 +53,16 @@ def save_png(fig, path, *, dpi: int = 110, close: bool = True) -> None:
         fig.savefig(tmp, dpi=dpi)
     if close:
         pyplot().close(fig)
+
+
+def collapse_norm(f_mem):
+    """f_mem / f_mem(last checkpoint) for a collapse plot, or None when the last value is 0 or not
+    finite (nothing to normalise by: such a run is left out of the collapse, not drawn as a spike
+    of 0 / 1e-12)."""
+    import numpy as np
+
+    f = np.asarray(f_mem, float)
+    if f.size == 0 or not np.isfinite(f[-1]) or f[-1] <= 0:
+        return None
+    return f / f[-1]
+

@@ -244,3 +244,12 @@ def test_the_fit_range_keeps_every_run_in_the_table_and_fits_only_n_above_it():
     md = table(summary)
     assert "Fitted over n >= 64" in md and "(n = 64, 128, 256)" in md and "- over every n:" in md
     assert md.count("\n| 16 | 0 |") == 1  # the run below the range is still in the table
+
+
+def test_a_run_that_ends_at_zero_f_mem_is_left_out_of_the_collapse():
+    """f_mem / f_mem(last) is undefined when the last f_mem is 0 (it was drawn as a 2e9 spike)."""
+    from reference_models.figures import collapse_norm
+
+    assert collapse_norm([0.0, 0.002, 0.0]) is None and collapse_norm([]) is None
+    assert collapse_norm([0.0, float("nan")]) is None
+    np.testing.assert_allclose(collapse_norm([0.0, 0.1, 0.2]), [0.0, 0.5, 1.0])

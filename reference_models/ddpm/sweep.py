@@ -54,7 +54,7 @@ from memaudit.results import jsonable
 from memaudit.probes.nn_ratio import NNRatioProbe
 from memaudit.tracking import estimate_tau_gen, level_crossing, tau_gen_threshold
 
-from ..figures import pyplot, save_png
+from ..figures import collapse_norm, pyplot, save_png
 from ..fits import exponent_fit, fit_exponent, format_fit
 
 __all__ = ["crossing_step", "tracked_runs", "run_sweep", "analyse", "checkpoint_selection",
@@ -458,24 +458,36 @@ def plot(summary: dict, path) -> None:
     fig, ax = plt.subplots(1, 4, figsize=(17, 3.8))
     ns = sorted({r["n"] for r in summary["runs"]})
     colors = {n: plt.cm.viridis(i / max(1, len(ns) - 1)) for i, n in enumerate(ns)}
+    skipped = []
     for r in summary["runs"]:
-        st, f = np.array(r["steps"]), np.array(r["f_mem"])
+        st, f = np.array(r["steps"]), np.array([_num(v) for v in r["f_mem"]], float)
         lab = f"n = {r['n']}" if r["seed"] == min(q["seed"] for q in summary["runs"]) else None
         ax[0].plot(st, f, "-", color=colors[r["n"]], label=lab)
-        ax[1].plot(st / r["n"], f / max(f[-1], 1e-12), "-", color=colors[r["n"]], label=lab)
+        norm = collapse_norm(f)
+        if norm is not None:
+            ax[1].plot(st / r["n"], norm, "-", color=colors[r["n"]], label=lab)
+        else:
+            skipped.append(f"n = {r['n']}, seed {r['seed']}")
         if r.get("early_quality"):
             ax[2].plot(r["early_steps"], r["early_quality"], "-", color=colors[r["n"]], label=lab)
             ax[2].plot(st, r["quality"], ":", color=colors[r["n"]])
         elif r["quality"]:
             ax[2].plot(st, r["quality"], "-", color=colors[r["n"]], label=lab)
     ax[0].set(xscale="log", xlabel="training step", ylabel="f_mem (d1/d2 < 1/3)")
-    ax[1].set(xscale="log", xlabel="step / n", ylabel="f_mem / f_mem(last)", title="collapse")
+    ax[1].set(xscale="log", xlabel="step / n", ylabel="f_mem / f_mem(last)",
+              title="collapse" + (f"\n(not drawn, final f_mem 0: {'; '.join(skipped)})" if skipped else ""))
+    ax[1].title.set_fontsize(8 if skipped else 10)
     ax[2].set(xscale="log", yscale="log", xlabel="training step",
               ylabel=summary["runs"][0]["quality_name"] or "quality")
     fit = summary["fits"]["0.01"]
     nn = np.array([r["n"] for r in summary["runs"]], float)
     taus = np.array([_num(t) for t in fit["tau_mem"]], float)
     ax[3].loglog(nn, taus, "o", label="tau_mem (f_mem = 1%)")
+    open_ = ~np.isfinite(taus)
+    if open_.any():  # not reached: the run's last step is a lower bound on its tau_mem
+        last = np.array([r["steps"][-1] for r in summary["runs"]], float)
+        ax[3].loglog(nn[open_], last[open_], "^", mfc="none", color="C0",
+                     label="not reached by this step (a lower bound)")
     grid = np.array([min(ns), max(ns)], float)
     if fit.get("exponent") is not None and fit.get("intercept") is not None:
         f = fit.get("fit") or {}

@@ -28,7 +28,7 @@ import numpy as np
 from memaudit.io import atomic_write_text
 from memaudit.results import jsonable
 
-from ..figures import pyplot, save_png
+from ..figures import collapse_norm, pyplot, save_png
 from ..fits import exponent_fit, format_fit
 
 __all__ = ["load_width_sweeps", "analyse_widths", "widths_table", "main"]
@@ -187,7 +187,9 @@ def plot_widths(summary: dict, out) -> None:
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
     for r in runs:
         st, f = np.array(r["steps"], float), np.array([_num(v) for v in r["f_mem"]], float)
-        norm = f / max(f[-1], 1e-12)
+        norm = collapse_norm(f)
+        if norm is None:  # final f_mem 0: nothing to normalise by (left out, not a spike)
+            continue
         ax[0].plot(st / r["n"], norm, styles[r["n"]], color=colors[r["W"]], label=label(r))
         ax[1].plot(st * r["W"] / r["n"], norm, styles[r["n"]], color=colors[r["W"]], label=label(r))
     ax[0].set(xscale="log", xlabel="step / n", ylabel="f_mem / f_mem(last)")
