@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .diffusion import Schedule
+from .diffusion import Schedule, _initial_noise  # the same starting noise per seed as DDIM
 
 __all__ = ["flow_levels", "flow_path", "flow_training_loss", "flow_sample", "flow_schedule",
            "FlowAsNoise", "matched_level"]
@@ -101,12 +101,6 @@ def matched_level(schedule: Schedule, index: int, n_levels: int) -> int:
     ab = float(schedule.alphas_cumprod[index])
     r = np.sqrt((1 - ab) / ab)
     return int(np.clip(round((n_levels - 1) * r / (1 + r)), 1, n_levels - 1))
-
-
-def _initial_noise(shape, seeds, device, dtype):
-    return torch.stack([
-        torch.randn(shape, generator=torch.Generator().manual_seed(int(s)), dtype=dtype) for s in seeds
-    ]).to(device)
 
 
 @torch.no_grad()
