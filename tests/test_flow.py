@@ -221,3 +221,12 @@ def test_the_sweep_refuses_a_ddpm_sampler_for_a_flow_sweep(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "flow run samples with ode, not 'ddim'" in r.stderr.strip().splitlines()[-1]
+
+
+def test_the_track_command_refuses_a_ddpm_sampler_for_a_flow_run_in_one_line(tmp_path):
+    run = train(_flow_cfg(steps=2, n_checkpoints=1), tmp_path / "f", log=lambda m: None)
+    r = subprocess.run([sys.executable, "-m", "reference_models.ddpm.track", "--run", str(run),
+                        "--sampler", "ddim", "--n-samples", "4"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "flow run samples with ode, not 'ddim'" in r.stderr.strip().splitlines()[-1]
+

@@ -129,8 +129,13 @@ def main(argv=None) -> int:
     p.add_argument("--quality", choices=["frechet", "energy"], default="frechet")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    try:
+        sampler = check_sampler(checkpoint_config(readable_checkpoints(a.run, required=True)[-1]).objective,
+                                a.sampler)
+    except (ValueError, FileNotFoundError) as exc:  # checked before any sampling
+        p.error(str(exc))
     curve = track_run(a.run, a.n_samples, steps=a.ddim_steps, seed=a.seed, every=a.every,
-                      sampler=a.sampler, quality=a.quality, log=lambda m: print(m, file=sys.stderr, flush=True))
+                      sampler=sampler, quality=a.quality, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(curve.summary())
     return 0
 
