@@ -58,12 +58,12 @@ def training_loss(model, x0, schedule: Schedule, generator: torch.Generator):
 
 
 @torch.no_grad()
-def denoising_loss(model, x0, schedule: Schedule, index: int, *, draws: int = 5, seed: int = 0,
-                   batch_size: int = 512) -> float:
-    """Mean epsilon-MSE at one fixed timestep ``index`` over ``draws`` noise draws (eval mode).
+def fixed_level_loss(model, x0, corrupt, level: int, *, draws: int = 5, seed: int = 0,
+                     batch_size: int = 512) -> float:
+    """Mean squared error of ``model`` at one fixed level over ``draws`` noise draws (eval mode).
 
-    The paper logs this at t = 0.01 (DDPM index ~40) on the training set and on held-out images.
-    """
+    ``corrupt(x0, t, noise) -> (noisy input, target)`` is the objective's path (DDPM:
+    ``q_sample`` and the noise; flow matching: ``flow.flow_path``)."""
     was_training = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
@@ -72,12 +72,23 @@ def denoising_loss(model, x0, schedule: Schedule, index: int, *, draws: int = 5,
         for s in range(0, x0.shape[0], batch_size):
             xb = x0[s : s + batch_size]
             noise = torch.randn(xb.shape, generator=g, dtype=xb.dtype).to(xb.device)
-            t = torch.full((xb.shape[0],), index, dtype=torch.long, device=xb.device)
-            err = (model(q_sample(xb, t, noise, schedule), t) - noise) ** 2
+            t = torch.full((xb.shape[0],), level, dtype=torch.long, device=xb.device)
+            x_t, target = corrupt(xb, t, noise)
+            err = (model(x_t, t) - target) ** 2
             total += float(err.sum())
             count += err.numel()
     model.train(was_training)
     return total / count
+
+
+def denoising_loss(model, x0, schedule: Schedule, index: int, *, draws: int = 5, seed: int = 0,
+                   batch_size: int = 512) -> float:
+    """Mean epsilon-MSE at one fixed timestep ``index`` over ``draws`` noise draws (eval mode).
+
+    The paper logs this at t = 0.01 (DDPM index ~40) on the training set and on held-out images.
+    """
+    return fixed_level_loss(model, x0, lambda x, t, e: (q_sample(x, t, e, schedule), e), index,
+                            draws=draws, seed=seed, batch_size=batch_size)
 
 
 def _initial_noise(shape, seeds, device, dtype):

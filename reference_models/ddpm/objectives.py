@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .diffusion import Schedule, ddim_sample, ddpm_sample, denoising_loss, q_sample
+from .diffusion import Schedule, ddim_sample, ddpm_sample, denoising_loss, fixed_level_loss, q_sample
 from .diffusion import training_loss as ddpm_training_loss
 from .flow import FlowAsNoise, flow_path, flow_sample, flow_schedule, flow_training_loss, matched_level
 
@@ -99,23 +99,8 @@ def eval_loss(cfg, model, x0, *, draws: int, seed: int) -> float:
     velocity MSE at :func:`eval_level` (flow), over ``draws`` noise draws."""
     if cfg.objective != "flow":
         return denoising_loss(model, x0, _schedule(cfg), cfg.eval_index, draws=draws, seed=seed)
-    level = eval_level(cfg)
-    was_training = model.training
-    model.eval()
-    g = torch.Generator().manual_seed(seed)
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for _ in range(draws):
-            for b in range(0, x0.shape[0], 512):
-                xb = x0[b : b + 512]
-                noise = torch.randn(xb.shape, generator=g, dtype=xb.dtype).to(xb.device)
-                k = torch.full((xb.shape[0],), level, dtype=torch.long, device=xb.device)
-                xs, target = flow_path(xb, k, noise, cfg.n_steps_diffusion)
-                err = (model(xs, k) - target) ** 2
-                total += float(err.sum())
-                count += err.numel()
-    model.train(was_training)
-    return total / count
+    return fixed_level_loss(model, x0, lambda x, k, e: flow_path(x, k, e, cfg.n_steps_diffusion),
+                            eval_level(cfg), draws=draws, seed=seed)
 
 
 def sample_shape(cfg, length: int | None = None) -> tuple:

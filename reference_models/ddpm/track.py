@@ -33,16 +33,17 @@ __all__ = ["samples_at_checkpoints", "track_run"]
 
 
 def samples_at_checkpoints(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0,
-                           every: int = 1, sampler: str | None = None, log=None) -> dict:
+                           every: int = 1, sampler: str | None = None, log=None,
+                           files=None) -> dict:
     """Samples (n, *item shape) in the run's centred space, for every ``every``-th checkpoint.
 
     ``sampler="ddim"``: deterministic DDIM (eta = 0) with ``steps`` steps; ``"ddpm"``: ancestral
     sampling over all T steps (the paper's sampler for the mixture); ``"ode"``: the Euler ODE of a
     flow-matching run with ``steps`` steps; None: the run's own (DDIM, or the ODE for a flow run).
     A sampler that does not fit the run's objective is refused before any sampling. Sample i comes
-    from seed i.
+    from seed i. ``files``: only these checkpoints (default: every ``every``-th readable one).
     """
-    files = readable_checkpoints(run, every=every, required=True)
+    files = readable_checkpoints(run, every=every, required=True) if files is None else list(files)
     sampler = check_sampler(checkpoint_config(files[-1]).objective, sampler)
     out = {}
     seeds = list(range(seed, seed + n_samples))
@@ -85,16 +86,9 @@ def track_run(run, n_samples: int = 500, *, steps: int = 50, seed: int = 0, ever
     if samples is not None:  # keep the cached steps that are still checkpoints; sample the others
         samples = {k: v for k, v in samples.items() if k in wanted}
     missing = [f for k, f in wanted.items() if samples is None or k not in samples]
-    if missing:
-        seeds = list(range(seed, seed + n_samples))
-        samples = dict(samples or {})
-        for path in missing:  # an extended run (train(extend=True)) samples its new checkpoints only
-            model, ck = load_model(path)
-            samples[ck["step"]] = generate(ck["config"], model, seeds, sampler=sampler,
-                                           steps=steps).numpy()
-            if log:
-                log(f"sampled {n_samples} at step {ck['step']}")
-        samples = dict(sorted(samples.items()))
+    if missing:  # an extended run (train(extend=True)) samples its new checkpoints only
+        samples = dict(sorted({**(samples or {}), **samples_at_checkpoints(
+            run, n_samples, steps=steps, seed=seed, sampler=sampler, log=log, files=missing)}.items()))
         atomic_savez(cache, key=np.array(key), **{f"step_{k}": v for k, v in samples.items()})
     losses = {rec["step"]: (rec["train_loss_eval"], rec["holdout_loss_eval"]) for rec in read_stats(run)}
     flat = {k: v.reshape(v.shape[0], -1) for k, v in samples.items()}
