@@ -174,7 +174,9 @@ _TEXT = {
         "d1/d2 < 1/3. Writes DIR/subsequences.json and a self-contained DIR/subsequences.html "
         "with the closest windows drawn over their matches.",
         "Inputs: .npy or .npz (FILE.npz:KEY; an 'ids' array names the series) holding "
-        "(n_series, length) or (n_series, length, channels), or a .csv with one series per row. "
+        "(n_series, length) or (n_series, length, channels), or a .csv with one series per row; "
+        "the training series may also be a folder of .npy shards or a zarr array (equal lengths), "
+        "searched shard by shard, on a Dask cluster with --cluster (same results). "
         f"{_EXITS} Example: memaudit subsequences --train train.npy --samples generated.npy "
         "--holdout test.npy --window 64 --out subseq"),
     "membership": (

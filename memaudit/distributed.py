@@ -27,6 +27,7 @@ import inspect
 import re
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +35,12 @@ import numpy as np
 from ._validation import as_2d_array, check_ids, check_positive_int, check_same_dim
 from .neighbors import METRICS, NeighborIndex, Neighbors
 from .probes.nn_ratio import NNRatioProbe
+from .probes.subsequence import SubsequenceProbe
 from .shards import Shard, ShardedSet
 
 __all__ = ["ShardedIndex", "sharded_knn", "merge_topk", "open_cluster", "check_cluster",
-           "cluster_record", "ShardedNNRatioProbe", "DEFAULT_BATCH_ROWS", "CACHE_BYTES"]
+           "cluster_record", "ShardedNNRatioProbe", "DEFAULT_BATCH_ROWS", "CACHE_BYTES",
+           "ShardedSeries", "SeriesGroup", "sharded_subsequence_search", "ShardedSubsequenceProbe"]
 
 DEFAULT_BATCH_ROWS = 4096  # queries per batch sent to every shard
 CACHE_BYTES = 1 << 30  # in-memory shard data a worker keeps fitted between batches
@@ -92,6 +95,7 @@ def open_cluster(spec):
                                            processes=True, dashboard_address=None)
         client = distributed.Client(cluster)
         try:
+            client.wait_for_workers(int(spec[6:]), timeout=120)
             yield client
         finally:
             client.close()
@@ -111,16 +115,20 @@ def open_cluster(spec):
 
 def cluster_record(client, sets: dict) -> dict:
     """What the report states about where the search ran: workers, threads and the shards of
-    every sharded set (``sets``: name -> array or ShardedSet)."""
-    shards = {k: v.describe() for k, v in sets.items() if isinstance(v, ShardedSet)}
+    every sharded set (``sets``: name -> array, ShardedSet or ShardedSeries)."""
+    shards = {k: v.describe() for k, v in sets.items()
+              if isinstance(v, (ShardedSet, ShardedSeries))}
     if client is None:
         return {"cluster": None, "workers": 0, "threads": 0, "shards": shards}
-    info = client.scheduler_info()
-    workers = info.get("workers", {})
+    # asked of the scheduler now: the client's cached scheduler_info() can predate the workers
+    threads = client.run_on_scheduler(_worker_threads)
     return {"cluster": str(getattr(client, "scheduler", None) and client.scheduler.address),
-            "workers": len(workers),
-            "threads": int(sum(w.get("nthreads", 0) for w in workers.values())),
-            "shards": shards}
+            "workers": len(threads), "threads": int(sum(threads.values())), "shards": shards}
+
+
+def _worker_threads(dask_scheduler=None) -> dict:
+    """On the scheduler: threads of every worker it knows now."""
+    return {addr: int(ws.nthreads) for addr, ws in dask_scheduler.workers.items()}
 
 
 # -- merging ------------------------------------------------------------------------------------
@@ -329,8 +337,25 @@ def sharded_knn(queries, reference, k: int = 2, *, exclude_self: bool = False, c
         queries, k, exclude_self=exclude_self)
 
 
+class _ShardedParams:
+    """The sharded probes' extra parameters (``client``, ``batch_rows``, ``shard_rows``) beside
+    those of the probe they extend (the first base class after this one)."""
+
+    def _set_sharding(self, client, batch_rows, shard_rows) -> None:
+        self.client = client
+        self.batch_rows = batch_rows
+        self.shard_rows = shard_rows
+
+    def get_params(self) -> dict:
+        base = type(self).__mro__[type(self).__mro__.index(_ShardedParams) + 1]
+        names = inspect.signature(base.__init__).parameters
+        out = {name: getattr(self, name) for name in names if name != "self"}
+        out.update(client=self.client, batch_rows=self.batch_rows, shard_rows=self.shard_rows)
+        return out
+
+
 # -- the audit's probe on a sharded training set ------------------------------------------------
-class ShardedNNRatioProbe(NNRatioProbe):
+class ShardedNNRatioProbe(_ShardedParams, NNRatioProbe):
     """:class:`memaudit.probes.NNRatioProbe` whose searches run over a sharded training set (and,
     with ``client``, on a Dask cluster). Same parameters, plus ``client``, ``batch_rows`` and
     ``shard_rows`` (see :class:`ShardedIndex`); the same results as the in-process probe on the
@@ -339,15 +364,7 @@ class ShardedNNRatioProbe(NNRatioProbe):
     def __init__(self, *, client=None, batch_rows: int = DEFAULT_BATCH_ROWS,
                  shard_rows: int | None = None, **params):
         super().__init__(**params)
-        self.client = client
-        self.batch_rows = batch_rows
-        self.shard_rows = shard_rows
-
-    def get_params(self) -> dict:
-        names = inspect.signature(NNRatioProbe.__init__).parameters
-        out = {name: getattr(self, name) for name in names if name != "self"}
-        out.update(client=self.client, batch_rows=self.batch_rows, shard_rows=self.shard_rows)
-        return out
+        self._set_sharding(client, batch_rows, shard_rows)
 
     def _search(self, **extra):
         opts = dict(self.search_options or {})
@@ -493,3 +510,219 @@ def sharded_copies(samples, reference: ShardedSet, method: str, *, holdout=None,
 def sharded_copies_with_control(samples, reference: ShardedSet, holdout, method: str, **kw):
     """``find_copies_with_control`` against a sharded reference (see :func:`sharded_copies`)."""
     return sharded_copies(samples, reference, method, holdout=holdout, **kw)
+
+
+# -- subsequence search over sharded training series --------------------------------------------
+@dataclass(frozen=True)
+class SeriesGroup:
+    """Whole training series held in memory, a shard of a list of series (lengths may differ):
+    ``series`` are validated (length_i, channels) float64 arrays, the first at ``start``."""
+
+    name: str
+    start: int
+    series: tuple
+
+    @property
+    def n(self) -> int:
+        return len(self.series)
+
+
+def _series_of(part, item_shape, layout: str, name: str) -> list:
+    """The whole series of one shard as (length, channels) float64 arrays; a shard read from a
+    store is checked here (NaN/Inf, magnitude), naming the shard and the series."""
+    from ._series import as_series_list
+    from .probes._subsequence_search import first_too_large, magnitude_error
+
+    if isinstance(part, SeriesGroup):
+        return list(part.series)
+    x = np.asarray(part.load(), dtype=np.float64)
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        value = "NaN" if np.isnan(x[i]).any() else "Inf"
+        raise ValueError(f"{name}: shard {part.name} holds {value} in series {i} (series "
+                         f"{part.start + i} of the set); remove or repair that series")
+    i = first_too_large(x)
+    if i is not None:
+        raise magnitude_error(f"{name}: shard {part.name}, series {i} (series {part.start + i} of "
+                              "the set),", x[i])
+    return as_series_list(x.reshape((x.shape[0],) + tuple(item_shape)), name, layout)
+
+
+def search_series_shard(part, item_shape, layout: str, queries: np.ndarray, length: int,
+                        normalize: bool, zone: int, block_elements: int, name: str) -> dict:
+    """The subsequence search of ``queries`` (m, length, channels) in one shard of whole training
+    series: squared distances, series as positions in the whole set."""
+    from .probes._subsequence_search import subsequence_search
+
+    series = _series_of(part, item_shape, layout, name)
+    found = subsequence_search(queries, series, length, normalize=normalize, exclusion_zone=zone,
+                               block_elements=block_elements, squared=True)
+    for key in ("series1", "series2"):
+        found[key] = np.where(found[key] >= 0, found[key] + part.start, -1)
+    return found
+
+
+class ShardedSeries:
+    """Training series as shards of whole series: a :class:`ShardedSet` of equal-length series
+    (items (length,), (length, channels) or, with ``layout="NCT"``, (channels, length)), or a
+    list of series cut into :class:`SeriesGroup` s. Indexing gives one series, read from its shard
+    (what the report draws)."""
+
+    def __init__(self, data, name: str = "train", layout: str = "NTC",
+                 shard_rows: int | None = None):
+        from ._series import as_series_list
+        from .probes._subsequence_search import check_magnitude
+
+        self.name, self.layout = name, layout
+        if isinstance(data, ShardedSet):
+            shape = tuple(data.item_shape)
+            if len(shape) not in (1, 2):
+                raise ValueError(f"{name}: items of shape {shape}; a series is (length,) or "
+                                 "(length, channels) (layout NCT: (channels, length))")
+            t_axis = 1 if (len(shape) == 2 and layout == "NCT") else 0
+            self.sharded, self.item_shape = data, shape
+            self.parts = list(data.shards)
+            self.channels = 1 if len(shape) == 1 else shape[1 - t_axis]
+            self.lengths = np.full(data.shape[0], shape[t_axis], dtype=np.int64)
+            self.source = data.source
+            return
+        series = as_series_list(data, name, layout)
+        check_magnitude(series, name)
+        self.sharded, self.item_shape, self.source = None, None, "array"
+        self.channels = series[0].shape[1]
+        self.lengths = np.array([s.shape[0] for s in series], dtype=np.int64)
+        if shard_rows is None:  # about DEFAULT_SHARD_BYTES of values a shard
+            from .shards import DEFAULT_SHARD_BYTES
+
+            per = max(1, int(DEFAULT_SHARD_BYTES // max(1, 8 * self.lengths.mean() * self.channels)))
+        else:
+            per = check_positive_int(shard_rows, "shard_rows")
+        self.parts = [SeriesGroup(f"{name}[{a}:{min(a + per, len(series))}]", a,
+                                  tuple(series[a : a + per])) for a in range(0, len(series), per)]
+
+    def __len__(self) -> int:
+        return int(self.lengths.size)
+
+    def __getitem__(self, i) -> np.ndarray:
+        i = int(i)
+        if self.sharded is None:
+            part = self.parts[int(np.searchsorted([p.start for p in self.parts], i, "right")) - 1]
+            return part.series[i - part.start]
+        from ._series import as_series_list
+
+        row = np.asarray(self.sharded.rows([i]), dtype=np.float64)
+        return as_series_list(row.reshape((1,) + self.item_shape), self.name, self.layout)[0]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def describe(self) -> dict:
+        """The shards, for the report."""
+        return {"source": self.source, "n_shards": len(self.parts), "n_series": len(self),
+                "shards": [{"name": p.name, "start": p.start, "n_series": p.n}
+                           for p in self.parts]}
+
+
+def sharded_subsequence_search(queries, train: ShardedSeries, length: int, *,
+                               normalize: bool = True, exclusion_zone: int | None = None,
+                               client=None, batch_rows: int = DEFAULT_BATCH_ROWS,
+                               block_elements: int = 1 << 24, progress=None) -> dict:
+    """:func:`memaudit.probes.subsequence.subsequence_search` over training series in shards,
+    each shard searched where it is (``client``: a Dask cluster; ``None``: in this process),
+    the answers merged exactly (:func:`merge_subsequence_results`): bit-identical to one search
+    over all the series. The query windows go out in batches of ``batch_rows``; the client holds
+    one merged answer per batch and merges each shard's as it arrives."""
+    from ._progress import Progress
+    from .probes._subsequence_search import merge_subsequence_results
+
+    q = np.ascontiguousarray(queries, dtype=np.float64)
+    m, L = q.shape[0], int(length)
+    zone = L - 1 if exclusion_zone is None else int(exclusion_zone)
+    check_positive_int(batch_rows, "batch_rows")
+    out = {"d1": np.empty(m), "series1": np.empty(m, np.int64), "offset1": np.empty(m, np.int64),
+           "d2": np.empty(m), "series2": np.empty(m, np.int64), "offset2": np.empty(m, np.int64),
+           "evaluable": np.empty(m, bool)}
+    args = (train.item_shape, train.layout)
+    batches = [(a, min(m, a + batch_rows)) for a in range(0, m, batch_rows)]
+
+    def submit(a, b):
+        rest = (q[a:b], L, bool(normalize), zone, int(block_elements), train.name)
+        if client is None:
+            return [(p, rest) for p in train.parts]
+        return [client.submit(search_series_shard, p, *args, *rest, pure=False)
+                for p in train.parts]
+
+    def answers(submitted):
+        if client is None:
+            for p, rest in submitted:
+                yield search_series_shard(p, *args, *rest)
+            return
+        from distributed import as_completed
+
+        for future in as_completed(submitted):
+            res = future.result()
+            future.release()
+            yield res
+
+    with Progress(len(batches) * len(train.parts), "subsequence search (shards)",
+                  progress, unit="shard") as bar:
+        pending = submit(*batches[0]) if batches else None
+        for j, (a, b) in enumerate(batches):
+            current = pending
+            if j + 1 < len(batches):
+                pending = submit(*batches[j + 1])
+            acc = None
+            for found in answers(current):
+                acc = found if acc is None else merge_subsequence_results([acc, found],
+                                                                          squared=True)
+                bar.update(1)
+            for key in out:
+                out[key][a:b] = acc[key]
+    out["d1"], out["d2"] = np.sqrt(out["d1"]), np.sqrt(out["d2"])
+    return out
+
+
+class ShardedSubsequenceProbe(_ShardedParams, SubsequenceProbe):
+    """:class:`memaudit.probes.SubsequenceProbe` over training series in shards (a
+    :class:`ShardedSet` of equal-length series, or a list of series cut into groups), searched
+    shard by shard in process or, with ``client``, on a Dask cluster. Same parameters, plus
+    ``client``, ``batch_rows`` (query windows per batch) and ``shard_rows`` (series per shard of
+    a list or array); the same results as the in-process probe."""
+
+    def __init__(self, length: int, *, client=None, batch_rows: int = DEFAULT_BATCH_ROWS,
+                 shard_rows: int | None = None, **params):
+        super().__init__(length, **params)
+        self._set_sharding(client, batch_rows, shard_rows)
+
+    def fit(self, train, ids=None) -> "ShardedSubsequenceProbe":
+        """Keep the training series as shards (nothing of a store is read here: each shard's
+        values are checked where it is searched, naming the shard and the series)."""
+        zone = self._check_params()
+        if self.metric != "euclidean":
+            raise ValueError("metric='dtw' runs in one process: give the training series without "
+                             "--cluster or shards")
+        check_positive_int(self.batch_rows, "batch_rows")
+        series = train if isinstance(train, ShardedSeries) else ShardedSeries(
+            train, "train", self.layout, self.shard_rows)
+        L = int(self.length)
+        usable = series.lengths[series.lengths >= L] - L + 1
+        if usable.size == 0:
+            raise ValueError(f"every training series is shorter than the window length {L} "
+                             f"(longest: {int(series.lengths.max())} steps)")
+        if usable.size < 2 and usable[0] // 2 <= zone:
+            raise ValueError("the training series hold no two windows outside each other's "
+                             "exclusion zone, so the nearest-neighbour ratio d1/d2 is undefined: "
+                             "give longer or more training series, or a smaller exclusion_zone")
+        self.train_ = series
+        self.train_ids_ = check_ids(ids, len(series), "ids")
+        self.channels_ = series.channels
+        self.zone_ = zone
+        return self
+
+    def _find(self, q, name: str) -> dict:
+        return sharded_subsequence_search(q, self.train_, self.length, normalize=self.normalize,
+                                          exclusion_zone=self.zone_, client=self.client,
+                                          batch_rows=self.batch_rows,
+                                          block_elements=self.block_elements,
+                                          progress=self.progress)

@@ -301,6 +301,135 @@ def test_duplicates_on_cluster_equal_in_process(images, client, store):
     assert [sorted(g["members"].tolist()) for g in exact.results["train"].groups] == [[20, 130, 230]]
 
 
+# -- subsequence search over sharded training series ------------------------------------------
+def _same_search(a, b):
+    for key in a:
+        assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), key
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(2, 7), T=st.integers(16, 48), L=st.integers(3, 10), C=st.integers(1, 2),
+       rows=st.integers(1, 7), batch=st.integers(1, 40), normalize=st.booleans(),
+       replay=st.booleans(), seed=st.integers(0, 2**16))
+def test_sharded_subsequence_search_equals_one_search(n, T, L, C, rows, batch, normalize, replay,
+                                                      seed):
+    """Shards of whole series, merged, give the one-process search bit for bit: distances,
+    series, offsets, ties (repeated series in other shards, flat stretches, integer values)."""
+    from memaudit.distributed import ShardedSeries, sharded_subsequence_search
+    from memaudit.probes.subsequence import subsequence_search
+
+    rng = np.random.default_rng(seed)
+    train = rng.integers(0, 3, size=(n, T, C)).astype(float)
+    train[n - 1] = train[0]  # the same series in the first and the last shard: exact ties
+    train[min(1, n - 1), 2 : 2 + L + 2] = 0.0  # a flat stretch
+    if replay:  # stride-1 runs of one training series (the diagonal engine)
+        q = np.stack([train[n // 2, o : o + L] for o in range(T - L + 1)])
+    else:
+        q = rng.integers(0, 3, size=(25, L, C)).astype(float)
+    want = subsequence_search(q, list(train), L, normalize=normalize)
+    for parts in (ShardedSeries(ShardedSet.from_array(train, shard_rows=rows)),
+                  ShardedSeries(list(train), shard_rows=rows)):
+        _same_search(want, sharded_subsequence_search(q, parts, L, normalize=normalize,
+                                                      batch_rows=batch))
+
+
+def test_merge_compares_squared_distances():
+    """Two squared distances that round to one square root: the smaller wins, whatever the
+    series order (merging square roots would give the tie to the lower series)."""
+    from memaudit.probes._subsequence_search import merge_subsequence_results
+
+    a = 2.0
+    b = np.nextafter(a, 3.0)
+    while np.sqrt(b) != np.sqrt(a):
+        a = np.nextafter(a, 3.0)
+        b = np.nextafter(a, 3.0)
+    assert b > a and np.sqrt(a) == np.sqrt(b)
+
+    def part(d1, s1, d2, s2):
+        return {"d1": np.array([d1]), "series1": np.array([s1]), "offset1": np.array([4]),
+                "d2": np.array([d2]), "series2": np.array([s2]), "offset2": np.array([9]),
+                "evaluable": np.array([True])}
+
+    got = merge_subsequence_results([part(b, 0, 9.0, 0), part(a, 1, 5.0, 1)], squared=True)
+    assert got["series1"].tolist() == [1] and got["d1"].tolist() == [a]
+    assert got["series2"].tolist() == [0] and got["d2"].tolist() == [b]  # the other part's first
+    got = merge_subsequence_results([part(a, 0, 3.0, 0), part(a, 1, 1.0, 1)], squared=True)
+    assert got["series1"].tolist() == [0] and got["series2"].tolist() == [1]  # a tie: lower series
+
+
+@pytest.fixture(scope="module")
+def series_stores(tmp_path_factory):
+    """Training series (n, 96, 2) with planted replays in the generated series, stored as one
+    .npy, a folder of .npy shards and a zarr array; generated and held-out series beside them."""
+    pytest.importorskip("zarr")
+    root = tmp_path_factory.mktemp("series")
+    rng = np.random.default_rng(5)
+    train = np.cumsum(rng.normal(size=(30, 96, 2)), axis=1)
+    train[21] = train[4]  # a duplicated training series, in another shard
+    samples = np.cumsum(rng.normal(size=(8, 80, 2)), axis=1)
+    samples[2, 10:42] = train[13, 50:82]  # replays of training stretches
+    samples[6, 40:72] = train[4, 7:39] * 3.0 + 1.0  # same shape (z-normalised), series 4 and 21
+    holdout = np.cumsum(rng.normal(size=(8, 80, 2)), axis=1)
+    _write_stores(root, train, samples, holdout, [9, 20], "ts-", 8)
+    return root, train, samples
+
+
+def _subsequences(root, train, **kw):
+    from memaudit.runners import SubsequencesConfig, run_subsequences
+
+    return run_subsequences(SubsequencesConfig(
+        train=str(root / train), samples=str(root / "samples.npy"),
+        holdout=str(root / "holdout.npy"), window=32, stride=2, progress=False, **kw))
+
+
+@pytest.mark.parametrize("store", ["shards", "train.zarr"])
+def test_subsequences_on_cluster_equal_in_process(series_stores, client, store):
+    root, train, _ = series_stores
+    whole = _subsequences(root, "train.npy")
+    local = _subsequences(root, store)
+    on_cluster = _subsequences(root, store, cluster=client, shard_rows=7)
+    a, b, c = (json.loads(json.dumps(r.result.to_dict())) for r in (whole, local, on_cluster))
+    assert a == b == c
+    res = on_cluster.result
+    assert np.array_equal(res.ratio, whole.result.ratio, equal_nan=True)
+    hits = {(int(s), int(o)): m for s, o, m, f in zip(res.query_series, res.query_offset,
+                                                      res.match_id, res.memorized) if f}
+    assert hits[(2, 10)] == "13@50"
+    assert hits[(6, 40)] == "4@7"  # the tie between series 4 and 21 goes to the lower one
+    rec = on_cluster.resolved_config()["cluster"]
+    # a folder: one shard per file; zarr: ranges of shard_rows = 7 of the 30 series
+    assert rec["workers"] == 2 and rec["shards"]["train"]["n_shards"] == (3 if store == "shards"
+                                                                          else 5)
+    assert whole.cluster is None and whole.resolved_config()["cluster"] is None
+
+
+def test_subsequences_cli_on_cluster_writes_the_same_report(series_stores, client, tmp_path):
+    root = series_stores[0]
+    args = ["subsequences", "--train", str(root / "shards"), "--samples",
+            str(root / "samples.npy"), "--window", "32", "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert main(args + ["--out", str(tmp_path / "b"), "--cluster", client.scheduler.address]) == 0
+    a, b = (json.loads((tmp_path / x / "subsequences.json").read_text()) for x in "ab")
+    assert a["sections"] == b["sections"]
+    assert b["config"]["cluster"]["workers"] == 2
+    assert "13@50" in (tmp_path / "b" / "subsequences.html").read_text()  # drawn from its shard
+
+
+def test_nan_in_a_series_shard_is_refused_naming_shard_and_series(tmp_path, series_stores,
+                                                                  client):
+    from memaudit.distributed import ShardedSeries, ShardedSubsequenceProbe
+
+    root, train, samples = series_stores
+    bad = train[10:].copy()
+    bad[3, 40, 1] = np.nan
+    np.save(tmp_path / "p0.npy", train[:10])
+    np.save(tmp_path / "p1.npy", bad)
+    probe = ShardedSubsequenceProbe(32, client=client).fit(
+        ShardedSeries(ShardedSet.from_npy_folder(tmp_path, "train")))
+    with pytest.raises(ValueError, match=r"shard p1.npy holds NaN in series 3 \(series 13 of"):
+        probe.score(samples)
+
+
 # -- failures (last: the cluster has one worker less while its nanny restarts it) -------------
 def test_killed_worker_mid_search_leaves_the_result_unchanged(client):
     rng = np.random.default_rng(3)

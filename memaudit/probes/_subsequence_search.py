@@ -19,7 +19,7 @@ import numpy as np
 
 from .._progress import Progress
 
-__all__ = ["subsequence_search", "dtw_subsequence_search", "window_distance", "check_magnitude",
+__all__ = ["subsequence_search", "merge_subsequence_results", "dtw_subsequence_search", "window_distance", "check_magnitude",
            "first_too_large", "magnitude_error", "stride1_runs", "MIN_RUN",
            "znormalize", "MAX_MAGNITUDE"]
 
@@ -252,7 +252,7 @@ def _block_sizes(m, n, block_elements):
 
 def subsequence_search(queries, train, length: int, *, normalize: bool = True,
                        exclusion_zone: int | None = None, block_elements: int = 1 << 24,
-                       progress=None, engine: str = "auto") -> dict:
+                       progress=None, engine: str = "auto", squared: bool = False) -> dict:
     """Nearest and second-nearest training stretch of every query window (the probe's engine).
 
     Exact: the distances are the float64 distances of :func:`window_distance`, and the stretches
@@ -284,6 +284,10 @@ def subsequence_search(queries, train, length: int, *, normalize: bool = True,
         series at stride 1 (window i + 1 is window i shifted by one step), the matrix products for
         the other windows; "auto": the diagonal engine for runs of at least ``MIN_RUN`` windows.
         The answers are the same, exactly.
+    squared : bool, default=False
+        Return squared distances (the values the search compares): what
+        :func:`merge_subsequence_results` needs to merge searches over parts of the training set
+        exactly (two squared distances can round to one square root).
 
     Returns
     -------
@@ -325,6 +329,51 @@ def subsequence_search(queries, train, length: int, *, normalize: bool = True,
             found = _search(qs_all.take(idx), train, L, zone, bsize, bar)
             for k, v in found.items():
                 out[k][idx] = v
+    if not squared:
+        out["d1"], out["d2"] = np.sqrt(out["d1"]), np.sqrt(out["d2"])
+    return out
+
+
+def merge_subsequence_results(parts, squared: bool = False) -> dict:
+    """One search's answer from searches over disjoint groups of *whole* training series.
+
+    ``parts``: results of :func:`subsequence_search` with ``squared=True`` for the same queries,
+    each over some of the training series, with ``series1`` / ``series2`` already the series'
+    positions in the whole set. Bit-identical to one search over all the series: the first
+    match is the least (squared distance, series) over the parts (each part's own tie already
+    went to its lowest offset); the second is the least of the winning part's second (its best
+    stretch outside the zone of the first, or in another of its series) and every other part's
+    first (the best stretch of a series other than the first match's, since a series lies in one
+    part). Returns squared distances unless ``squared`` is False.
+    """
+    parts = list(parts)
+    if not parts:
+        raise ValueError("merge_subsequence_results needs at least one part")
+    d1 = np.stack([p["d1"] for p in parts])  # (P, m); NaN where a query is not evaluable
+    s1 = np.stack([p["series1"] for p in parts])
+    o1 = np.stack([p["offset1"] for p in parts])
+    m = d1.shape[1]
+    key = np.where(np.isnan(d1), np.inf, d1)
+    # least (distance, series) per query; a part without a window (-1) sorts after any series
+    s_key = np.where(s1 < 0, np.iinfo(np.int64).max, s1)
+    win = np.lexsort((s_key, key), axis=0)[0]
+    cols = np.arange(m)
+    out = {"d1": d1[win, cols], "series1": s1[win, cols], "offset1": o1[win, cols],
+           "evaluable": parts[0]["evaluable"]}
+    # candidates for the second: the winner's second, the other parts' firsts
+    is_win = np.arange(len(parts))[:, None] == win
+    cd = np.where(is_win, np.stack([p["d2"] for p in parts]), d1)
+    cs = np.where(is_win, np.stack([p["series2"] for p in parts]), s1)
+    co = np.where(is_win, np.stack([p["offset2"] for p in parts]), o1)
+    cs_key = np.where(cs < 0, np.iinfo(np.int64).max, cs)
+    sec = np.lexsort((cs_key, np.where(np.isnan(cd), np.inf, cd)), axis=0)[0]
+    d2 = cd[sec, cols]
+    found = np.isfinite(d2)
+    out["d2"] = np.where(np.isnan(out["d1"]), np.nan, d2)
+    out["series2"] = np.where(found, cs[sec, cols], -1)
+    out["offset2"] = np.where(found, co[sec, cols], -1)
+    if not squared:
+        out["d1"], out["d2"] = np.sqrt(out["d1"]), np.sqrt(out["d2"])
     return out
 
 
@@ -400,7 +449,7 @@ def _search(qs: _Queries, train, L, zone, bsize, bar) -> dict:
     o2 = np.where(use_within, o_within, o_other)
     s2 = np.where(np.isfinite(d2), s2, -1)
     o2 = np.where(np.isfinite(d2), o2, -1)
-    return {"d1": np.sqrt(best1), "series1": s1, "offset1": o1, "d2": np.sqrt(d2),
+    return {"d1": best1, "series1": s1, "offset1": o1, "d2": d2,  # squared distances
             "series2": s2, "offset2": o2}
 
 
@@ -662,8 +711,8 @@ def _diagonal_search(q, runs, normalize, train, L, zone, cap, bar) -> tuple:
     act = ~qconst
     sel = act[qi]
     d1, s1, o1, d2, s2_, o2 = first_two(qi[sel], d[sel], s[sel], j[sel], zone, m)
-    return idx[act], {"d1": np.sqrt(d1[act]), "series1": s1[act], "offset1": o1[act],
-                      "d2": np.sqrt(d2[act]), "series2": s2_[act], "offset2": o2[act]}
+    return idx[act], {"d1": d1[act], "series1": s1[act], "offset1": o1[act],  # squared
+                      "d2": d2[act], "series2": s2_[act], "offset2": o2[act]}
 
 def dtw_subsequence_search(queries, train, length: int, *, exclusion_zone: int | None = None) -> dict:
     """The same search with dynamic time warping (tslearn) on raw values, for small sets.

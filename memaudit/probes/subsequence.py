@@ -393,13 +393,16 @@ class SubsequenceProbe(Probe):
                                  "values (normalize=False, --raw)")
         return w, q
 
-    def _score(self, w, q, name, seed):
+    def _find(self, q, name: str) -> dict:
+        """The search engine's answer for the query windows ``q`` (m, length, channels)."""
         if self.metric == "dtw":
-            found = dtw_subsequence_search(q, self.train_, self.length, exclusion_zone=self.zone_)
-        else:
-            found = subsequence_search(q, self.train_, self.length, normalize=self.normalize,
-                                       exclusion_zone=self.zone_, block_elements=self.block_elements,
-                                       progress=self.progress)
+            return dtw_subsequence_search(q, self.train_, self.length, exclusion_zone=self.zone_)
+        return subsequence_search(q, self.train_, self.length, normalize=self.normalize,
+                                  exclusion_zone=self.zone_, block_elements=self.block_elements,
+                                  progress=self.progress)
+
+    def _score(self, w, q, name, seed):
+        found = self._find(q, name)
         ev = np.isfinite(found["d1"]) & np.isfinite(found["d2"])
         ratio = _ratio(found["d1"], found["d2"])
         memorized = ev & (np.nan_to_num(ratio, nan=np.inf) < self.threshold)

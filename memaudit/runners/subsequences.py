@@ -5,6 +5,7 @@ window (or its excess over control) -> subsequences.json and subsequences.html.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -16,11 +17,12 @@ from ..probes.subsequence import SubsequenceProbe, SubsequenceResult
 from ..sources import load_series
 from ._common import (SETS, STATS, Run, check_out, defaults_of, gate_options, option,
                       option_errors, out_option, package_versions, progress_option, resolved)
-from ._common import csv_option
+from ._common import check_cluster_options, cluster_options, csv_option
 
 __all__ = ["SubsequencesConfig", "SubsequencesRun", "run_subsequences"]
 
 _SS = defaults_of(SubsequenceProbe)
+_CLUSTER, _SHARD_ROWS = cluster_options()
 _FAIL_ABOVE, _GATE = gate_options(
     "the gated rate", "rate: share of generated series with a memorized window; excess: its "
     "excess over the held-out control (needs --holdout)")
@@ -31,7 +33,9 @@ class SubsequencesConfig:
     """Do generated time series replay stretches of training series?
 
     Inputs are paths (.npy, .npz[:key] with an optional ``ids`` array, .csv with one series per
-    row) or arrays of shape (n_series, length) or (n_series, length, channels) (``layout``). The
+    row) or arrays of shape (n_series, length) or (n_series, length, channels) (``layout``); the
+    training series may also be a folder of ``.npy`` shards or a zarr array of equal-length
+    series, searched shard by shard (``cluster``: on a Dask cluster, the same results). The
     probe's settings and their defaults are :class:`memaudit.probes.subsequence.SubsequenceProbe`'s
     (``window`` is its ``length``; ``normalize`` False compares raw values); ``memaudit
     subsequences -h`` prints them all.
@@ -73,6 +77,8 @@ class SubsequencesConfig:
     gate: str = _GATE
     progress: bool | None = progress_option()
     csv: object = csv_option("one row per generated window: d1, d2, ratio, matched stretch, flags")
+    cluster: object = _CLUSTER
+    shard_rows: int | None = _SHARD_ROWS
 
 
 @dataclass
@@ -83,6 +89,7 @@ class SubsequencesRun(Run):
     probe: SubsequenceProbe = None
     series: dict = None  # name -> (list of (length, channels) arrays, ids, description)
     elapsed: float = 0.0
+    cluster: dict | None = None  # where the search ran (workers, threads, shards), if sharded
 
     def to_frame(self):
         """One row per generated window (:meth:`SubsequenceResult.to_frame`)."""
@@ -91,9 +98,10 @@ class SubsequencesRun(Run):
     def resolved_config(self) -> dict:
         """The config with the probe's resolved settings (the exclusion zone's L - 1, ...)."""
         p = self.probe
+        extra = {} if self.cluster is None else {"cluster": self.cluster}
         return resolved(self.config, window=p.length, stride=p.stride, exclusion_zone=p.zone_,
                         threshold=p.threshold, max_distance=p.max_distance,
-                        n_bootstrap=p.n_bootstrap, seed=p.seed)
+                        n_bootstrap=p.n_bootstrap, seed=p.seed, **extra)
 
     def write(self, out_dir) -> dict:
         """Write subsequences.json and subsequences.html into ``out_dir``; returns their paths."""
@@ -137,6 +145,7 @@ def _check(config: SubsequencesConfig) -> tuple[Gate, SubsequenceProbe]:
         check_positive_int(config.window, "window")
         check_seed(config.seed, "seed (--seed)")
         probe._check_params()
+    check_cluster_options(config)
     check_out(config)
     return gate, probe
 
@@ -147,6 +156,35 @@ def _load(source, name, layout):
     lengths = [s.shape[0] for s in series]
     desc.update(n_series=len(series), channels=series[0].shape[1],
                 lengths=[int(min(lengths)), int(max(lengths))])
+    return series, ids, desc
+
+
+def _is_store(source) -> bool:
+    from ..shards import is_sharded_source
+
+    return isinstance(source, (str, os.PathLike)) and is_sharded_source(source, "train")
+
+
+def _load_sharded_train(source, layout, shard_rows):
+    """The training series as shards (memaudit.distributed.ShardedSeries): a folder of .npy
+    shards or a zarr array as it is stored, a .npy file as row ranges of its memory map (each
+    worker reads its rows), anything else read here and cut into groups of series."""
+    from ..distributed import ShardedSeries
+    from ..shards import ShardedSet, load_sharded
+
+    ids = None
+    if _is_store(source):
+        sset, kind = load_sharded(source, "train", shard_rows=shard_rows)
+        series, desc = ShardedSeries(sset, "train", layout), {"source": str(source), "format": kind}
+    elif isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(".npy"):
+        sset = ShardedSet.from_npy(source, "train", shard_rows)
+        series, desc = ShardedSeries(sset, "train", layout), {"source": str(source), "format": "npy"}
+    else:
+        data, ids, desc = load_series(source, "train")
+        series = ShardedSeries(data, "train", layout, shard_rows)
+    desc.update(n_series=len(series), channels=int(series.channels),
+                lengths=[int(series.lengths.min()), int(series.lengths.max())],
+                n_shards=len(series.parts))
     return series, ids, desc
 
 
@@ -161,9 +199,26 @@ def run_subsequences(config: SubsequencesConfig) -> SubsequencesRun:
         ``.passed``; ``.paths`` when ``config.out`` is set (else ``.write(out_dir)``).
     """
     gate, probe = _check(config)
+    from ..distributed import open_cluster
+
+    with open_cluster(config.cluster) as client:
+        return _run_subsequences(config, gate, probe, client)
+
+
+def _run_subsequences(config, gate, probe, client) -> SubsequencesRun:
     t0 = time.perf_counter()
+    sharded = client is not None or _is_store(config.train)
     series = {name: _load(getattr(config, name), name, config.layout)
-              for name in SETS if getattr(config, name) is not None}
+              for name in SETS if getattr(config, name) is not None
+              and not (sharded and name == "train")}
+    cluster = None
+    if sharded:  # a cluster or a sharded store: the training series searched shard by shard
+        from ..distributed import ShardedSubsequenceProbe, cluster_record
+
+        series["train"] = _load_sharded_train(config.train, config.layout, config.shard_rows)
+        probe = ShardedSubsequenceProbe(client=client, shard_rows=config.shard_rows,
+                                        **probe.get_params())
+        cluster = cluster_record(client, {"train": series["train"][0]})
     train, train_ids, _ = series["train"]
     samples, sample_ids, _ = series["samples"]
     probe.fit(train, ids=train_ids)
@@ -175,7 +230,7 @@ def run_subsequences(config: SubsequencesConfig) -> SubsequencesRun:
         record = gate.apply("subsequences.excess_over_control",
                             None if res.excess is None else res.excess.value)
     run = SubsequencesRun(config=config, gate=record, result=res, probe=probe, series=series,
-                          elapsed=time.perf_counter() - t0)
+                          elapsed=time.perf_counter() - t0, cluster=cluster)
     if config.out is not None:
         run.write(config.out)
     if config.csv is not None:
