@@ -113,6 +113,7 @@ def worker(method: str, data: Path, n_sub: int | None, threshold: float, nlist, 
         raise ValueError(method)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"method": method, "n": int(x.shape[0]), "wall": wall, "cpu": cpu,
+            "input_bytes": int(x.nbytes), "load_average": os.getloadavg(),
             "peak_rss": peak_rss(), **score(found, truth, n_sub if n_sub else None), **extra}
 
 
@@ -133,7 +134,8 @@ def show(r: dict) -> None:
     if r.get("self_reported_recall") is not None:
         extra = f", self-reported recall {r['self_reported_recall']:.4f} (1,000-query sample)"
     print(f"  {r['method']:15s} n = {r['n']:>9,}: {r['wall']:7.1f} s wall {r['cpu']:7.1f} s cpu, "
-          f"peak RSS {r['peak_rss'] / 2**30:5.2f} GiB; recall {r['recall']:.4f} of "
+          f"peak RSS {r['peak_rss'] / 2**30:5.2f} GiB ({r['peak_rss'] / r['input_bytes']:.2f}x the "
+          f"input); recall {r['recall']:.4f} of "
           f"{r['planted_pairs']:,} planted pairs, precision {r['precision']:.4f}{extra}", flush=True)
 
 

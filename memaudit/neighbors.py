@@ -281,10 +281,12 @@ def _row_pairs(idx: np.ndarray) -> np.ndarray:
     return np.stack([np.repeat(np.arange(idx.shape[0]), idx.shape[1]), idx.ravel()], axis=1)
 
 
-def unit_rows(t: np.ndarray, name: str, offset: int = 0) -> np.ndarray:
-    """Normalize the float64 rows of ``t`` in place; rows are rescaled by a power of two first when
-    their squares would overflow or underflow. Zero rows are refused."""
+def unit_scales(t: np.ndarray, name: str, offset: int = 0):
+    """``(factor, shift)`` of the float64 rows of ``t``: its unit rows are
+    ``ldexp(t, -shift) * factor`` (rows whose squares would overflow or underflow are rescaled by
+    the power of two ``2^shift`` first; ``shift`` is 0 elsewhere). Zero rows are refused."""
     sq = np.einsum("ij,ij->i", t, t)
+    shift = np.zeros(t.shape[0], dtype=np.int64)
     bad = ~((sq >= _SQ_LOW) & (sq <= _SQ_HIGH))
     if bad.any():
         rows = np.flatnonzero(bad)
@@ -296,10 +298,21 @@ def unit_rows(t: np.ndarray, name: str, offset: int = 0) -> np.ndarray:
                 f"{name}: item {offset + int(rows[zero[0]])} has zero norm ({zero.size} such "
                 "item(s) in this block); cosine distance is undefined for it"
             )
-        sub = np.ldexp(sub, -np.frexp(top)[1][:, None])
-        t[rows] = sub
+        e = np.frexp(top)[1]
+        sub = np.ldexp(sub, -e[:, None])
         sq[rows] = np.einsum("ij,ij->i", sub, sub)
-    t *= (1.0 / np.sqrt(sq))[:, None]
+        shift[rows] = e
+    return 1.0 / np.sqrt(sq), shift
+
+
+def unit_rows(t: np.ndarray, name: str, offset: int = 0) -> np.ndarray:
+    """Normalize the float64 rows of ``t`` in place (:func:`unit_scales`). Zero rows are
+    refused."""
+    factor, shift = unit_scales(t, name, offset)
+    if shift.any():
+        rows = np.flatnonzero(shift)
+        t[rows] = np.ldexp(t[rows], -shift[rows][:, None])
+    t *= factor[:, None]
     return t
 
 

@@ -309,6 +309,57 @@ def test_nan_in_a_memory_mapped_set_is_refused_by_ivf(tmp_path, rng):
         find_duplicates(np.load(tmp_path / "x.npy", mmap_mode="r"), "embedding", index="ivf")
 
 
+def test_unit_rows_are_those_of_the_whole_set_normalised(rng):
+    """UnitRows (no copy of the set) gives, row by row, bit for bit the unit rows of the set
+    normalised at once, extreme magnitudes (power-of-two prescale) included, and names a zero
+    item by its position."""
+    from memaudit.probes._range_search import UnitRows, normalized
+
+    x = rng.normal(size=(300, 7))
+    x[[4, 90]] *= 1e200  # squares overflow float64
+    x[[5, 91]] *= 1e-200  # squares underflow
+    units = UnitRows(x, "items")
+    rows = rng.permutation(300)[:120]
+    want = normalized(x, "items")
+    assert np.array_equal(units.take(rows), want[rows])
+    assert np.array_equal(np.concatenate([u for _, u in units.blocks()]), want)
+    sub = units.subset(rows[:10])
+    assert np.array_equal(sub.take(np.arange(10)), want[rows[:10]])
+    x[250] = 0.0
+    with pytest.raises(ValueError, match="items: item 250 has zero norm"):
+        UnitRows(x, "items")
+
+
+@pytest.mark.parametrize("index", ["exact", "ivf"])
+def test_embedding_search_holds_no_copy_of_the_set(monkeypatch, rng, index):
+    """Issue 18: the embedding search held a float32 unit copy of the whole set (IVF also a
+    float64 one, and its recall a FAISS copy): numpy's peak allocation during the search now stays
+    below the input's size (blocks of a few items), with the same pairs (their order by score
+    may differ: float32 products of other blocks round differently)."""
+    import tracemalloc
+
+    from memaudit import _blocks
+    from memaudit.probes import _range_search as engine
+
+    x = rng.normal(size=(6000, 64)).astype(np.float32)
+    x[1::50] = x[0::50] + 1e-3 * rng.normal(size=x[0::50].shape).astype(np.float32)
+    kw = dict(threshold=0.99, index=index, progress=False)
+    if index == "ivf":
+        kw.update(nlist=40, nprobe=2, recall_sample=200)
+    want = find_duplicates(x, "embedding", **kw)
+    monkeypatch.setattr(_blocks, "BLOCK_BYTES", 8 * 64 * 50)
+    monkeypatch.setattr(engine, "BLOCK_BYTES", 8 * 64 * 50)
+    monkeypatch.setattr(engine, "FLOAT_BLOCK_BYTES", 4 * 64 * 500)
+    tracemalloc.start()
+    got = find_duplicates(x, "embedding", **kw)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # a unit copy of the set alone is 1.0x; the blocks, the cell lists and (ivf) the k-means
+    # sample of 64 rows a cell are what remains
+    assert peak < 0.9 * x.nbytes, f"peak {peak / x.nbytes:.2f}x the input"
+    assert sorted(got.pairs.tolist()) == sorted(want.pairs.tolist()) and len(want.pairs) >= 100
+
+
 # ----------------------------------------------------------------------------- thresholds
 @pytest.mark.parametrize("method, text, want", [
     ("phash", "8", 8), ("dhash", "0", 0), ("phash", "64", 64), ("embedding", "0.9", 0.9),

@@ -1,10 +1,9 @@
 """Range search engines of the duplicates probe: Hamming (FAISS binary), cosine and L2 over blocks.
 
 - :func:`binary_pairs`: every pair of 64-bit codes within a Hamming distance (``IndexBinaryFlat``).
-- :func:`float_pairs`: an exact range search over blocks of the reference (and of the queries):
-  in-memory inputs are one block; memory-mapped ones are read in blocks of about
-  ``FLOAT_BLOCK_BYTES`` (pages released, every block checked for NaN/Inf), so memory is bounded
-  by the block size. :func:`embedding_pairs` runs it on inner products of unit vectors.
+- :func:`float_pairs`: an exact range search over blocks of the reference (and of the queries),
+  read in blocks of about ``FLOAT_BLOCK_BYTES`` (pages of a memory map released, every block
+  checked for NaN/Inf), so memory is bounded by the block size, in memory or memory-mapped. :func:`embedding_pairs` runs it on inner products of unit vectors.
 - :class:`IVFBuckets`: approximate cosine range search (k-means cells, one GEMM per cell) with
   :func:`measure_recall` against exact search on a sample.
 - :func:`exact_pairs`: equal keys (content digests), by sorting.
@@ -18,11 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._blocks import HASH_BITS, iter_blocks
+from .._blocks import BLOCK_BYTES, HASH_BITS, iter_blocks
 from .._progress import Progress
 from ..neighbors import pair_recall, recall_rows, unit_rows
 
-FLOAT_BLOCK_BYTES = 32 << 20  # float32 rows per block of the float search (memory-mapped inputs)
+FLOAT_BLOCK_BYTES = 32 << 20  # float32 bytes per block of the float search
 TILE_GRID = 4  # Carlini et al. 2023: 16 non-overlapping tiles (4 x 4), the largest tile distance
 
 
@@ -57,16 +56,18 @@ def normalized(block, name, offset=0):
     return unit_rows(np.array(block, dtype=np.float64), name, offset).astype(np.float32)
 
 
-def float_blocks(x, name, prep, whole):
+def float_blocks(x, name, prep):
     """``[(start, stop)]`` row ranges of the float search and a loader ``k -> prepared block``.
 
-    In-memory inputs are one block (prepared once); memory-mapped ones are cut into blocks of
-    about 32 MiB of float32, each read (and checked) when needed, its pages released after.
+    Every input, in memory or memory-mapped, is cut into blocks of about ``FLOAT_BLOCK_BYTES`` of
+    float32, each read (checked, its pages released when memory-mapped) and prepared when needed,
+    so that memory holds a few blocks, never a prepared copy of the set; a set of one block is
+    prepared once.
     """
     n, d = x.shape
-    rows = n if whole else max(1, FLOAT_BLOCK_BYTES // (4 * d))
+    rows = max(1, FLOAT_BLOCK_BYTES // (4 * max(1, d)))
     ranges = [(s, min(n, s + rows)) for s in range(0, n, rows)]
-    cache = {}  # the one block of an in-memory input, prepared once
+    cache = {}  # the block of a one-block set, prepared once
 
     def load(k):
         if k in cache:
@@ -75,7 +76,7 @@ def float_blocks(x, name, prep, whole):
         block = np.empty((e - s, d), dtype=np.float32)
         for o, b in iter_blocks(x[s:e], name, row_bytes=8 * d):
             block[o : o + len(b)] = prep(b, s + o)
-        if whole:
+        if len(ranges) == 1:
             cache[k] = block
         return block
 
@@ -89,10 +90,9 @@ def float_pairs(xq, xr, cross, prep_q, prep_r, build, radius, refine, names, pro
     candidate pairs (local rows, search values) into (kept mask, scores). Within one set, block
     ``a`` of queries is searched against blocks ``b >= a`` only and pairs keep ``i < j``.
     """
-    whole = not (isinstance(xq, np.memmap) or isinstance(xr, np.memmap))
-    r_ranges, r_load = float_blocks(xr, names[1], prep_r, whole)
+    r_ranges, r_load = float_blocks(xr, names[1], prep_r)
     if cross:
-        q_ranges, q_load = float_blocks(xq, names[0], prep_q, whole)
+        q_ranges, q_load = float_blocks(xq, names[0], prep_q)
     else:
         q_ranges, q_load = r_ranges, r_load
     out_i, out_j, out_s = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
@@ -136,14 +136,72 @@ def embedding_pairs(xq, xr, thr, cross, names, progress):
                         "cosine range search")
 
 
-def range_index(xr, index, nlist, nprobe, seed):
-    import faiss
+def range_index(xr, index, nlist, nprobe, seed, name: str = "reference"):
+    """The approximate cosine index (:class:`IVFBuckets`) of ``xr`` as given."""
+    if index == "exact":
+        raise ValueError("range_index builds the approximate index; exact search is "
+                         "embedding_pairs")
+    return IVFBuckets(xr, nlist, nprobe, seed, name)
 
-    if index != "exact":
-        return IVFBuckets(xr, nlist, nprobe, seed)
-    idx = faiss.IndexFlatIP(xr.shape[1])
-    idx.add(xr)
-    return idx
+
+class UnitRows:
+    """A set's rows as unit vectors (float32, bit for bit :func:`normalized`'s) without a copy of
+    the set: one checking pass (NaN/Inf, zero norm, each named by the item's position) keeps the
+    float64 factor 1 / ||x_i|| of every row and its power-of-two prescale
+    (:func:`memaudit.neighbors.unit_scales`); :meth:`take` scales the rows it gathers. Memory:
+    16 bytes a row, plus the rows taken."""
+
+    def __init__(self, x, name: str):
+        from ..neighbors import unit_scales
+
+        self.x, self.name = x, name
+        self.factor = np.empty(x.shape[0])
+        self.shift = np.zeros(x.shape[0], dtype=np.int64)
+        for o, b in iter_blocks(x, name, row_bytes=8 * max(1, x.shape[1])):
+            f, e = unit_scales(np.array(b, dtype=np.float64), name, o)
+            self.factor[o : o + len(b)], self.shift[o : o + len(b)] = f, e
+
+    @property
+    def shape(self) -> tuple:
+        return self.x.shape
+
+    def subset(self, rows) -> "UnitRows":
+        """The rows ``rows`` (gathered as given, with their factors: not checked again)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = object.__new__(UnitRows)
+        out.x, out.name = np.asarray(self.x[rows]), self.name
+        out.factor, out.shift = self.factor[rows], self.shift[rows]
+        return out
+
+    def __getitem__(self, key) -> "UnitRows":
+        if not isinstance(key, slice):
+            raise TypeError("UnitRows takes a slice of rows (take() for unit rows)")
+        a, b, step = key.indices(self.x.shape[0])
+        if (a, b, step) == (0, self.x.shape[0], 1):
+            return self
+        return self.subset(np.arange(a, b, step))
+
+    def take(self, rows) -> np.ndarray:
+        """Unit rows of ``x[rows]`` (float32), gathered and scaled in blocks."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((rows.size, self.x.shape[1]), dtype=np.float32)
+        step = max(1, BLOCK_BYTES // (8 * max(1, self.x.shape[1])))
+        for a in range(0, rows.size, step):
+            r = rows[a : a + step]
+            t = np.array(self.x[r], dtype=np.float64)
+            sh = self.shift[r]
+            if sh.any():
+                t = np.ldexp(t, -sh[:, None])
+            t *= self.factor[r][:, None]
+            out[a : a + step] = t
+        return out
+
+    def blocks(self):
+        """``(start, unit rows)`` over blocks of the set."""
+        n = self.x.shape[0]
+        step = max(1, BLOCK_BYTES // (8 * max(1, self.x.shape[1])))
+        for a in range(0, n, step):
+            yield a, self.take(np.arange(a, min(n, a + step)))
 
 
 class IVFBuckets:
@@ -153,30 +211,43 @@ class IVFBuckets:
     dense matrix product, with the members of its ``nprobe`` nearest cells. Near-duplicates sit next
     to each other, so they share a cell or a neighbouring one. Unlike FAISS's IVF scanner, which
     compares one query with one list at a time, this runs at GEMM speed.
+
+    The vectors are kept as given (``xr``, in memory or memory-mapped, as :class:`UnitRows`) and
+    normalised where they are used: a block at a time when they are assigned to cells, a cell's
+    members when the cell is searched, so the index holds no copy of the set (memory: 16 bytes a
+    row, the cell lists and one cell's rows).
     """
 
-    def __init__(self, xr, nlist, nprobe, seed):
+    def __init__(self, xr, nlist, nprobe, seed, name: str = "reference"):
         import faiss
 
         n, d = xr.shape
+        self.units = xr if isinstance(xr, UnitRows) else UnitRows(xr, name)  # every item checked
         self.nlist = min(nlist or max(1, int(np.sqrt(n))), n)
         self.nprobe = min(int(nprobe), self.nlist)
         rng = np.random.default_rng(seed)
-        sample = xr if n <= 64 * self.nlist else xr[np.sort(rng.choice(n, 64 * self.nlist,
-                                                                      replace=False))]
+        pick = (np.arange(n) if n <= 64 * self.nlist
+                else np.sort(rng.choice(n, 64 * self.nlist, replace=False)))
         km = faiss.Kmeans(d, self.nlist, niter=10, seed=int(seed), spherical=True, verbose=False)
-        km.train(np.ascontiguousarray(sample))
+        km.train(np.ascontiguousarray(self.units.take(pick)))
         self.centroids = km.centroids
-        _, home = faiss.knn(xr, self.centroids, 1, metric=faiss.METRIC_INNER_PRODUCT)
-        self.xr = xr
-        order = np.argsort(home[:, 0], kind="stable")
-        self.members = np.split(order, np.cumsum(np.bincount(home[:, 0], minlength=self.nlist))[:-1])
+        home = np.empty(n, dtype=np.int64)
+        for o, u in self.units.blocks():
+            home[o : o + len(u)] = faiss.knn(u, self.centroids, 1,
+                                             metric=faiss.METRIC_INNER_PRODUCT)[1][:, 0]
+        order = np.argsort(home, kind="stable")
+        self.members = np.split(order, np.cumsum(np.bincount(home, minlength=self.nlist))[:-1])
 
-    def range_search(self, xq, thresh):
-        """FAISS-like output: (lims, similarities, indices), similarities > thresh."""
+    def range_search(self, xq, thresh, name: str = "queries"):
+        """FAISS-like output: (lims, similarities, indices), similarities > thresh; ``xq`` as
+        given (normalised here, cell by cell)."""
         import faiss
 
-        _, probes = faiss.knn(xq, self.centroids, self.nprobe, metric=faiss.METRIC_INNER_PRODUCT)
+        uq = xq if isinstance(xq, UnitRows) else UnitRows(xq, name)
+        probes = np.empty((xq.shape[0], self.nprobe), dtype=np.int64)
+        for o, u in uq.blocks():
+            probes[o : o + len(u)] = faiss.knn(u, self.centroids, self.nprobe,
+                                               metric=faiss.METRIC_INNER_PRODUCT)[1]
         rows, cols, sims = [], [], []
         cell_of = probes.ravel()
         q_of = np.repeat(np.arange(xq.shape[0]), self.nprobe)
@@ -186,7 +257,7 @@ class IVFBuckets:
             m = self.members[cell]
             if qs.size == 0 or m.size == 0:
                 continue
-            sim = xq[qs] @ self.xr[m].T
+            sim = uq.take(qs) @ self.units.take(m).T
             i, j = np.nonzero(sim > thresh)
             rows.append(qs[i])
             cols.append(m[j])
@@ -216,12 +287,29 @@ def range_pairs(idx, xq, min_sim, cross, progress, desc="cosine range search"):
     return np.stack([i, j], axis=1).astype(np.int64), sim.astype(float)
 
 
-def measure_recall(idx, fq, fr, thr, cross, m, seed):
-    """Share of the exact pairs of a seeded query sample that the approximate index also found."""
+def _exact_sample_pairs(uq, ur: UnitRows, thr):
+    """Every (query, reference) pair with cosine >= thr between the unit rows ``uq`` and the
+    set ``ur`` (normalised a block at a time: no copy of it), by float32 products (the sums of
+    :class:`IVFBuckets`)."""
+    rows, cols = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for s, u in ur.blocks():
+        i, j = np.nonzero(uq @ u.T >= thr)
+        rows.append(i.astype(np.int64))
+        cols.append(j.astype(np.int64) + s)
+    i, j = np.concatenate(rows), np.concatenate(cols)
+    order = np.lexsort((j, i))
+    return np.stack([i[order], j[order]], axis=1)
+
+
+def measure_recall(idx, fq, fr, thr, cross, m, seed, names=("queries", "reference")):
+    """Share of the exact pairs of a seeded query sample that the approximate index also found
+    (``fq``, ``fr`` as given: normalised where they are used)."""
     rows = recall_rows(fq.shape[0], m, seed)
-    exact = range_index(fr, "exact", None, 1, seed)
-    e_pairs, _ = range_pairs(exact, fq[rows], thr, True, False)
-    a_pairs, _ = range_pairs(idx, fq[rows], thr, True, False)
+    uq = fq if isinstance(fq, UnitRows) else UnitRows(fq, names[0])
+    ur = fr if isinstance(fr, UnitRows) else UnitRows(fr, names[1])
+    sample = uq.subset(rows)
+    e_pairs = _exact_sample_pairs(sample.take(np.arange(rows.size)), ur, thr)
+    a_pairs, _ = range_pairs(idx, sample, thr, True, False)
     if not cross:  # within a set: the query matching itself is not a duplicate pair
         e_pairs = e_pairs[rows[e_pairs[:, 0]] != e_pairs[:, 1]]
         a_pairs = a_pairs[rows[a_pairs[:, 0]] != a_pairs[:, 1]]

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._blocks import HASH_BITS, iter_blocks
+from .._blocks import HASH_BITS
 from .._validation import as_2d_array, check_fraction, check_ids
 from ..results import Rate, jsonable
 from ..stats import StatsConfig, rate, rate_difference, spawn
@@ -53,7 +53,8 @@ from ._contract import Probe
 from ._groups import (HASH_METHODS, best_first, component_check, component_limit,
                       component_warning, duplicate_groups)
 from ._range_search import (binary_pairs, embedding_pairs, exact_pairs, measure_recall,
-                            normalized, range_index, range_pairs, tiled_l2_distance, tiled_pairs)
+                            UnitRows, range_index, range_pairs,
+                            tiled_l2_distance, tiled_pairs)
 
 __all__ = ["DuplicatesProbe", "DuplicateResult", "CopyRateResult", "match_sets", "copy_rates",
            "tiled_l2_distance", "component_limit", "parse_threshold", "check_threshold",
@@ -427,13 +428,6 @@ def check_index(method, index):
 
 
 # ----------------------------------------------------------------------------- matching arrays
-def _checked(x, name):
-    """The whole array, read (and checked for NaN/Inf) block by block when memory-mapped."""
-    if not isinstance(x, np.memmap):
-        return np.asarray(x)
-    return np.concatenate([b for _, b in iter_blocks(x, name)])
-
-
 def match_sets(fq, fr, method, threshold, source, cross, ids, ref_ids, *, index="exact",
                nlist=None, nprobe=NPROBE, recall_sample=RECALL_SAMPLE, seed=StatsConfig.seed,
                progress=None, names=("items", "items"), tiles=None, notes=(), scale=None,
@@ -477,11 +471,12 @@ def match_sets(fq, fr, method, threshold, source, cross, ids, ref_ids, *, index=
     elif index == "exact":
         pairs, scores = embedding_pairs(fq, fr, threshold, cross, names, progress)
     else:
-        uq = normalized(_checked(fq, names[0]), names[0])
-        ur = normalized(_checked(fr, names[1]), names[1]) if cross else uq
-        idx = range_index(ur, index, nlist, nprobe, seed)
+        # the sets as given (memory-mapped or not), normalised where used: no copy of either
+        uq = UnitRows(fq, names[0])
+        ur = UnitRows(fr, names[1]) if cross else uq
+        idx = range_index(ur, index, nlist, nprobe, seed, names[1])
         pairs, scores = range_pairs(idx, uq, threshold, cross, progress)
-        recall, sample = measure_recall(idx, uq, ur, threshold, cross, recall_sample, seed)
+        recall, sample = measure_recall(idx, uq, ur, threshold, cross, recall_sample, seed, names)
     pairs, scores = best_first(pairs, scores, method)
     n_q, n_r = fq.shape[0], (fr.shape[0] if cross else 0)
     found = duplicate_groups(pairs, n_q, n_r, cross)
