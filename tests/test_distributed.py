@@ -235,6 +235,7 @@ def test_cli_cluster_address_gives_the_same_report(data, client, tmp_path, capsy
     a, b = (json.loads((tmp_path / x / "report.json").read_text()) for x in "ab")
     assert a["sections"] == b["sections"]
     assert b["config"]["cluster"]["workers"] == 2 and a["config"]["cluster"]["workers"] == 0
+    assert "Searched on a Dask cluster" in (tmp_path / "b" / "report.html").read_text()
     capsys.readouterr()
     assert main(args + ["--out", str(tmp_path / "c"), "--cluster", "local:0"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -412,7 +413,10 @@ def test_subsequences_cli_on_cluster_writes_the_same_report(series_stores, clien
     a, b = (json.loads((tmp_path / x / "subsequences.json").read_text()) for x in "ab")
     assert a["sections"] == b["sections"]
     assert b["config"]["cluster"]["workers"] == 2
-    assert "13@50" in (tmp_path / "b" / "subsequences.html").read_text()  # drawn from its shard
+    html_b = (tmp_path / "b" / "subsequences.html").read_text()
+    assert "13@50" in html_b  # drawn from its shard
+    assert "Searched on a Dask cluster" in html_b and "2 workers" in html_b
+    assert "in this process, shard by shard" in (tmp_path / "a" / "subsequences.html").read_text()
 
 
 def test_nan_in_a_series_shard_is_refused_naming_shard_and_series(tmp_path, series_stores,

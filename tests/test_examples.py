@@ -71,3 +71,21 @@ def test_track_diffusers_run_example(tmp_path, monkeypatch, capsys):
     rec = run.curves["unet"].recommended
     assert f"unet: keep {Path(run_dir) / f'checkpoint-{rec}' / 'unet'}" in out
     assert (tmp_path / "out" / "tracking.html").exists()
+
+
+def test_subsequences_on_a_cluster_example(tmp_path, monkeypatch, capsys):
+    """On a LocalCluster of 2 workers, over 3 shards: every planted replay is found at its
+    training series and offset, and the answer equals the one-process search bit for bit."""
+    pytest.importorskip("distributed")
+    run, one, planted = _run_example(
+        "subsequences_on_a_cluster.py",
+        ["--n-train", "30", "--length", "96", "--window", "24", "--shards", "3", "--workers", "2",
+         "--out", str(tmp_path)], monkeypatch)
+    out = capsys.readouterr().out
+    res = run.result
+    for g, o_g, t, o_t in planted:
+        at = np.flatnonzero((res.query_series == g) & (res.query_offset == o_g))[0]
+        assert res.match_id[at] == f"{t}@{o_t}" and res.memorized[at]
+    assert "bit for bit: True" in out and "on 2 workers, 3 shards" in out
+    assert np.array_equal(res.ratio, one.result.ratio, equal_nan=True)
+    assert (tmp_path / "subsequences.html").exists()

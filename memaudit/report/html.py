@@ -126,6 +126,23 @@ def _inputs_table(inputs: dict) -> str:
             f"<th>read as</th><th>skipped files</th></tr>{rows}</table>")
 
 
+def where_searched(config: dict) -> str:
+    """One line on where the searches ran, from ``config["cluster"]`` (memaudit.distributed's
+    record), when they ran on a cluster or over a sharded set; "" otherwise."""
+    rec = config.get("cluster") if isinstance(config, dict) else None
+    if not isinstance(rec, dict):
+        return ""
+    shards = "; ".join(f"{name} in {v.get('n_shards')} shards ({v.get('source')})"
+                       for name, v in (rec.get("shards") or {}).items())
+    if rec.get("workers"):
+        where = (f"on a Dask cluster ({rec.get('cluster')}: {rec['workers']} workers, "
+                 f"{rec.get('threads')} threads)")
+    else:
+        where = "in this process, shard by shard"
+    return (f"<p>Searched {esc(where)}{'; ' + esc(shards) if shards else ''}. The results do not "
+            "depend on the cluster or the shards (the same as one search over the whole set).</p>")
+
+
 def _key_table(d: dict) -> str:
     return "<table>" + "".join(
         f"<tr><td>{esc(str(k))}</td><td><code>{esc(json.dumps(v))}</code></td></tr>"
@@ -155,6 +172,7 @@ def page(data: dict, heading: str, body: str) -> str:
 {body}
 <h2>Inputs</h2>
 {_inputs_table(data['inputs'])}
+{where_searched(data['config'])}
 <details><summary>Resolved configuration</summary>{_key_table(data['config'])}</details>
 <details><summary>Package versions</summary>{_key_table(data['versions'])}</details>
 </body></html>
