@@ -191,8 +191,9 @@ def _one_thread() -> None:
 
 def search_shard(shard: Shard, queries: np.ndarray, k: int, options: dict, name: str,
                  q_name: str):
-    """Exact top-``k`` (or fewer, for a smaller shard) of ``queries`` in one shard: float64
-    distances and *global* indices, and the number of queries the float64 pass recomputed."""
+    """Top-``k`` (or fewer, for a smaller shard) of ``queries`` in one shard, exact or by the
+    shard's own approximate index (``options["index"]``): float64 distances and *global*
+    indices, and the number of queries the float64 pass recomputed."""
     _one_thread()
     index = _fitted(shard, options, name)
     kk = min(k, shard.n)
@@ -209,8 +210,12 @@ class ShardedIndex:
 
     Parameters
     ----------
-    metric, backend : str
-        As :class:`NeighborIndex`; only exact search (``index="exact"``) is sharded.
+    metric, backend, index : str
+        As :class:`NeighborIndex`. ``index="exact"`` is bit-identical to one search over the
+        whole set; ``"ivf"`` / ``"hnsw"`` build one approximate index per shard (on its worker),
+        merge the shards' lists the same way and measure the recall@k of the merged lists
+        against the sharded exact search on a seeded sample of ``recall_sample`` queries (500),
+        as :class:`NeighborIndex` measures it on one array.
     client : distributed.Client, optional
         Where the shards are searched; ``None`` searches them in this process, one after another.
     batch_rows : int, default=DEFAULT_BATCH_ROWS
@@ -248,9 +253,8 @@ class ShardedIndex:
         every shard is checked where it is searched, naming the shard and the item."""
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
-        if self.index != "exact":
-            raise ValueError(f"index={self.index!r}: a sharded reference is searched exactly "
-                             "(index='exact'); approximate indexes run on one array")
+        if self.index not in ("exact", "ivf", "hnsw"):
+            raise ValueError(f"index must be 'exact', 'ivf' or 'hnsw', got {self.index!r}")
         check_positive_int(self.batch_rows, "batch_rows")
         if not isinstance(reference, ShardedSet):
             reference = ShardedSet.from_array(as_2d_array(reference, name), name, self.shard_rows)
@@ -258,8 +262,11 @@ class ShardedIndex:
         self.name_ = name
         self.n_reference_, self.n_features_ = reference.shape
         self._options = dict(self.options, metric=self.metric, backend=self.backend,
-                             index="exact")
+                             index=self.index)
         self._options["progress"] = False  # per shard; the client shows none either
+        if self.index != "exact":  # each shard's own index; the recall is measured here, whole
+            self.recall_sample_ = self._options.pop("recall_sample", 500)
+            self._options["recall_sample"] = 1
         return self
 
     def search(self, queries, k: int = 2, *, exclude_self: bool = False,
@@ -279,37 +286,59 @@ class ShardedIndex:
         if exclude_self and m != self.n_reference_:
             raise ValueError(f"exclude_self=True needs the queries to be the reference set, but "
                              f"{name} has {m} items and {self.name_} has {self.n_reference_}")
-        kk = k + bool(exclude_self)
-        if kk > self.n_reference_:
+        if k + bool(exclude_self) > self.n_reference_:
             extra = " (k + 1 with exclude_self)" if exclude_self else ""
             raise ValueError(f"k={k}{extra} is larger than the {self.n_reference_} item(s) of "
                              f"{self.name_}")
+        def rows(a, b):
+            return q.block(a, b) if sharded_q else np.ascontiguousarray(q[a:b])
+
+        own = np.arange(m) if exclude_self else None
+        dist, idx, fallback = self._merged(rows, m, k, own, self._options, name)
+        if self.index == "exact":
+            return Neighbors(dist, idx, self.metric, self.backend, "exact",
+                             exact_fallback=fallback)
+        # the recall of the shards' approximate indexes together, against the sharded exact
+        # search of a seeded sample of the queries (as NeighborIndex measures it on one array)
+        from .neighbors import _row_pairs, pair_recall, recall_rows
+
+        sample = recall_rows(m, self.recall_sample_, self.options.get("seed", 0))
+        exact = dict(self._options, index="exact")
+        exact.pop("recall_sample", None)
+        qs = np.ascontiguousarray(q.rows(sample) if sharded_q else np.asarray(q)[sample])
+        _, truth, _ = self._merged(lambda a, b: qs[a:b], sample.size, k,
+                                   sample if exclude_self else None, exact, name)
+        recall = pair_recall(_row_pairs(idx[sample]), _row_pairs(truth))
+        return Neighbors(dist, idx, self.metric, self.backend, self.index, recall,
+                         int(sample.size))
+
+    def _merged(self, rows, m: int, k: int, own, options: dict, name: str):
+        """Top-k of ``m`` queries (``rows(a, b)``: rows a..b) over every shard, merged by
+        (distance, global index), batch by batch; ``own``: item i of query i is dropped (k + 1
+        asked of the shards)."""
+        kk = k + (own is not None)
         dist = np.empty((m, k))
         idx = np.empty((m, k), dtype=np.int64)
         fallback = 0
         batches = [(a, min(m, a + self.batch_rows)) for a in range(0, m, self.batch_rows)]
-
-        def rows(a, b):
-            return q.block(a, b) if sharded_q else np.ascontiguousarray(q[a:b])
-
-        pending = self._submit(rows(*batches[0]), kk, name) if batches else None
+        pending = self._submit(rows(*batches[0]), kk, name, options) if batches else None
         for j, (a, b) in enumerate(batches):
             current = pending
             if j + 1 < len(batches):  # the next batch is on its way while this one is merged
-                pending = self._submit(rows(*batches[j + 1]), kk, name)
+                pending = self._submit(rows(*batches[j + 1]), kk, name, options)
             bd = np.full((b - a, 0), np.inf)
             bi = np.full((b - a, 0), -1, dtype=np.int64)
             for d_s, i_s, f_s in self._results(current):
                 bd, bi = merge_topk(np.concatenate([bd, d_s], axis=1),
                                     np.concatenate([bi, i_s], axis=1), kk)
                 fallback += int(f_s)
-            if exclude_self:
-                bd, bi = _drop_own(bd, bi, np.arange(a, b))
+            if own is not None:
+                bd, bi = _drop_own(bd, bi, own[a:b])
             dist[a:b], idx[a:b] = bd, bi
-        return Neighbors(dist, idx, self.metric, self.backend, "exact", exact_fallback=fallback)
+        return dist, idx, fallback
 
-    def _submit(self, batch: np.ndarray, k: int, q_name: str):
-        args = (batch, k, self._options, self.name_, q_name)
+    def _submit(self, batch: np.ndarray, k: int, q_name: str, options: dict):
+        args = (batch, k, options, self.name_, q_name)
         if self.client is None:
             return [(s, args) for s in self.reference_.shards]
         return [self.client.submit(search_shard, s, *args, pure=False)

@@ -603,8 +603,8 @@ CASES = [
          "is float64 but shard p0.npy is float32", "shards of two dtypes"),
     Case("audit-shard-mixed", "audit --train {shards_mixed} --samples {s} --out {out}", 1,
          "holds both .npy files", "a folder of .npy files and images"),
-    Case("audit-shard-index", "audit --train {shards} --samples {s} --out {out} --index ivf", 1,
-         "searched exactly", "approximate index on a sharded set"),
+    Case("ts-cluster-spec", "subsequences --train {ts} --samples {ts_gen} --window 16 --out {out} "
+         "--cluster local:0", 1, "local:N takes a number", "subsequences --cluster local:0"),
     Case("audit-shard-membership", "audit --train {shards} --samples {s} --holdout {h} --out {out} "
          "--membership", 1, "runs in one process", "membership attack on a sharded set"),
     Case("audit-cluster-spec", _A + " --cluster local:0", 1, "local:N takes a number",

@@ -226,6 +226,14 @@ def test_audit_on_cluster_equals_in_process(data, client, store):
     assert rec["shards"]["train"]["n_shards"] == (3 if store == "shards" else 4)
 
 
+def test_audit_on_cluster_with_an_approximate_index_reports_recall(data, client):
+    root = data[0]
+    run = _audit(root, "shards", cluster=client, index="ivf")
+    search = run.report.to_dict()["sections"]["nn_ratio"]["neighbors"]
+    assert search["index"] == "ivf" and 0 < search["recall"] <= 1 and search["recall_sample"] > 0
+    assert run.report.nn_ratio.nn_index[40:44].tolist() == [3, 299, 699, 10]
+
+
 def test_cli_cluster_address_gives_the_same_report(data, client, tmp_path, capsys):
     root = data[0]
     args = ["audit", "--train", str(root / "shards"), "--samples", str(root / "samples.npy"),
@@ -300,6 +308,34 @@ def test_duplicates_on_cluster_equal_in_process(images, client, store):
     exact = run_duplicates(DuplicatesConfig(train=str(images / store), method="exact",
                                             progress=False, cluster=client))
     assert [sorted(g["members"].tolist()) for g in exact.results["train"].groups] == [[20, 130, 230]]
+
+
+# -- approximate indexes per shard -------------------------------------------------------------
+@pytest.mark.parametrize("index", ["ivf", "hnsw"])
+def test_approximate_index_per_shard_reports_its_measured_recall(data, client, index):
+    """Each shard builds its own approximate index; the merged lists' recall@k is measured
+    against the sharded exact search on a seeded sample, as on one array: equal to the recall
+    computed here against the brute force; an exhaustive IVF (nprobe = nlist) is exact."""
+    root, train, samples, _ = data
+    ref = ShardedSet.from_npy_folder(root / "shards", "train")
+    q = np.vstack([samples, train[::7]])
+    got = sharded_knn(q, ref, k=3, client=client, index=index, nlist=8, nprobe=2,
+                      recall_sample=60, batch_rows=32)
+    _, want, _ = naive_knn(q, train, 3)
+    from memaudit.neighbors import _row_pairs, pair_recall, recall_rows
+
+    sample = recall_rows(q.shape[0], 60, 0)
+    assert got.index == index and got.recall_sample == 60
+    assert got.recall == pair_recall(_row_pairs(got.indices[sample]), _row_pairs(want[sample]))
+    assert 0.3 < got.recall <= 1.0
+    # planted copies are found whatever the index
+    assert got.indices[40:44, 0].tolist() == [3, 299, 699, 10]
+    if index == "ivf":
+        full = sharded_knn(q, ref, k=3, index="ivf", nlist=8, nprobe=8, recall_sample=60)
+        assert full.recall == 1.0 and np.array_equal(full.indices, want)
+    own = sharded_knn(ref, ref, k=2, exclude_self=True, index=index, nlist=8, nprobe=8,
+                      recall_sample=50)
+    assert not (own.indices == np.arange(len(train))[:, None]).any()
 
 
 # -- subsequence search over sharded training series ------------------------------------------

@@ -204,9 +204,6 @@ def _sharded_probe(config: AuditConfig, probe, data, client, encoder=None):
     if config.membership:
         raise ValueError("membership (--membership) runs in one process on one training array; "
                          "run it without --cluster, on train given as one .npy file")
-    if config.index != "exact":
-        raise ValueError(f"index (--index) {config.index}: a sharded training set is searched "
-                         "exactly; use --index exact")
     data, record = shard_inputs(data, "train", client, config.shard_rows)
     probe = ShardedNNRatioProbe(client=client, shard_rows=config.shard_rows, **probe.get_params())
     return probe, data, record
