@@ -462,26 +462,79 @@ def _shard_codes(shard: Shard, method: str, item_shape, scale, name: str):
     return codes, notes
 
 
+def _embedding_block_pairs(qpart, rpart, thr, cross, names):
+    """Exact embedding pairs between two shards (or the queries and a shard; within one shard
+    when not ``cross``), with global indices: a function of each pair only
+    (:func:`memaudit.probes._range_search.embedding_pairs`)."""
+    from .probes._range_search import embedding_pairs
+
+    xq = qpart.load() if isinstance(qpart, Shard) else qpart
+    xr = rpart.load()
+    qn = f"{names[0]} (shard {qpart.name})" if isinstance(qpart, Shard) else names[0]
+    pairs, scores = embedding_pairs(xq, xr, thr, cross, (qn, f"{names[1]} (shard {rpart.name})"),
+                                    False)
+    q0 = qpart.start if isinstance(qpart, Shard) else 0
+    return pairs + np.array([[q0, rpart.start]], dtype=np.int64), scores
+
+
+def sharded_embedding_pairs(xq, xr: ShardedSet, thr, cross, names, progress, *, client=None):
+    """:func:`memaudit.probes._range_search.embedding_pairs` against a sharded set, one task per
+    pair of shards (within the set: shard a against shards b >= a) or per shard (queries in
+    memory against the set), on ``client``'s workers or in this process. Every pair is decided
+    on its float64 cosine, so the union of the tasks' pairs is the one-process answer."""
+    from ._progress import Progress
+
+    if cross:
+        q = np.ascontiguousarray(xq.block(0, xq.shape[0]) if isinstance(xq, ShardedSet) else xq)
+        jobs = [(q, r, True) for r in xr.shards]
+    else:
+        jobs = [(a, b, a is not b) for i, a in enumerate(xr.shards) for b in xr.shards[i:]]
+    out_p, out_s = [np.zeros((0, 2), np.int64)], [np.zeros(0)]
+    with Progress(len(jobs), "cosine range search (shards)", progress, unit="task") as bar:
+        if client is None:
+            results = (_embedding_block_pairs(a, b, thr, c, names) for a, b, c in jobs)
+        else:
+            from distributed import as_completed
+
+            futures = [client.submit(_embedding_block_pairs, a, b, thr, c, names, pure=False)
+                       for a, b, c in jobs]
+            results = (f.result() for f in as_completed(futures))
+        for p, sc in results:
+            out_p.append(p)
+            out_s.append(sc)
+            bar.update(1)
+    return np.concatenate(out_p), np.concatenate(out_s)
+
+
 def _sharded_sets(method, sets, x: ShardedSet, name: str, item_shape, value_range, levels):
     """The duplicates matcher over ``sets`` with the sharded set's codes computed shard by
-    shard (on the cluster when ``x.client`` is set), concatenated in set order."""
+    shard (on the cluster when ``x.client`` is set), concatenated in set order; for
+    "embedding" the vectors stay in their shards (searched by :func:`sharded_embedding_pairs`)."""
     from .image_duplicates import _Sets
 
-    if method not in _HASHED:
-        raise ValueError(f"method {method!r} on a sharded set: only the hashes ({', '.join(_HASHED)}"
-                         ") are matched across shards; give the training set as one .npy file "
-                         "for embedding or tiled_l2")
+    if method not in _HASHED + ("embedding",):
+        raise ValueError(f"method {method!r} on a sharded set: the hashes ({', '.join(_HASHED)}) "
+                         "and embedding are matched across shards; give the training set as one "
+                         ".npy file for tiled_l2")
     matcher = _Sets(method, sets, item_shape, value_range, levels)
+    if method == "embedding":
+        return matcher
     parts = x.map(_shard_codes, method, item_shape, matcher.scale, name)
     matcher.codes[name] = np.concatenate([c for c, _ in parts])
     matcher.notes[name] = [n for _, ns in parts for n in ns]
     return matcher
 
 
-def _search_args(index, seed, progress):
+def _search_args(index, seed, progress, x: ShardedSet):
+    from functools import partial
+
     from .probes.duplicates import NPROBE, RECALL_SAMPLE
 
-    return (index, None, NPROBE, RECALL_SAMPLE, seed, progress)
+    if index != "exact":
+        raise ValueError(f"index {index!r} on a sharded set: the embedding search across shards is "
+                         "exact (index='exact'); give the training set as one .npy file for ivf")
+    return (index, None, NPROBE, RECALL_SAMPLE, seed, progress,
+            partial(sharded_embedding_pairs, client=getattr(x, "client", None)))
 
 
 def sharded_duplicates(x: ShardedSet, method: str, *, ids=None, item_shape=None, threshold=None,
@@ -498,7 +551,7 @@ def sharded_duplicates(x: ShardedSet, method: str, *, ids=None, item_shape=None,
     item_shape = tuple(item_shape) if item_shape is not None else x.item_shape
     sets = _sharded_sets(method, [(x, "items")], x, "items", item_shape, value_range, levels)
     return sets.match(x, x, thr, source, False, ids, None, ("items", "items"),
-                      *_search_args(index, seed, progress))
+                      *_search_args(index, seed, progress, x))
 
 
 def sharded_copies(samples, reference: ShardedSet, method: str, *, holdout=None, sample_ids=None,
@@ -524,7 +577,7 @@ def sharded_copies(samples, reference: ShardedSet, method: str, *, holdout=None,
         sets.append((h, "holdout"))
     matcher = _sharded_sets(method, sets, reference, "reference", item_shape, value_range, levels)
     r_ids = check_ids(reference_ids, reference.shape[0], "reference_ids")
-    args = _search_args(index, seed, progress)
+    args = _search_args(index, seed, progress, reference)
     res_s = matcher.match(q, reference, thr, source, True,
                           check_ids(sample_ids, q.shape[0], "sample_ids"), r_ids,
                           ("samples", "reference"), *args)

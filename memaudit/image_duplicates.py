@@ -59,7 +59,7 @@ class _Sets:
         return self.codes[name]
 
     def match(self, xq, xr, thr, source, cross, ids, ref_ids, names, index, nlist, nprobe,
-              recall_sample, seed, progress) -> DuplicateResult:
+              recall_sample, seed, progress, pair_search=None) -> DuplicateResult:
         fq = self.compared(xq, names[0])
         fr = self.compared(xr, names[1]) if cross else fq
         notes = list(self.notes.get(names[0], []))
@@ -76,7 +76,8 @@ class _Sets:
         return match_sets(fq, fr, self.method, thr, source, cross, ids, ref_ids, index=index,
                           nlist=nlist, nprobe=nprobe, recall_sample=recall_sample, seed=seed,
                           progress=progress, names=names, tiles=tiles, notes=notes,
-                          scale=None if scale is None else scale.to_dict(), scale_note=note)
+                          scale=None if scale is None else scale.to_dict(), scale_note=note,
+                          pair_search=pair_search)
 
 
 def find_duplicates(x, method: str = "embedding", *, ids=None, item_shape=None, threshold=None,

@@ -615,8 +615,11 @@ CASES = [
          "--cluster scheduler file missing"),
     Case("audit-shard-rows", _A + " --shard-rows 0", 1, "shard_rows (--shard-rows) must be at least 1",
          "--shard-rows 0"),
-    Case("duplicates-shard-embedding", "duplicates --train {shards} --method embedding --out {out}",
-         1, "only the hashes", "embedding duplicates on a sharded set"),
+    Case("duplicates-shard-tiled", "duplicates --train {shards} --method tiled_l2 --out {out}",
+         1, "give the training set as one .npy file for tiled_l2",
+         "tiled_l2 duplicates on a sharded set"),
+    Case("duplicates-shard-ivf", "duplicates --train {shards} --method embedding --index ivf "
+         "--out {out}", 1, "across shards is exact", "IVF embedding duplicates on a sharded set"),
 ]
 
 

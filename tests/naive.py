@@ -299,3 +299,19 @@ def best_two_from_profiles(profiles, zone):
     rest = [c for c in cands if not (c[1] == s1 and abs(c[2] - o1) <= zone)]
     d2, s2, o2 = rest[0] if rest else (np.inf, -1, -1)
     return d1, s1, o1, d2, s2, o2
+
+
+def naive_cosine_pairs(x, thr, other=None):
+    """Every pair with cosine >= thr by a double loop in float64 (within ``x``: i < j; against
+    ``other``: every (i, j)), with its cosine: dot / (|a| |b|), the sums in numpy's pairwise order
+    (``math.fsum`` would differ in the last bit on a few pairs)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = x if other is None else np.asarray(other, dtype=np.float64)
+    out = []
+    for i in range(len(x)):
+        for j in range(i + 1 if other is None else 0, len(y)):
+            a, b = x[i], y[j]
+            c = np.sum(a * b) / (np.sqrt(np.sum(a * a)) * np.sqrt(np.sum(b * b)))
+            if c >= thr:
+                out.append((i, j, c))
+    return out

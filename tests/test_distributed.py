@@ -310,6 +310,30 @@ def test_duplicates_on_cluster_equal_in_process(images, client, store):
     assert [sorted(g["members"].tolist()) for g in exact.results["train"].groups] == [[20, 130, 230]]
 
 
+@pytest.mark.parametrize("store", ["shards", "train.zarr"])
+def test_embedding_duplicates_on_cluster_equal_in_process(data, client, store):
+    """Embedding near-duplicates across shards: one task per pair of shards (or per shard
+    against the samples), every pair decided on its float64 cosine, so the pairs, scores and
+    groups equal the one-process run on the single .npy, bit for bit."""
+    from memaudit.runners import DuplicatesConfig, run_duplicates
+
+    root = data[0]
+
+    def run(train, **kw):
+        return run_duplicates(DuplicatesConfig(
+            train=str(root / train), samples=str(root / "samples.npy"),
+            holdout=str(root / "holdout.npy"), method="embedding", threshold="0.999",
+            progress=False, **kw))
+
+    whole = run("train.npy")
+    local = run(store)
+    on_cluster = run(store, cluster=client, shard_rows=200)
+    assert _dup_results(whole) == _dup_results(local) == _dup_results(on_cluster)
+    assert [10, 300] in on_cluster.results["train"].pairs.tolist()
+    found = on_cluster.results["samples_vs_train"].pairs.tolist()
+    assert [[40, 3], [41, 299], [42, 699], [43, 10], [43, 300]] == sorted(found)
+
+
 # -- approximate indexes per shard -------------------------------------------------------------
 @pytest.mark.parametrize("index", ["ivf", "hnsw"])
 def test_approximate_index_per_shard_reports_its_measured_recall(data, client, index):

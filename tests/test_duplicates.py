@@ -8,7 +8,10 @@ from PIL import Image
 from memaudit.adapters.images import content_hashes, dhash, hamming, phash
 from memaudit.image_duplicates import find_copies, find_copies_with_control, find_duplicates
 from memaudit.probes.duplicates import component_limit, parse_threshold
-from naive import naive_components, naive_hamming_pairs, naive_tiled_l2
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from naive import naive_components, naive_cosine_pairs, naive_hamming_pairs, naive_tiled_l2
 
 
 def _smooth_images(rng, n, size=32):
@@ -307,6 +310,42 @@ def test_nan_in_a_memory_mapped_set_is_refused_by_ivf(tmp_path, rng):
     np.save(tmp_path / "x.npy", x)
     with pytest.raises(ValueError, match="Inf.*first at item 7"):
         find_duplicates(np.load(tmp_path / "x.npy", mmap_mode="r"), "embedding", index="ivf")
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 40), d=st.integers(2, 40), seed=st.integers(0, 2**16),
+       block=st.integers(1, 12), cross=st.booleans())
+def test_embedding_pairs_are_the_float64_cosines_at_the_threshold(n, d, seed, block, cross):
+    """The exact embedding search decides every pair on its float64 cosine: the same pairs and
+    scores as the double loop, with pairs planted within float32 rounding of the threshold,
+    whatever the search blocks (planted ties at the threshold included)."""
+    from memaudit.probes import _range_search as engine
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    thr = 0.9
+    for i in range(0, n - 1, 3):  # pairs at cosines thr + tiny, thr, thr - tiny
+        u = x[i] / np.linalg.norm(x[i])
+        v = rng.normal(size=d)
+        v -= (v @ u) * u
+        v /= np.linalg.norm(v)
+        c = thr + rng.choice([-1e-7, -1e-9, 0.0, 1e-9, 1e-7])
+        x[i + 1] = (c * u + np.sqrt(1 - c * c) * v) * rng.uniform(0.5, 2)
+    other = rng.normal(size=(7, d)) if cross else None
+    if cross:
+        other[: min(3, n)] = x[:3] * 1.5
+    want = naive_cosine_pairs(x if not cross else other, thr, None if not cross else x)
+    old = engine.FLOAT_BLOCK_BYTES
+    try:
+        engine.FLOAT_BLOCK_BYTES = 4 * d * block
+        if cross:
+            got = find_copies(other, x, "embedding", threshold=thr, progress=False)
+        else:
+            got = find_duplicates(x, "embedding", threshold=thr, progress=False)
+    finally:
+        engine.FLOAT_BLOCK_BYTES = old
+    key = sorted((int(i), int(j), float(c)) for (i, j), c in zip(got.pairs, got.scores))
+    assert key == sorted(want)
 
 
 def test_unit_rows_are_those_of_the_whole_set_normalised(rng):

@@ -86,8 +86,9 @@ def float_blocks(x, name, prep):
 def float_pairs(xq, xr, cross, prep_q, prep_r, build, radius, refine, names, progress, desc):
     """Exact range search over blocks of the reference (and of the queries).
 
-    ``build(block)`` makes a FAISS index of one reference block; ``refine(qb, rb, i, j, v)`` turns
-    candidate pairs (local rows, search values) into (kept mask, scores). Within one set, block
+    ``build(block)`` makes a FAISS index of one reference block; ``refine(qb, rb, i, j, v, qs,
+    rs)`` turns candidate pairs (local rows of the blocks starting at rows qs and rs, search
+    values) into (kept mask, scores). Within one set, block
     ``a`` of queries is searched against blocks ``b >= a`` only and pairs keep ``i < j``.
     """
     r_ranges, r_load = float_blocks(xr, names[1], prep_r)
@@ -109,7 +110,7 @@ def float_pairs(xq, xr, cross, prep_q, prep_r, build, radius, refine, names, pro
                 if not cross and a == b:
                     keep = i < j
                     i, j, vals = i[keep], j[keep], vals[keep]
-                keep, scores = refine(qb, rb, i, j, vals)
+                keep, scores = refine(qb, rb, i, j, vals, qs, rs)
                 out_i.append(i[keep] + qs)
                 out_j.append(j[keep] + rs)
                 out_s.append(scores[keep])
@@ -118,22 +119,59 @@ def float_pairs(xq, xr, cross, prep_q, prep_r, build, radius, refine, names, pro
     return np.stack([i, j], axis=1).astype(np.int64), s.astype(float)
 
 
+def cosine_margin(d: int) -> float:
+    """Bound on |float32 inner product of the float32 unit rows - the cosine| for d features:
+    the rounding of each unit row to float32 (2 u) and a float32 sum of d products of
+    magnitude at most 1 in all (gamma_d), u = 2^-24, with a 1% allowance."""
+    u = 2.0 ** -24
+    return 1.01 * ((d + 3) * u) + 1e-12
+
+
+def pair_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of the paired float64 rows ``a[i]``, ``b[i]``: a function of the two
+    rows only (numpy's pairwise sums along the features; rows prescaled by a power of two where
+    their squares would leave float64's range, :func:`memaudit.neighbors._pow2_rows`)."""
+    from ..neighbors import _pow2_rows
+
+    a, b = _pow2_rows(np.asarray(a, np.float64)), _pow2_rows(np.asarray(b, np.float64))
+    dot = np.sum(a * b, axis=-1)
+    return dot / (np.sqrt(np.sum(a * a, axis=-1)) * np.sqrt(np.sum(b * b, axis=-1)))
+
+
+def _rows_of(x, rows) -> np.ndarray:
+    """``x[rows]`` as float64, read in sorted order (a memory map or a sharded set)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        return np.zeros((0, x.shape[1]))
+    order = np.argsort(rows, kind="stable")
+    out = np.empty((rows.size, x.shape[1]))
+    got = x.rows(rows[order]) if hasattr(x, "rows") else x[rows[order]]
+    out[order] = np.asarray(got, dtype=np.float64)
+    return out
+
+
 def embedding_pairs(xq, xr, thr, cross, names, progress):
+    """Every pair with cosine >= thr, exactly: the float32 range search proposes the pairs
+    within :func:`cosine_margin` below thr, and each is decided on its float64 cosine
+    (:func:`pair_cosines`), which is also its score. The decision is a function of the pair
+    only, so blocks, memory maps and shards do not change the answer."""
     import faiss
+
+    radius = np.nextafter(np.float32(thr - cosine_margin(xr.shape[1])), np.float32(-1))
 
     def build(rb):
         idx = faiss.IndexFlatIP(rb.shape[1])
         idx.add(rb)
         return idx
 
-    def refine(qb, rb, i, j, sim):  # FAISS keeps inner products strictly above the radius
-        return sim >= thr, sim
+    def refine(qb, rb, i, j, sim, qs, rs):
+        c = pair_cosines(_rows_of(xq, i + qs), _rows_of(xr, j + rs))
+        return c >= thr, c
 
     return float_pairs(xq, xr, cross,
                         lambda b, o: normalized(b, names[0], o),
-                        lambda b, o: normalized(b, names[1], o), build,
-                        np.nextafter(np.float32(thr), np.float32(-1)), refine, names, progress,
-                        "cosine range search")
+                        lambda b, o: normalized(b, names[1], o), build, radius, refine, names,
+                        progress, "cosine range search")
 
 
 def range_index(xr, index, nlist, nprobe, seed, name: str = "reference"):
@@ -401,7 +439,7 @@ def tiled_pairs(xq, xr, thr, cross, hwc, preps, convention, names, progress):
 
     chunk = max(1, (32 << 20) // (8 * d))
 
-    def refine(qb, rb, i, j, _):
+    def refine(qb, rb, i, j, _, qs, rs):
         dist = np.concatenate([tiled_l2_distance(images(qb[i[s : s + chunk]]), images(rb[j[s : s + chunk]]))
                                for s in range(0, len(i), chunk)]) if len(i) else np.zeros(0)
         return dist <= thr, dist

@@ -431,7 +431,7 @@ def check_index(method, index):
 def match_sets(fq, fr, method, threshold, source, cross, ids, ref_ids, *, index="exact",
                nlist=None, nprobe=NPROBE, recall_sample=RECALL_SAMPLE, seed=StatsConfig.seed,
                progress=None, names=("items", "items"), tiles=None, notes=(), scale=None,
-               scale_note=None) -> DuplicateResult:
+               scale_note=None, pair_search=None) -> DuplicateResult:
     """One search of ``fq`` against ``fr`` (or of ``fq`` within itself when not ``cross``).
 
     Parameters
@@ -453,6 +453,9 @@ def match_sets(fq, fr, method, threshold, source, cross, ids, ref_ids, *, index=
         The pixel convention the arrays were made under, recorded in the result.
     scale_note : str, optional
         A remark appended last (the convention was computed from the data).
+    pair_search : callable, optional
+        The exact embedding search to use instead of :func:`embedding_pairs` (same arguments
+        and answer; memaudit.distributed's runs it shard by shard on a cluster).
 
     Returns
     -------
@@ -469,7 +472,8 @@ def match_sets(fq, fr, method, threshold, source, cross, ids, ref_ids, *, index=
         pairs, scores = tiled_pairs(fq, fr, threshold, cross, hwc, preps, convention, names,
                                     progress)
     elif index == "exact":
-        pairs, scores = embedding_pairs(fq, fr, threshold, cross, names, progress)
+        pairs, scores = (pair_search or embedding_pairs)(fq, fr, threshold, cross, names,
+                                                         progress)
     else:
         # the sets as given (memory-mapped or not), normalised where used: no copy of either
         uq = UnitRows(fq, names[0])
