@@ -183,3 +183,17 @@ def test_the_study_probes_a_tiny_run_on_long_series(tmp_path):
     assert not any("generated" in m for m in said)  # the cache serves the second call
     md = _table([row])
     assert "nan" not in md.lower() and "| 12 | flow |" in md
+    # checkpoint selection with every probe at the chosen checkpoint
+    from reference_models.ts_diffusion.study import selection_table
+
+    sel = {r["rule"]: r for r in row["selection"]["rows"]}
+    assert set(sel) == {"held-out loss", "quality", "recommended"}
+    for r in sel.values():
+        if r["step"] is not None:
+            i = row["steps"].index(r["step"])
+            assert r["loss_auc"]["value"] == row["loss_auc"][i]
+            assert r["sub_rate"]["value"] == row["sub_rate"][i]
+            assert r["f_mem"] == row["f_mem"][i]
+    table = selection_table([row])
+    assert "loss AUC [95% CI]" in table and "| 12 | 0 | flow | best quality |" in table
+    assert "nan" not in table.lower()

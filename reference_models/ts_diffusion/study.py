@@ -42,11 +42,11 @@ from memaudit.probes.subsequence import SubsequenceProbe
 
 from ..ddpm.checkpoints import run_config
 from ..ddpm.membership import membership_over_training
-from ..ddpm.sweep import crossing_step, tracked_runs
+from ..ddpm.sweep import checkpoint_selection, crossing_step, tracked_runs
 from ..ddpm.train import prepare_data
 from ..figures import pyplot, save_png
 
-__all__ = ["study_run", "main"]
+__all__ = ["study_run", "selection_table", "main"]
 
 
 def long_series(run: Path, n_long: int, factor: int, *, steps: int = 50, log=None) -> dict:
@@ -128,6 +128,15 @@ def study_run(run: Path, sub_length: int | None = None, sub_stride: int = 1,
     def above_control(name):
         return next((s for s in steps if sub[name][s]["value"] > control[name]["high"]), None)
 
+    selection = checkpoint_selection(run, tracking)
+    at = {int(s): i for i, s in enumerate(steps)}
+    for row in selection["rows"]:  # what each rule's checkpoint yields on the other probes too
+        if row.get("step") is None:
+            continue
+        i = at[row["step"]]
+        row.update(loss_auc=loss_auc[i], sub_rate=sub["z"][steps[i]],
+                   closer_to_train=closer[steps[i]])
+
     return {
         "run": run.name, "n": cfg.n_train, "objective": cfg.objective, "steps": steps,
         "f_mem": f_mem, "sub_rate": sub_rate, "sub_rate_raw": [sub["raw"][s]["value"] for s in steps],
@@ -145,7 +154,40 @@ def study_run(run: Path, sub_length: int | None = None, sub_stride: int = 1,
         "onset_subsequence_raw_over_control": above_control("raw"),
         "onset_membership": first_auc,
         "tau_gen": tracking["tau_gen"],
+        "seed": cfg.seed, "selection": selection,
     }
+
+
+def selection_table(rows) -> str:
+    """Checkpoint selection on time series (markdown): per run, the checkpoint that the lowest
+    held-out loss, the best quality and memaudit's recommended rule pick, and what each yields on
+    every probe: f_mem and its held-out control, the sub-window rate, the loss attack's AUC with
+    its interval, closer-to-train and the quality."""
+    def pct(v):
+        return "-" if v is None or not np.isfinite(v) else f"{100 * v:.1f}%"
+
+    def rate(r):
+        return "-" if not r else pct(r.get("value"))
+
+    out = ["| n | seed | objective | rule | step | f_mem | held-out control | sub-window rate | "
+           "loss AUC [95% CI] | closer to train | Fréchet distance |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    names = {"held-out loss": "lowest held-out loss", "quality": "best quality",
+             "recommended": "memaudit's recommended"}
+    for r in rows:
+        for row in (r.get("selection") or {}).get("rows", []):
+            head = f"| {r['n']} | {r.get('seed', '-')} | {r.get('objective', 'ddpm')} | {names[row['rule']]}"
+            if row.get("step") is None:
+                out.append(f"{head} | - | {row.get('reason', '')} | | | | | |")
+                continue
+            auc = row.get("loss_auc") or {}
+            q = row.get("quality")
+            out.append(f"{head} | {row['step']:,} | {pct(row.get('f_mem'))} | "
+                       f"{pct(row.get('control_f_mem'))} | {rate(row.get('sub_rate'))} | "
+                       f"{auc.get('value', float('nan')):.3f} [{auc.get('low', float('nan')):.3f}, "
+                       f"{auc.get('high', float('nan')):.3f}] | {rate(row.get('closer_to_train'))} | "
+                       f"{'-' if q is None else f'{q:.4g}'} |")
+    return "\n".join(out) + "\n"
 
 
 def _table(rows) -> str:
@@ -214,7 +256,8 @@ def main(argv=None) -> int:
                       log=lambda m, r=r: print(f"[{r.name}] {m}", file=sys.stderr, flush=True))
             for r in runs]
     atomic_write_text(sweep / "study.json", json.dumps(rows, indent=1) + "\n")
-    atomic_write_text(sweep / "study.md", _table(rows))
+    atomic_write_text(sweep / "study.md", _table(rows) + "\n## Checkpoint selection\n\n"
+                      + selection_table(rows))
     try:
         _plot(rows, sweep / "study.png")
         if a.figures:
@@ -224,6 +267,7 @@ def main(argv=None) -> int:
     except ImportError:
         pass
     print(_table(rows))
+    print(selection_table(rows))
     return 0
 
 
