@@ -6,6 +6,8 @@ studies then write their JSON and tables without the PNGs (``pip install 'memaud
 
 from __future__ import annotations
 
+import numpy as np
+
 from memaudit.io import atomic_path
 
 __all__ = ["pyplot", "save_png", "collapse_norm"]
@@ -30,6 +32,14 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def legends(axes, **kw) -> None:
+    """A legend on every panel that has a labelled artist (a panel can be empty: runs whose
+    f_mem stays 0 are left out of a collapse), without matplotlib's warning for the others."""
+    for a in np.atleast_1d(axes).ravel():
+        if a.get_legend_handles_labels()[0]:
+            a.legend(**kw)
 
 
 def save_png(fig, path, *, dpi: int = 110, close: bool = True) -> None:

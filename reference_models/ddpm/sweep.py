@@ -54,7 +54,7 @@ from memaudit.results import jsonable
 from memaudit.probes.nn_ratio import NNRatioProbe
 from memaudit.tracking import estimate_tau_gen, level_crossing, tau_gen_threshold
 
-from ..figures import collapse_norm, pyplot, save_png
+from ..figures import collapse_norm, legends, pyplot, save_png
 from ..fits import exponent_fit, fit_exponent, format_fit
 
 __all__ = ["crossing_step", "tracked_runs", "run_sweep", "analyse", "checkpoint_selection",
@@ -223,7 +223,6 @@ def analyse(out, runs, *, n_bootstrap: int = 1000, seed: int = 0, tau_gen_scale:
         records.append({"run": run.name, "n": cfg["n_train"], "seed": cfg["seed"], "steps": steps,
                         "flags": flags, "tracking": tr, "config": cfg})
     ns = np.array([r["n"] for r in records])
-    seeds = np.array([r["seed"] for r in records])
     rng = np.random.default_rng(seed)
     in_range = ns >= (fit_n_min or 0)
     fits = _fits(records, in_range, rng, n_bootstrap, seed)
@@ -501,8 +500,7 @@ def plot(summary: dict, path) -> None:
     tg = np.array([np.nan if r["tau_gen"] is None else r["tau_gen"] for r in summary["runs"]], float)
     ax[3].loglog(nn, tg, "s", label="tau_gen")
     ax[3].set(xlabel="n", ylabel="step")
-    for a in ax:
-        a.legend(fontsize=7)
+    legends(ax, fontsize=7)
     save_png(fig, path)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from memaudit.io import atomic_write_text
 from memaudit.results import jsonable
 
-from ..figures import collapse_norm, pyplot, save_png
+from ..figures import collapse_norm, legends, pyplot, save_png
 from ..fits import exponent_fit, format_fit
 
 __all__ = ["load_width_sweeps", "analyse_widths", "widths_table", "main"]
@@ -181,8 +181,7 @@ def plot_widths(summary: dict, out) -> None:
     ax[0].set(xscale="log", yscale="log", xlabel="training step", ylabel=qname)
     ax[1].set(xscale="log", yscale="log", xlabel="step x W", ylabel=qname,
               title="paper: collapse (tau_gen ∝ 1/W)")
-    for a in ax:
-        a.legend(fontsize=7)
+    legends(ax, fontsize=7)
     save_png(fig, out / "widths_quality.png")
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
     for r in runs:
@@ -195,8 +194,7 @@ def plot_widths(summary: dict, out) -> None:
     ax[0].set(xscale="log", xlabel="step / n", ylabel="f_mem / f_mem(last)")
     ax[1].set(xscale="log", xlabel="step x W / n", ylabel="f_mem / f_mem(last)",
               title="paper: collapse (tau_mem ∝ n/W)")
-    for a in ax:
-        a.legend(fontsize=7)
+    legends(ax, fontsize=7)
     save_png(fig, out / "widths_fmem.png")
 
 
