@@ -182,7 +182,9 @@ def exponent_fit(x, y, *, groups=None, bootstrap=None, confidence: float = 0.95,
 
 
 def _ci(ci) -> str:
-    return "-" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+    if ci is None or any(c is None or not np.isfinite(c) for c in ci):
+        return "-"  # not defined (e.g. a slope from one point per seed)
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
 def format_fit(fit: dict, name: str = "n") -> str:

@@ -194,6 +194,7 @@ def test_width_law_analysis_on_tiny_sweeps(width_sweeps, tmp_path, capsys):
         sw = json.loads((Path(r["sweep"]) / "sweep.json").read_text())
         i = [(q["n"], q["seed"]) for q in sw["runs"]].index((r["n"], r["seed"]))
         assert r["tau_gen"] == sw["runs"][i]["tau_gen"]
+        assert r["tau_gen_log"] == sw["runs"][i]["tau_gen_log_checkpoint"]  # both rules, read
         assert r["tau_mem"]["0.01"] == sw["fits"]["0.01"]["tau_mem"][i]
     fit = summary["fits_against_W"]["8"]["tau_gen"]
     taus = [r["tau_gen"] for r in summary["runs"]]
@@ -202,6 +203,7 @@ def test_width_law_analysis_on_tiny_sweeps(width_sweeps, tmp_path, capsys):
         assert fit["exponent"] == pytest.approx(want["exponent"])
     md = (tmp_path / "widths.md").read_text()
     assert md.count("\n| 8 | 8 |") == 2 and md.count("\n| 16 | 8 |") == 2 and "nan" not in md.lower()
+    assert "tau_gen (log rule) |" in md and "final quality" in md and "tau_gen (log rule) ∝" in md
     for png in ("widths_quality.png", "widths_fmem.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()

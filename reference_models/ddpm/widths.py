@@ -79,6 +79,7 @@ def load_width_sweeps(dirs) -> list[dict]:
                 "steps": r["steps"], "f_mem": r["f_mem"], "quality": r["quality"],
                 "quality_name": r.get("quality_name"), "early_steps": r.get("early_steps"),
                 "early_quality": r.get("early_quality"), "tau_gen": r.get("tau_gen"),
+                "tau_gen_log": r.get("tau_gen_log_checkpoint"),
                 "max_f_mem": r.get("max_f_mem", max(r["f_mem"]) if r["f_mem"] else None),
                 "tau_mem": {lv: summary["fits"][lv]["tau_mem"][i] for lv in levels},
             })
@@ -105,7 +106,9 @@ def analyse_widths(dirs, out) -> dict:
             continue
         ws, seeds = [r["W"] for r in at], [r["seed"] for r in at]
         fn = {"tau_gen": exponent_fit(ws, [_num(r["tau_gen"]) for r in at], groups=seeds,
-                                      what="tau_gen read")}
+                                      what="tau_gen read"),
+              "tau_gen_log": exponent_fit(ws, [_num(r.get("tau_gen_log")) for r in at],
+                                          groups=seeds, what="tau_gen (log rule) read")}
         for lv in levels:
             fn[f"tau_mem_{lv}"] = exponent_fit(ws, [_num(r["tau_mem"][lv]) for r in at], groups=seeds)
         fits[str(n)] = fn
@@ -135,18 +138,30 @@ def widths_table(summary: dict) -> str:
     """Markdown: one row per run, then the exponents against W at each n."""
     levels = _levels(summary["runs"])
     first = levels[0]
-    lines = ["| W | n | seed | tau_gen | " + " | ".join(f"tau_mem({100 * float(lv):g}%)" for lv in levels)
+    qname = summary["runs"][0].get("quality_name") or "quality"
+    lines = ["| W | n | seed | steps | tau_gen | tau_gen (log rule) | final quality | "
+             + " | ".join(f"tau_mem({100 * float(lv):g}%)" for lv in levels)
              + f" | tau_gen x W | tau_mem({100 * float(first):g}%) x W / n |",
-             "|" + "---|" * (6 + len(levels))]
+             "|" + "---|" * (9 + len(levels))]
     for r in summary["runs"]:
         tg, t1 = _num(r["tau_gen"]), _num(r["tau_mem"][first])
-        lines.append(f"| {r['W']} | {r['n']} | {r['seed']} | {_cell(tg, None)} | "
+        q = _num(r["quality"][-1]) if r.get("quality") else float("nan")
+        lines.append(f"| {r['W']} | {r['n']} | {r['seed']} | {r['steps'][-1]:,} | "
+                     f"{_cell(tg, None)} | {_cell(r.get('tau_gen_log'), None)} | "
+                     + (f"{q:.4g}" if np.isfinite(q) else "-") + " | "
                      + " | ".join(_cell(r["tau_mem"][lv], r["max_f_mem"]) for lv in levels)
                      + f" | {_cell(tg * r['W'], None)} | "
                      + (f"{t1 * r['W'] / r['n']:,.1f}" if np.isfinite(t1) else "-") + " |")
     lines.append("")
+    lines.append(f"Final quality: {qname} at the last checkpoint. tau_gen (linear rule) is where "
+                 "quality made 95% of its plain improvement, the log rule 95% of its log "
+                 "improvement (at a checkpoint); a width whose final quality is far from the "
+                 "others' has not learned the data as well, and its tau_gen reads differ most.")
+    lines.append("")
     for n, fn in summary["fits_against_W"].items():
         lines.append(f"- n = {n}: tau_gen {format_fit(fn['tau_gen'], 'W')}")
+        if "tau_gen_log" in fn:
+            lines.append(f"- n = {n}: tau_gen (log rule) {format_fit(fn['tau_gen_log'], 'W')}")
         for lv in levels:
             lines.append(f"- n = {n}: tau_mem({100 * float(lv):g}%) {format_fit(fn[f'tau_mem_{lv}'], 'W')}")
     lines.append("- the paper: tau_gen ∝ W^-1 and tau_mem ∝ n W^-1")
