@@ -120,15 +120,12 @@ def cluster_record(client, sets: dict) -> dict:
               if isinstance(v, (ShardedSet, ShardedSeries))}
     if client is None:
         return {"cluster": None, "workers": 0, "threads": 0, "shards": shards}
-    # asked of the scheduler now: the client's cached scheduler_info() can predate the workers
-    threads = client.run_on_scheduler(_worker_threads)
+    # asked of the scheduler now: the client's cached scheduler_info() can predate the workers.
+    # A lambda travels by value (cloudpickle), so the scheduler needs no memaudit installed.
+    threads = client.run_on_scheduler(
+        lambda dask_scheduler: {a: int(w.nthreads) for a, w in dask_scheduler.workers.items()})
     return {"cluster": str(getattr(client, "scheduler", None) and client.scheduler.address),
             "workers": len(threads), "threads": int(sum(threads.values())), "shards": shards}
-
-
-def _worker_threads(dask_scheduler=None) -> dict:
-    """On the scheduler: threads of every worker it knows now."""
-    return {addr: int(ws.nthreads) for addr, ws in dask_scheduler.workers.items()}
 
 
 # -- merging ------------------------------------------------------------------------------------
