@@ -54,6 +54,7 @@ _SQ_LOW, _SQ_HIGH = 2.0**-900, 2.0**900  # a float64 sum of squares in this rang
 _ROW_LOW, _ROW_HIGH = 2.0**-400, 2.0**400  # the same for a row's largest magnitude (cosine)
 _F64_TOP = 2.0**1023
 _VIEW_BYTES = 256 << 20  # rows scored at a time when they are views, not copies
+_PRUNE_ROWS = 1024  # query block of the pruned search
 _DIST_TINY = 2.0**-1070  # absolute error of a computed distance in the subnormal range
 # FAISS's database tile for our faiss.knn calls (its default is 1,024 rows). Measured with
 # bench/faiss_tile.py on 2 cores: 1.23-1.62x less CPU at d = 256-1024 while another process is busy
@@ -88,6 +89,10 @@ class Neighbors:
     exact_fallback : int
         Queries whose float32 candidates could not be certified and that were recomputed by the
         float64 pass over the whole reference (exact search only).
+    pruned : int
+        Queries answered by the pruned exact search (a PCA lower bound proved most items farther
+        than the k-th neighbour without scoring them; see docs/neighbors.md, "Pruned search");
+        the others by the flat search. The results are the same either way.
     """
 
     distances: np.ndarray
@@ -98,6 +103,7 @@ class Neighbors:
     recall: float | None = None
     recall_sample: int | None = None
     exact_fallback: int = 0
+    pruned: int = 0
 
     @property
     def k(self) -> int:
@@ -649,6 +655,12 @@ class NeighborIndex:
         Seed for the recall sample and IVF training.
     device : str, optional
         Torch device for ``backend="torch"`` (``"cpu"``, ``"cuda"``).
+    prune : bool or None, default=None
+        Exact ``l2`` search only: try the pruned search (``memaudit._pruned``), which proves most
+        items farther than the k-th neighbour from a PCA lower bound and scores only the others.
+        ``None`` tries it when the search is large enough and the reference is in memory, and
+        uses it when a sample of the reference leaves at most half of its energy off the
+        projection; ``True`` tries it whatever the size; ``False`` never. The result is the same.
 
     Examples
     --------
@@ -677,6 +689,7 @@ class NeighborIndex:
         recall_sample: int = 500,
         seed: int = StatsConfig.seed,
         device: str | None = None,
+        prune: bool | None = None,
     ):
         self.metric = metric
         self.backend = backend
@@ -693,6 +706,7 @@ class NeighborIndex:
         self.recall_sample = recall_sample
         self.seed = seed
         self.device = device
+        self.prune = prune
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, reference, name: str = "reference") -> "NeighborIndex":
@@ -819,8 +833,9 @@ class NeighborIndex:
             return Neighbors(dist, idx, self.metric, "faiss", self.index, recall, int(sample.size))
         need_ranges = self.metric == "l2" or _mmap_of(q) is not None
         plan = self._plan(_column_ranges(q, name, mean=False) if need_ranges else None, name)
-        dist, idx, fallback = self._search_exact(q, k, self_rows, plan, name)
-        return Neighbors(dist, idx, self.metric, self.backend, "exact", exact_fallback=fallback)
+        dist, idx, fallback, pruned = self._search_exact(q, k, self_rows, plan, name)
+        return Neighbors(dist, idx, self.metric, self.backend, "exact", exact_fallback=fallback,
+                         pruned=pruned)
 
     def _rows(self, itemsize: int) -> int:
         return max(1, self.block_bytes // (itemsize * self.n_features_))
@@ -845,28 +860,145 @@ class NeighborIndex:
             r_rows = n if self.backend == "faiss" else min(n, max(r_rows, view_rows))
         if plan.viewable(q):
             q_rows = min(m, max(q_rows, view_rows))
+        pruner = self._pruner(plan, m, k_search) if self.refine else None
+        if pruner is not None:  # blocks small enough to turn the pruning off early if it fails
+            q_rows = min(q_rows, _PRUNE_ROWS)
         qbuf = np.empty((0 if plan.viewable(q) else q_rows, d), dtype=np.float32)
         rbuf = np.empty((0 if plan.viewable(self.reference_) else r_rows, d), dtype=np.float32)
         dist = np.empty((m, k), dtype=np.float64)
         idx = np.empty((m, k), dtype=np.int64)
         qpager = _Pager(q)
-        fallback = 0
+        fallback = pruned = 0
         with Progress(n * m, f"knn ({self.backend})", self.progress) as bar:
             for qs in range(0, m, q_rows):
                 qe = min(m, qs + q_rows)
                 q32 = plan.transform(q, qs, qe, qbuf[: qe - qs], name, qpager)
                 qpager.flush()
                 own = None if self_rows is None else self_rows[qs:qe]
+                qrows = np.arange(qs, qe)
+                if pruner is not None:
+                    out = self._pruned_block(pruner, plan, bounds, q, qrows, q32, k, own, name,
+                                             (tiler, n_cand, rbuf, r_rows, bar))
+                    dist[qs:qe], idx[qs:qe], nf, np_ = out
+                    fallback += nf
+                    pruned += np_
+                    if self.prune is None and np_ < _pruned_keep_share() * (qe - qs):
+                        pruner = None  # too many queries it could not prune: flat from here
+                    continue
                 scores, cand, r_norm = self._candidates(tiler, plan, q32, n_cand, rbuf, r_rows,
                                                         bar)
                 if not self.refine:
                     dist[qs:qe], idx[qs:qe] = self._unrefined(plan, scores, cand, own)
                     continue
-                out = self._certify(plan, bounds, q, qs, q32, scores, cand, r_norm, k, own, name)
+                out = self._certify(plan, bounds, q, qrows, q32, scores, cand, r_norm, k, own,
+                                    name)
                 dist[qs:qe], idx[qs:qe], nf = out
                 fallback += nf
         qpager.flush()
-        return dist, idx, fallback
+        return dist, idx, fallback, pruned
+
+    # -- pruned exact search (memaudit._pruned) ----------------------------------------------
+    def _pruner(self, plan: _Plan, m: int, k: int):
+        """The reference's projection under this float32 map, when the pruned search applies
+        and pays (built once per map, then reused by every search); else None."""
+        from . import _pruned
+
+        x = self.reference_
+        n, d = x.shape
+        if (self.prune is False or self.metric != "l2" or _mmap_of(x) is not None
+                or x.dtype.kind not in "fiu" or x.dtype == np.float16 or d < 4 or n < 64):
+            return None
+        if self.prune is None and not _pruned.worth_trying(m, n, d, k):
+            return None
+        m32 = plan.m32
+        key = (m32.e, None if m32.cs32 is None else m32.cs32.tobytes())
+        cache = self.__dict__.setdefault("_pruners", {})
+        if key not in cache:
+            buf = np.empty((max(1, (16 << 20) // (4 * d)), d), dtype=np.float32)
+            pager = _Pager(x)
+
+            def block(a, b):
+                return plan.transform(x, a, b, buf[: b - a], self.name_, pager)
+
+            def rows_at(rows):
+                out = np.empty((rows.size, d), dtype=np.float32)
+                m32.apply(x[rows], out)
+                return out
+
+            cache[key] = _pruned.Pruner(block, rows_at, n, d, self.seed)
+        pr = cache[key]
+        return pr if pr.usable else None
+
+    def _pruned_block(self, pr, plan, bounds, q, qrows, q32, k, own, name, flat):
+        """Exact top-k of one query block by the pruned search; queries it cannot prune (too
+        many survivors) go to the flat search. Returns (distances, indices, float64-pass count,
+        pruned count)."""
+        from ._pruned import EXTRA, pair_scores
+
+        n_q, d = q32.shape
+        n = self.n_reference_
+        tiler, n_cand, rbuf, r_rows, bar = flat
+        a_emb, eps_q, _ = pr.embed(q32)
+        c = min(n, k + (own is not None) + EXTRA)
+        _, cand = pr.ivf.search(a_emb, c)
+        valid = cand >= 0
+        if own is not None:
+            valid &= cand != own[:, None]
+        a = _norm_bound(np.einsum("ij,ij->i", q32, q32, dtype=np.float64), d, _U64)
+        ci, cj = np.nonzero(valid)
+        near = np.full(cand.shape, np.inf)
+        near[ci, cj] = self._upper_bound(plan, bounds,
+                                         pair_scores(q32, self.reference_, ci, cand[ci, cj],
+                                                     plan.m32), a[ci], pr.r_norm)
+        upper = np.sort(near, axis=1)[:, k - 1]  # k real items: >= the k-th distance
+        eta = bounds.ut32 * (a + pr.r_norm) * (1 + 2.0**-50) + bounds.tiny32
+        with np.errstate(over="ignore", invalid="ignore"):
+            u_t = (((upper + _DIST_TINY) / (plan.s32 * (1 - bounds.dist_rel) * (1 - 2.0**-40))
+                    + eta) * (1 + 2.0**-40))
+            t = pr.thresholds(a_emb, eps_q, pr.radius(None, eps_q, u_t))
+        lost = ~np.isfinite(upper)
+        t[lost] = np.inf  # no bound: the flat search answers these
+        pi, pj, over = pr.survivors(a_emb, t, max(4 * c, n // 8))
+        over |= lost
+        if own is not None:
+            mine = pj == own[pi]
+            pi, pj = pi[~mine], pj[~mine]
+        score = pair_scores(q32, self.reference_, pi, pj, plan.m32)
+        keep = self._lower_bound(plan, bounds, score, a[pi], pr.r_norm) <= upper[pi]
+        pi, pj, score = pi[keep], pj[keep], score[keep]
+        counts = np.bincount(pi, minlength=n_q)
+        over |= counts < k  # pragma: no branch - the k items behind the bound always survive
+        dist = np.empty((n_q, k))
+        idx = np.empty((n_q, k), dtype=np.int64)
+        nf = 0
+        ok = np.flatnonzero(~over)
+        if ok.size:
+            sel = ~over[pi]
+            pi, pj, score = pi[sel], pj[sel], score[sel]
+            pos = np.full(n_q, -1)
+            pos[ok] = np.arange(ok.size)
+            width = int(counts[ok].max()) + 1  # one spare column: every list ends in a far one
+            order = np.argsort(pi, kind="stable")
+            pi, pj, score = pos[pi[order]], pj[order], score[order]
+            starts = np.cumsum(counts[ok]) - counts[ok]
+            col = np.arange(pi.size) - starts[pi]
+            s_tab = np.full((ok.size, width), np.inf)
+            c_tab = np.zeros((ok.size, width), dtype=np.int64)
+            s_tab[pi, col] = score
+            c_tab[pi, col] = pj
+            out = self._certify(plan, bounds, q, qrows[ok], np.ascontiguousarray(q32[ok]),
+                                s_tab, c_tab, pr.r_norm, k, None, name, left_above=upper[ok])
+            dist[ok], idx[ok], nf = out
+            bar.update(ok.size * n)
+        rest = np.flatnonzero(over)
+        if rest.size:
+            q_rest = np.ascontiguousarray(q32[rest])
+            scores, cand, r_norm = self._candidates(tiler, plan, q_rest, n_cand, rbuf, r_rows, bar)
+            out = self._certify(plan, bounds, q, qrows[rest], q_rest, scores, cand, r_norm, k,
+                                None if own is None else own[rest], name)
+            dist[rest], idx[rest], nf2 = out
+            nf += nf2
+        return dist, idx, nf, int(ok.size)
 
     def _candidates(self, tiler: _Tiler, plan: _Plan, q32: np.ndarray, n_cand: int,
                     rbuf: np.ndarray, r_rows: int, bar: Progress):
@@ -959,7 +1091,17 @@ class NeighborIndex:
                        * (1 - 2.0**-40) - _DIST_TINY)
         return np.where(np.isposinf(score), np.inf, np.nan_to_num(low, nan=-np.inf))
 
-    def _certify(self, plan, bounds, q, qs, q32, scores, cand, r_norm, k, own, name):
+    def _upper_bound(self, plan: _Plan, bounds: _Bounds, score, a, r_norm):
+        """Largest exact distance (as computed) that an item with float32 score <= ``score``
+        can have (l2): the pruned search's bound on a query's k-th distance."""
+        span = a + r_norm
+        err = bounds.g32 * span * span
+        eta = bounds.ut32 * span * (1 + 2.0**-50) + bounds.tiny32
+        root = np.sqrt(score + err) * (1 + 2.0**-50)
+        return (root + eta) * plan.s32 * (1 + bounds.dist_rel) * (1 + 2.0**-40) + _DIST_TINY
+
+    def _certify(self, plan, bounds, q, qrows, q32, scores, cand, r_norm, k, own, name,
+                 left_above=None):
         """Refine the candidates of one query block; prove each query's top-k or recompute it.
 
         The k best-scored candidates are refined first; their k-th exact distance ``dk`` bounds
@@ -968,16 +1110,21 @@ class NeighborIndex:
         until one is proved farther (the rest then are too, scores being sorted). A query for
         which even the items left out of the list cannot be proved farther goes to the float64
         pass. Returns (distances, indices, number of queries recomputed by the float64 pass).
+
+        ``qrows`` are the rows of ``q`` that ``q32`` maps. ``left_above`` (pruned search): every
+        item outside the list is already proved farther than ``left_above[i]`` (its computed
+        exact distance exceeds it), instead of scoring at least the largest kept score.
         """
         n_q, n_cand = cand.shape
         n = self.n_reference_
         if plan.metric == "l2" and plan.m32.identity and q.dtype == np.float32:
             src, rows = q32, np.arange(n_q)  # the scored rows are the original values
         else:
-            src, rows = q, np.arange(qs, qs + n_q)
+            src, rows = q, qrows
         s64 = scores.astype(np.float64)
         # every item outside the list scores at least the largest kept score
-        left_out = s64.max(axis=1) if n_cand < n else np.full(n_q, np.inf)
+        if left_above is None:
+            left_out = s64.max(axis=1) if n_cand < n else np.full(n_q, np.inf)
         if own is not None:
             s64[cand == own[:, None]] = np.inf
         s64, cand = _sort_rows(s64, cand)
@@ -991,7 +1138,10 @@ class NeighborIndex:
         dk = best_d[:, -1]
         far = self._lower_bound(plan, bounds, s64[:, k:usable], a, r_norm) > dk[:, None]
         stop = k + np.sum(~far, axis=1)  # first column proved farther (sorted scores: monotone)
-        far_left = self._lower_bound(plan, bounds, left_out[:, None], a, r_norm)[:, 0] > dk
+        if left_above is None:
+            far_left = self._lower_bound(plan, bounds, left_out[:, None], a, r_norm)[:, 0] > dk
+        else:
+            far_left = left_above >= dk
         more = np.flatnonzero(stop > k)
         if more.size:  # refine columns k .. stop - 1 of these rows, then re-sort them
             width = int(stop[more].max())
@@ -1005,7 +1155,7 @@ class NeighborIndex:
         todo = np.flatnonzero((stop == usable) & ~far_left)
         if todo.size:
             sub_own = None if own is None else own[todo]
-            best_d[todo], best_i[todo] = self._float64_pass(plan, bounds, q, qs + todo, k,
+            best_d[todo], best_i[todo] = self._float64_pass(plan, bounds, q, qrows[todo], k,
                                                             best_d[todo, -1], sub_own, name)
         return best_d, best_i, int(todo.size)
 
@@ -1142,8 +1292,14 @@ class NeighborIndex:
         exact.ranges_ = self.ranges_
         qs = _take_rows(q, sample, _Pager(q))
         plan = exact._plan(_column_ranges(qs, name, mean=False), name)
-        _, truth_i, _ = exact._search_exact(qs, k, sample if exclude_self else None, plan, name)
+        _, truth_i, _, _ = exact._search_exact(qs, k, sample if exclude_self else None, plan, name)
         return pair_recall(_row_pairs(found[sample]), _row_pairs(truth_i))
+
+
+def _pruned_keep_share() -> float:
+    from ._pruned import KEEP_SHARE
+
+    return KEEP_SHARE
 
 
 def _drop_self(idx: np.ndarray, scores: np.ndarray, own: np.ndarray):
