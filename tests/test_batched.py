@@ -36,7 +36,9 @@ def test_one_batched_model_retraces_the_training_loop(tmp_path, optimizer, lr):
     assert [r["step"] for r in read_stats(b)] == checkpoint_steps(12, 3)
     np.testing.assert_allclose(_losses(b), _losses(a), rtol=1e-5)
     np.testing.assert_allclose(_losses(b, "holdout_loss_eval"), _losses(a, "holdout_loss_eval"), rtol=1e-4)
-    assert _losses(b)[0] == _losses(a)[0]  # step 1: the first loss is bitwise the same
+    # step 1 (same weights, batch, noise): equal to float32 rounding (the order of a reduction
+    # inside the vmapped kernels can differ by CPU)
+    np.testing.assert_allclose(_losses(b)[0], _losses(a)[0], rtol=1e-6)
     wa = load_checkpoint(a / "checkpoints" / "step_00000012.safetensors")
     wb = load_checkpoint(b / "checkpoints" / "step_00000012.safetensors")
     assert wb["config"].to_json() == cfg.to_json() and set(wb["tensors"]) == set(wa["tensors"])

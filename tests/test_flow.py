@@ -208,7 +208,9 @@ def test_the_batched_path_trains_a_flow_run_as_train_does(tmp_path):
     b = train_batched([(cfg, tmp_path / "vmap")], log=lambda m: None)[0]
     la = [r["loss"] for r in read_stats(a)]
     lb = [r["loss"] for r in read_stats(b)]
-    assert lb[0] == la[0]
+    # step 1 (same weights, batch and noise) to float32 rounding: the vmapped kernels may reduce
+    # in another order on some CPUs (measured: 1.4039055 against 1.4039054)
+    np.testing.assert_allclose(lb[0], la[0], rtol=1e-6)
     np.testing.assert_allclose(lb, la, rtol=1e-5)
     with pytest.raises(ValueError, match="must share 'objective'"):
         train_batched([(cfg, tmp_path / "x"), (_flow_cfg(objective="ddpm", seed=1), tmp_path / "y")],
