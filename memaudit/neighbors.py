@@ -908,7 +908,7 @@ class NeighborIndex:
         if (self.prune is False or self.metric != "l2" or _mmap_of(x) is not None
                 or x.dtype.kind not in "fiu" or x.dtype == np.float16 or d < 4 or n < 64):
             return None
-        if self.prune is None and not _pruned.worth_trying(m, n, d, k):
+        if self.prune is None and (self.backend != "faiss" or not _pruned.worth_trying(m, n, d, k)):
             return None
         m32 = plan.m32
         key = (m32.e, None if m32.cs32 is None else m32.cs32.tobytes())
