@@ -37,6 +37,8 @@ more than they save).
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -91,6 +93,15 @@ class Pruner:
     """
 
     def __init__(self, reference32, rows_at, n: int, d: int, seed: int):
+        # small LAPACK calls and FAISS's OpenMP regions synchronise their threads at every call,
+        # which costs several times the work when another process holds a core (the QR of the
+        # PCA took 1.1 s instead of 0.01 s): one thread each here, the blocks split by us
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"), _faiss_threads(1):
+            self._build(reference32, rows_at, n, d, seed)
+
+    def _build(self, reference32, rows_at, n: int, d: int, seed: int):
         self.n, self.d = n, d
         self.usable = False
         rng = np.random.default_rng(seed)
@@ -115,13 +126,16 @@ class Pruner:
         # one GEMM gives W x and mu.x: |x - mu|^2 = |x|^2 - 2 mu.x + |mu|^2 needs no pass of x - mu
         self.wmu32 = np.ascontiguousarray(np.vstack([self.w32, self.mu32[None, :]]))
         self._constants()
-        emb, eps, norm = [], [], []
         step = max(1, (16 << 20) // (4 * d))
-        for a in range(0, n, step):
-            e, ep, nm = self.embed(reference32(a, min(n, a + step)))
-            emb.append(e)
-            eps.append(ep)
-            norm.append(nm)
+        starts = list(range(0, n, step))
+        cuts = np.linspace(0, len(starts), _threads(len(starts)) + 1).astype(int)
+
+        def embed_blocks(lo, hi):
+            return [self.embed(reference32(a, min(n, a + step))) for a in starts[lo:hi]]
+
+        parts = [x for p in _run(embed_blocks, [(int(lo), int(hi)) for lo, hi in
+                                                zip(cuts[:-1], cuts[1:])]) for x in p]
+        emb, eps, norm = zip(*parts)
         b = np.concatenate(emb)
         nb = np.einsum("ij,ij->i", b, b, dtype=np.float64)
         h = (nb / 2).astype(np.float32)
@@ -242,25 +256,49 @@ class Pruner:
         """Pairs (query row, item) whose tile score reaches the query's threshold, over the whole
         reference in cache-sized tiles, grouped by reference tile (so that scoring them next
         reads each reference row from cache); queries with more than ``cap`` survivors are given
-        up (returned in ``over``) as soon as they pass it."""
+        up (returned in ``over``) as soon as they pass it.
+
+        The query rows are split between threads, each running one-thread BLAS products and the
+        numba scan (which releases the GIL): hundreds of small multi-threaded products would
+        each synchronise their threads, which costs several times the work when another process
+        holds a core (measured: 0.11 s quiet, 1.05 s with both cores busy, for one pass).
+        """
+        from threadpoolctl import threadpool_limits
+
         m = a.shape[0]
         a2 = np.ascontiguousarray(np.hstack([a, np.ones((m, 1), dtype=np.float32)]))
         t = t.copy()
         counts = np.zeros(m, dtype=np.int64)
         over = np.zeros(m, dtype=bool)
-        got_i, got_j = [], []
         kernels = _kernels()
+        cuts = np.linspace(0, m, _threads(-(-m // Q_TILE)) + 1).astype(int)
+        with threadpool_limits(1, "blas"):
+            parts = _run(self._pass, [(a2, t, counts, over, cap, int(lo), int(hi), kernels)
+                                      for lo, hi in zip(cuts[:-1], cuts[1:])])
+        got_i = [x for p in parts for x in p[0]]
+        got_j = [x for p in parts for x in p[1]]
+        if not got_i:
+            return np.empty(0, np.int64), np.empty(0, np.int64), over
+        pi, pj = np.concatenate(got_i), np.concatenate(got_j)
+        keep = ~over[pi]
+        return pi[keep], pj[keep], over
+
+    def _pass(self, a2, t, counts, over, cap, q0, q1, kernels):
+        """One thread's share of :meth:`survivors`: query rows [q0, q1) (it alone writes their
+        entries of ``t``, ``counts`` and ``over``)."""
+        got_i, got_j = [], []
         buf_i = np.empty(1 << 16, dtype=np.int64)
         buf_j = np.empty(1 << 16, dtype=np.int64)
         for rs in range(0, self.n, R_TILE):
             b = self.b2[rs : rs + R_TILE]
-            for qs in range(0, m, Q_TILE):
-                qe = min(m, qs + Q_TILE)
+            for qs in range(q0, q1, Q_TILE):
+                qe = min(q1, qs + Q_TILE)
                 g = a2[qs:qe] @ b.T
                 if kernels is None:
                     pi, pj = np.nonzero(g >= t[qs:qe, None])
                     pi += qs
                     pj += rs
+                    np.add.at(counts, pi, 1)
                 else:
                     while True:
                         got = kernels[1](g, t, qs, rs, counts, buf_i, buf_j)
@@ -273,17 +311,55 @@ class Pruner:
                     continue
                 got_i.append(pi)
                 got_j.append(pj)
-                if kernels is None:
-                    counts += np.bincount(pi, minlength=m)
-                big = (counts > cap) & ~over
+                big = (counts[q0:q1] > cap) & ~over[q0:q1]
                 if big.any():
-                    over |= big
-                    t[big] = np.inf
-        if not got_i:
-            return np.empty(0, np.int64), np.empty(0, np.int64), over
-        pi, pj = np.concatenate(got_i), np.concatenate(got_j)
-        keep = ~over[pi]
-        return pi[keep], pj[keep], over
+                    over[q0:q1] |= big
+                    t[q0:q1][big] = np.inf
+        return got_i, got_j
+
+
+def _threads(work_units: int) -> int:
+    """Threads for work split in ``work_units`` pieces: at most the cores this process may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, work_units))
+
+
+def _run(fn, calls):
+    """fn(*args) for each args, on one thread each (results in order); inline for one call."""
+    if len(calls) == 1:
+        return [fn(*calls[0])]
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [f.result() for f in [pool.submit(fn, *args) for args in calls]]
+
+
+class _faiss_threads:
+    """FAISS's OpenMP thread count set for a block and restored after it (the caller's setting
+    is left as it was)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        import faiss
+
+        self.faiss = faiss
+        self.users = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        self.faiss.omp_set_num_threads(self.users)
+
+
+def ivf_search(ivf, a: np.ndarray, c: int) -> np.ndarray:
+    """The IVF index's ``c`` proposals per row, with FAISS on one OpenMP thread and the rows split
+    between Python threads (FAISS releases the GIL): OpenMP threads spin-wait at each search's
+    barrier, which costs several times the work when another process holds a core."""
+    with _faiss_threads(1):
+        cuts = np.linspace(0, a.shape[0], _threads(a.shape[0] // 256) + 1).astype(int)
+        parts = _run(lambda lo, hi: ivf.search(a[lo:hi], c)[1],
+                     [(int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:])])
+    return np.concatenate(parts)
 
 
 def _top_directions(s: np.ndarray, r: int, rng) -> np.ndarray:
@@ -322,7 +398,9 @@ def pair_scores(q32: np.ndarray, ref: np.ndarray, pi: np.ndarray, pj: np.ndarray
         cs = np.asarray(m32.cs, dtype=np.float64) if m32.cs is not None else np.zeros(d)
     kernels = _kernels()
     if kernels is not None:
-        kernels[0](q32, ref, pi, pj, inv, cs, mode, out)
+        cuts = np.linspace(0, pi.size, _threads(pi.size // 4096) + 1).astype(int)
+        _run(kernels[0], [(q32, ref, pi, pj, inv, cs, mode, out, int(lo), int(hi))
+                          for lo, hi in zip(cuts[:-1], cuts[1:])])
         return out
     step = max(1, (8 << 20) // (8 * d))
     for a in range(0, pi.size, step):

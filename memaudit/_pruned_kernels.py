@@ -1,11 +1,12 @@
 """Numba kernels of the pruned exact search (``memaudit._pruned``): compiled once, cached on disk.
 
-Both are deterministic: ``pairs`` computes each pair's sum on its own (threads split the pairs, not
-the sums); ``scan`` is sequential.
+Both are sequential and release the GIL: the caller runs them from a few Python threads on disjoint
+ranges (pairs; query rows), which block rather than spin when another process holds a core.
+Each pair's sum is computed on its own, so the results do not depend on the split.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # reassociation only (vectorised sums): the error bound of a sum holds in any order
 fast = {"reassoc", "contract"}
@@ -43,15 +44,13 @@ def _sq(qrow, rrow, inv, cs, mode):  # pragma: no cover - compiled
             s += e * e
     return s
 
-@njit(parallel=True, fastmath=fast, cache=True)
-def pairs(q32, ref, pi, pj, inv, cs, mode, out):  # pragma: no cover - compiled
-    n = pi.size
-    chunk = 1024
-    for c in prange((n + chunk - 1) // chunk):
-        for t in range(c * chunk, min(n, (c + 1) * chunk)):
-            out[t] = _sq(q32[pi[t]], ref[pj[t]], inv, cs, mode)
+@njit(fastmath=fast, cache=True, nogil=True)
+def pairs(q32, ref, pi, pj, inv, cs, mode, out, lo, hi):  # pragma: no cover - compiled
+    """out[t] for t in [lo, hi): the caller splits the pairs between threads."""
+    for t in range(lo, hi):
+        out[t] = _sq(q32[pi[t]], ref[pj[t]], inv, cs, mode)
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scan(g, t, qs, rs, counts, out_i, out_j):  # pragma: no cover - compiled
     """(row, column) of every g[i, j] >= t[qs + i], offset by (qs, rs); -1 if the buffers
     are too small (nothing counted then)."""

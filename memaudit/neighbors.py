@@ -914,11 +914,9 @@ class NeighborIndex:
         key = (m32.e, None if m32.cs32 is None else m32.cs32.tobytes())
         cache = self.__dict__.setdefault("_pruners", {})
         if key not in cache:
-            buf = np.empty((max(1, (16 << 20) // (4 * d)), d), dtype=np.float32)
-            pager = _Pager(x)
-
-            def block(a, b):
-                return plan.transform(x, a, b, buf[: b - a], self.name_, pager)
+            def block(a, b):  # called from several threads: a buffer each
+                out = np.empty((0 if plan.viewable(x) else b - a, d), dtype=np.float32)
+                return plan.transform(x, a, b, out, self.name_, _Pager(x))
 
             def rows_at(rows):
                 out = np.empty((rows.size, d), dtype=np.float32)
@@ -933,14 +931,14 @@ class NeighborIndex:
         """Exact top-k of one query block by the pruned search; queries it cannot prune (too
         many survivors) go to the flat search. Returns (distances, indices, float64-pass count,
         pruned count)."""
-        from ._pruned import EXTRA, pair_scores
+        from ._pruned import EXTRA, ivf_search, pair_scores
 
         n_q, d = q32.shape
         n = self.n_reference_
         tiler, n_cand, rbuf, r_rows, bar = flat
         a_emb, eps_q, _ = pr.embed(q32)
         c = min(n, k + (own is not None) + EXTRA)
-        _, cand = pr.ivf.search(a_emb, c)
+        cand = ivf_search(pr.ivf, a_emb, c)
         valid = cand >= 0
         if own is not None:
             valid &= cand != own[:, None]

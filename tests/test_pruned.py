@@ -157,3 +157,22 @@ def test_property_pruned_equals_flat(seed, k, shift, dups, dtype):
     flat = knn(q, ref, k, prune=False)
     np.testing.assert_array_equal(got.indices, flat.indices)
     np.testing.assert_array_equal(got.distances, flat.distances)
+
+
+def test_the_callers_thread_settings_are_left_as_they_were():
+    # the pruned search runs FAISS and BLAS on one thread each inside (threads of its own split
+    # the work) and restores both afterwards
+    import faiss
+    from threadpoolctl import threadpool_info
+
+    q, ref = _pair()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(3)
+    blas = [(i["internal_api"], i["num_threads"]) for i in threadpool_info()]
+    try:
+        got = knn(q.astype(np.float32), ref.astype(np.float32), 2, prune=True)
+        assert got.pruned > 0
+        assert faiss.omp_get_max_threads() == 3
+        assert [(i["internal_api"], i["num_threads"]) for i in threadpool_info()] == blas
+    finally:
+        faiss.omp_set_num_threads(before)
