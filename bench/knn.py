@@ -39,7 +39,8 @@ items made from the other 4,000 by shifts of up to 2 pixels in each direction an
 (sigma 0.05, clipped to [0, 1]); seeded. Methods ``memaudit-flat`` (``prune=False``: the flat
 search) and ``memaudit-reuse`` (an index fitted once and searched twice, as the audit searches the
 samples and then the held-out control; the second search is timed) show what the pruned search
-(the default, ``memaudit``) gains.
+(the default, ``memaudit``) gains; ``memaudit-pruned`` forces it (``prune=True``, e.g. at k = 50,
+where the default keeps the flat search).
 
 The memaudit under test is the checkout this script sits in (its root goes first on PYTHONPATH).
 ``--baseline PATH`` also runs every memaudit method with PATH first on PYTHONPATH (a checkout of
@@ -94,7 +95,7 @@ def worker(method: str, data: Path, k: int, queries_limit: int | None, ref_limit
         import faiss
     elif method == "paper-torch":
         import torch
-        if method in ("memaudit", "memaudit-flat", "memaudit-reuse"):
+        if method in ("memaudit", "memaudit-flat", "memaudit-reuse", "memaudit-pruned"):
             # like an import: load the pruned search's numba kernels (compiled and cached on disk
             # by the first run) and start numba's threads, on a tiny search, before the clock
             g = np.random.default_rng(0)
@@ -111,7 +112,7 @@ def worker(method: str, data: Path, k: int, queries_limit: int | None, ref_limit
         idx, pruned = nb.indices, nb.pruned
     elif method.startswith("memaudit"):
         backend = {"memaudit-numpy": "numpy", "memaudit-torch": "torch"}.get(method, "faiss")
-        prune = False if method == "memaudit-flat" else None
+        prune = {"memaudit-flat": False, "memaudit-pruned": True}.get(method)
         nb = knn(q, r, k, backend=backend, metric=METRIC, progress=False, prune=prune)
         idx, pruned = nb.indices, nb.pruned
     elif method == "attack-memmap":

@@ -11,8 +11,9 @@ projection on a few principal directions is near the digit's. The search here
    by Pythagoras and the triangle inequality
    ``|q - x|^2 >= |P (q - x)|^2 + (rho(q) - rho(x))^2``, so ``|a(q) - a(x)|`` bounds the distance
    from below, up to the rounding of the embedding, which is bounded rigorously (``eps``, below);
-3. takes an upper bound ``U`` on each query's k-th distance from the exact distances of a few
-   candidates proposed by a small IVF index on the embeddings (any k real items bound it);
+3. takes an upper bound ``U`` on each query's k-th distance from a few candidates proposed by a
+   small IVF index on the embeddings: their float32 full distances widened by their error bound
+   (any k real items bound it);
 4. passes once over the embedded reference in cache-sized tiles (a float32 GEMM of ``r + 2``
    columns and one comparison per pair) and keeps every item whose bound is not above ``U``; the
    others are *proved* farther than ``U``, hence farther than the k-th neighbour;
@@ -32,6 +33,10 @@ A query whose bound keeps too many items (more than ``n / 8``) goes to the flat 
 projection whose sample leaves more than half of the energy in the residual is not used at all
 (it could not prune), and neither is one for a small search (the sample and projection would cost
 more than they save).
+
+BLAS and FAISS run on one thread each in here, with the work split between Python threads (the
+numba kernels and FAISS release the GIL): many small multi-threaded calls would each synchronise
+their threads, which costs several times the work when another process holds a core.
 """
 
 from __future__ import annotations
