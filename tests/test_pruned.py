@@ -176,3 +176,14 @@ def test_the_callers_thread_settings_are_left_as_they_were():
         assert [(i["internal_api"], i["num_threads"]) for i in threadpool_info()] == blas
     finally:
         faiss.omp_set_num_threads(before)
+
+
+def test_without_numba_the_numpy_path_gives_the_same_answer(monkeypatch):
+    q, ref = _pair()
+    q, ref = q.astype(np.float32), (ref + 3).astype(np.float64)  # a centred float64 map too
+    want = knn(q, ref, 3, prune=False)
+    monkeypatch.setattr(_pruned, "_kernels", lambda: None)
+    got = knn(q, ref, 3, prune=True)
+    assert got.pruned > 0.9 * len(q)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.distances, want.distances)
