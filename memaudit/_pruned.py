@@ -47,6 +47,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+# the flat search's error model (neighbors imports this module only inside its methods)
+from .neighbors import _U32, _U64, _exact_in_float32, _gamma
+
 __all__ = ["Pruner", "RANK", "worth_trying"]
 
 RANK = 64  # projected dimensions: bench/knn.py --mnist (100k x 784) keeps 0.12% of the items at
@@ -65,13 +68,7 @@ MAX_K = 16  # neighbours per query above which the automatic choice keeps the fl
 # queries given up cost more than the flat GEMM saves (bench/knn.py --mnist)
 KEEP_SHARE = 0.8  # a block where fewer queries than this are pruned turns the pruning off
 
-_U32 = 2.0**-24
-_U64 = 2.0**-53
 _UP = 1 + 2.0**-40  # relative slack for the rounding of the float64 formulas below
-
-
-def _gamma(n: int, u: float) -> float:
-    return n * u / (1.0 - n * u) if n * u < 1 else math.inf
 
 
 def worth_trying(n_queries: int, n_reference: int, d: int, k: int) -> bool:
@@ -109,6 +106,7 @@ class Pruner:
     def _build(self, reference32, rows_at, n: int, d: int, seed: int):
         self.n, self.d = n, d
         self.usable = False
+        self.keep_share = KEEP_SHARE
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(n, size=min(n, SAMPLE), replace=False))
         s = np.asarray(rows_at(sample), dtype=np.float32)
@@ -237,7 +235,7 @@ class Pruner:
         return out, eps, norm
 
     # -- the candidate pass ------------------------------------------------------------------
-    def thresholds(self, a, eps_q, radius):
+    def thresholds(self, a, radius):
         """float32 ``t`` with: every item whose embedding lies within ``radius[i]`` of query i's
         (|a_i - b_j| <= radius) has tile score ``a_i.b_j - h_j >= t[i]``."""
         na = np.einsum("ij,ij->i", a, a, dtype=np.float64)
@@ -252,7 +250,7 @@ class Pruner:
         t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
         return t32
 
-    def radius(self, a_norm_emb, eps_q, u_tilde):
+    def radius(self, eps_q, u_tilde):
         """Bound on |a(q) - a(x)| below which an item may be within ``u_tilde`` of the query
         (``u_tilde`` in the float32-mapped space)."""
         return (u_tilde * self.c + eps_q + self.eps_max) * _UP
@@ -415,10 +413,6 @@ def pair_scores(q32: np.ndarray, ref: np.ndarray, pi: np.ndarray, pj: np.ndarray
         diff = q32[pi[a : a + step]].astype(np.float64) - r
         out[a : a + step] = np.einsum("ij,ij->i", diff, diff)
     return out
-
-
-def _exact_in_float32(dtype: np.dtype) -> bool:
-    return dtype in (np.float32, np.float16) or (dtype.kind in "iu" and dtype.itemsize <= 2)
 
 
 def _kernels():

@@ -882,7 +882,7 @@ class NeighborIndex:
                     dist[qs:qe], idx[qs:qe], nf, np_ = out
                     fallback += nf
                     pruned += np_
-                    if self.prune is None and np_ < _pruned_keep_share() * (qe - qs):
+                    if self.prune is None and np_ < pruner.keep_share * (qe - qs):
                         pruner = None  # too many queries it could not prune: flat from here
                     continue
                 scores, cand, r_norm = self._candidates(tiler, plan, q32, n_cand, rbuf, r_rows,
@@ -953,7 +953,7 @@ class NeighborIndex:
         with np.errstate(over="ignore", invalid="ignore"):
             u_t = (((upper + _DIST_TINY) / (plan.s32 * (1 - bounds.dist_rel) * (1 - 2.0**-40))
                     + eta) * (1 + 2.0**-40))
-            t = pr.thresholds(a_emb, eps_q, pr.radius(None, eps_q, u_t))
+            t = pr.thresholds(a_emb, pr.radius(eps_q, u_t))
         lost = ~np.isfinite(upper)
         t[lost] = np.inf  # no bound: the flat search answers these
         pi, pj, over = pr.survivors(a_emb, t, max(4 * c, n // 8))
@@ -1292,12 +1292,6 @@ class NeighborIndex:
         plan = exact._plan(_column_ranges(qs, name, mean=False), name)
         _, truth_i, _, _ = exact._search_exact(qs, k, sample if exclude_self else None, plan, name)
         return pair_recall(_row_pairs(found[sample]), _row_pairs(truth_i))
-
-
-def _pruned_keep_share() -> float:
-    from ._pruned import KEEP_SHARE
-
-    return KEEP_SHARE
 
 
 def _drop_self(idx: np.ndarray, scores: np.ndarray, own: np.ndarray):

@@ -134,7 +134,7 @@ def test_thresholds_keep_every_item_within_the_radius():
     a, eps_q, _ = pr.embed(q32)
     e = np.sqrt(((a[:, None, :].astype(np.float64) - pr.b2[None, :, : pr.r + 1]) ** 2).sum(-1))
     radius = np.quantile(e, 0.05, axis=1)
-    t = pr.thresholds(a, eps_q, radius)
+    t = pr.thresholds(a, radius)
     g = np.hstack([a, np.ones((len(a), 1), np.float32)]) @ pr.b2.T
     inside = e <= radius[:, None]
     assert inside.sum() > 0
