@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _util import BusyNeighbour, load_average
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
@@ -89,27 +90,11 @@ def run_worker(method: str, folder: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _spin(stop):  # pragma: no cover - a busy neighbour
-    while not stop.is_set():
-        sum(range(10_000))
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def bench(folder: Path, repeats: int, busy: bool) -> None:
     methods = ("memaudit", "sklearn")
     print(f"\n== {'one core busy (a spinning process)' if busy else 'no added load'}; "
-          f"load average {load()} ==", flush=True)
-    spinner = stop = None
-    if busy:
-        import multiprocessing as mp
-
-        stop = mp.Event()
-        spinner = mp.Process(target=_spin, args=(stop,), daemon=True)
-        spinner.start()
-    try:
+          f"load average {load_average()} ==", flush=True)
+    with BusyNeighbour(busy):
         runs = {m: [] for m in methods}
         for rep in range(repeats):
             for m in methods:
@@ -118,15 +103,11 @@ def bench(folder: Path, repeats: int, busy: bool) -> None:
                 print(f"  [{rep + 1}/{repeats}] {m:9s} {res['wall']:7.2f} s wall {res['cpu']:7.2f} s cpu  "
                       f"rates (f_mem, control, Carlini, closer) "
                       f"{', '.join(f'{r:.4f}' for r in res['rates'])}", flush=True)
-    finally:
-        if spinner is not None:
-            stop.set()
-            spinner.join(timeout=5)
     wall = {m: statistics.median(r["wall"] for r in runs[m]) for m in methods}
     cpu = {m: statistics.median(r["cpu"] for r in runs[m]) for m in methods}
     same = bool(np.array_equal(np.load(folder / "flags-memaudit.npy"),
                                np.load(folder / "flags-sklearn.npy")))
-    print(f"  load average after: {load()}")
+    print(f"  load average after: {load_average()}")
     print(f"  medians: memaudit {wall['memaudit']:.2f} s wall / {cpu['memaudit']:.2f} s cpu, "
           f"sklearn {wall['sklearn']:.2f} s / {cpu['sklearn']:.2f} s")
     print(f"  sklearn / memaudit: {wall['sklearn'] / wall['memaudit']:.2f}x wall, "

@@ -15,16 +15,11 @@ neighbours.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import time
 
 import numpy as np
-
-
-def _spin(stop):  # a busy neighbour: one core of pure Python work
-    while not stop.is_set():
-        sum(range(10_000))
+from _util import BusyNeighbour
 
 
 def _time(faiss, q, r, tile, k=2):
@@ -66,16 +61,11 @@ def main(argv=None):
             r = rng.random((n, d), dtype=np.float32)
             q = rng.random((1000, d), dtype=np.float32)
             for busy in (False, True):
-                stop = mp.Event()
-                proc = mp.Process(target=_spin, args=(stop,), daemon=True) if busy else None
-                if proc:
-                    proc.start()
-                    time.sleep(0.5)
-                med, found = measure(faiss, q, r, tiles, args.reps)
-                load = os.getloadavg()[0]
-                if proc:
-                    stop.set()
-                    proc.join()
+                with BusyNeighbour(busy):
+                    if busy:
+                        time.sleep(0.5)
+                    med, found = measure(faiss, q, r, tiles, args.reps)
+                    load = os.getloadavg()[0]
                 same = all(np.array_equal(found[tiles[0]], found[t]) for t in tiles)
                 (w0, c0), (w1, c1) = med[tiles[0]], med[tiles[1]]
                 print(f"d={d:5d} n={n:7d} {'busy ' if busy else 'quiet'}: tile {tiles[0]}: wall "

@@ -61,7 +61,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _util import peak_rss
+from _util import BusyNeighbour, load_average, peak_rss
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
@@ -83,8 +83,7 @@ def worker(method: str, data: Path, k: int, queries_limit: int | None, ref_limit
         r = np.ascontiguousarray(r[:ref_limit])
     # imports happen before the clock starts: only the search is timed
     if method.startswith("memaudit") or method == "attack-memmap":
-        from memaudit.neighbors import NeighborIndex
-        from memaudit.neighbors import knn
+        from memaudit.neighbors import NeighborIndex, knn
         from memaudit.probes.sample_attacks import distance_attack
 
         if method == "memaudit-torch":
@@ -217,30 +216,6 @@ MNIST = False  # set by --mnist
 BUSY = False  # set by --busy
 
 
-def _spin(stop):  # a busy neighbour: one core of pure Python work
-    while not stop.is_set():
-        sum(range(10_000))
-
-
-class _Neighbour:
-    """With --busy: another process spinning on one core while the methods run."""
-
-    def __enter__(self):
-        self.proc = None
-        if BUSY:
-            import multiprocessing as mp
-
-            self.stop = mp.Event()
-            self.proc = mp.Process(target=_spin, args=(self.stop,), daemon=True)
-            self.proc.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.proc is not None:
-            self.stop.set()
-            self.proc.join(timeout=5)
-
-
 def agree(data: Path, a: str, b: str, n_q: int, n_r: int) -> float:
     ia = np.load(data / f"idx-{a}-{n_q}-{n_r}.npy")
     ib = np.load(data / f"idx-{b}-{n_q}-{n_r}.npy")
@@ -264,13 +239,13 @@ def bench_size(tmp: Path, n_q, n_ref, d, k, repeats, methods, paper_gib, seed):
     what = "MNIST-augmented " if MNIST else ""
     print(f"\n== {what}d = {d}: {n_q:,} queries x {n_ref:,} references (float32, {gib(ref_bytes)}), "
           f"k = {k}, {repeats} repeat(s), methods alternating; load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} ==", flush=True)
+          f"{load_average()} ==", flush=True)
     if BASELINE:
         methods = [x for m in methods for x in ((m, m + "@base") if m.startswith("memaudit") else (m,))]
     runs: dict[str, list[dict]] = {m: [] for m in methods}
     if BUSY:
         print("  another process spins on one core during every run (--busy)")
-    with _Neighbour():
+    with BusyNeighbour(BUSY):
         for rep in range(repeats):
             for m in methods:
                 res = run_worker(m, folder, k)
@@ -281,7 +256,7 @@ def bench_size(tmp: Path, n_q, n_ref, d, k, repeats, methods, paper_gib, seed):
     med = {m: statistics.median(r["wall"] for r in runs[m]) for m in methods}
     cpu = {m: statistics.median(r["cpu"] for r in runs[m]) for m in methods}
     rss = {m: max(r["peak_rss"] for r in runs[m]) for m in methods}
-    print(f"  load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"  load average after: {load_average()}")
     print(f"\n  {'method':16s} {'median s':>9s} {'cpu s':>8s} {'GFLOP/s':>8s} {'peak RSS':>10s}  "
           "agrees with memaudit")
     for m in methods:
