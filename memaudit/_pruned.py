@@ -47,8 +47,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-# the flat search's error model (neighbors imports this module only inside its methods)
-from .neighbors import _U32, _U64, _exact_in_float32, _gamma
+# the flat search's error model
+from ._roundoff import U32 as _U32
+from ._roundoff import U64 as _U64
+from ._roundoff import exact_in_float32 as _exact_in_float32
+from ._roundoff import gamma as _gamma
 
 __all__ = ["Pruner", "RANK", "worth_trying"]
 

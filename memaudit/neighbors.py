@@ -37,6 +37,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._progress import Progress
+from ._roundoff import U32, U64
+from ._roundoff import exact_in_float32 as _exact_in_float32
+from ._roundoff import gamma as _gamma
 from ._validation import as_2d_array, check_finite, check_positive_int, check_same_dim
 from .stats import StatsConfig
 
@@ -47,8 +50,7 @@ BACKENDS = ("faiss", "numpy", "torch")
 METRICS = ("l2", "cosine")
 INDEXES = ("exact", "ivf", "hnsw")
 
-_U32 = 2.0**-24  # unit roundoff of float32
-_U64 = 2.0**-53  # unit roundoff of float64
+_U32, _U64 = U32, U64  # unit roundoffs of float32 and float64
 _STEP_BYTES = 16 << 20  # rows are converted, and memory-mapped pages released, this much at a time
 _SQ_LOW, _SQ_HIGH = 2.0**-900, 2.0**900  # a float64 sum of squares in this range needs no rescaling
 _ROW_LOW, _ROW_HIGH = 2.0**-400, 2.0**400  # the same for a row's largest magnitude (cosine)
@@ -61,11 +63,6 @@ _DIST_TINY = 2.0**-1070  # absolute error of a computed distance in the subnorma
 # on one core, 0.94-1.10x on a quiet machine. Set around each call and restored after it, so the
 # user's own FAISS setting is left as it was.
 FAISS_DATABASE_TILE = 16384
-
-
-def _gamma(n: int, u: float) -> float:
-    """Higham's gamma_n = n u / (1 - n u): the relative error bound of a sum of n rounded terms."""
-    return n * u / (1.0 - n * u) if n * u < 1 else math.inf
 
 
 @dataclass(frozen=True)
@@ -260,11 +257,6 @@ def _scaled_sum(blk: np.ndarray, n: int, top: float) -> np.ndarray:
     if blk.dtype.kind == "f" and float(top) * blk.shape[0] >= 2.0**1000:
         return np.sum(blk * _shrink(n), axis=0, dtype=np.float64)
     return np.sum(blk, axis=0, dtype=np.float64) * _shrink(n)
-
-
-def _exact_in_float32(dtype: np.dtype) -> bool:
-    """Every value of this dtype converts to float32 without rounding."""
-    return dtype in (np.float32, np.float16) or (dtype.kind in "iu" and dtype.itemsize <= 2)
 
 
 def recall_rows(n: int, m: int, seed) -> np.ndarray:
