@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +28,17 @@ import numpy as np
 # shadow the `distributed` package: take the folder off
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+
+def _bench_util():
+    """bench/_util.py, loaded by its path (this folder is off sys.path, see above; the workers'
+    processes re-import this file without it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_bench_util", _HERE / "_util.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _write_reference(path: Path, n: int, d: int, seed: int) -> None:
@@ -71,6 +83,11 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-rows", type=int, default=None,
                     help="queries per batch (default: all in one batch)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="in-process and cluster runs alternate this many times per worker "
+                    "count; medians are printed at the end")
+    ap.add_argument("--busy", action="store_true",
+                    help="another process spins on one core throughout")
     ap.add_argument("--dir", default=None, help="folder for the reference file (default: a "
                     "temporary folder, removed after)")
     ap.add_argument("--merge", action="store_true", help="only time the client's merge "
@@ -82,6 +99,8 @@ def main(argv=None) -> None:
         return
 
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
+    util = _bench_util()
+    BusyNeighbour, load_average = util.BusyNeighbour, util.load_average
     import distributed
 
     from memaudit import knn
@@ -103,37 +122,61 @@ def main(argv=None) -> None:
           f"{args.queries} queries, k={args.k}, {len(sharded.shards)} shards of {shard_rows} rows, "
           f"batches of {batch} queries, {os.cpu_count()} cores")
 
-    load0 = os.getloadavg()
-    t0, c0 = time.perf_counter(), time.process_time()
-    want = knn(q, ref, k=args.k, progress=False)
-    base_wall, base_cpu = time.perf_counter() - t0, time.process_time() - c0
+    def in_process():
+        t0, c0 = time.perf_counter(), time.process_time()
+        got = knn(q, ref, k=args.k, progress=False)
+        return got, time.perf_counter() - t0, time.process_time() - c0
+
+    def row(name, wall, cpu, base_wall, start, load_a):
+        print(f"{name:<16}{wall:9.2f}{cpu:9.2f}{wall / base_wall:10.2f}"
+              f"{work / cpu:14.3g}{start:9.2f}  {load_a:.2f} -> {os.getloadavg()[0]:.2f}",
+              flush=True)
+
+    print(f"{args.repeats} repeat(s), in-process and cluster runs alternating; load average "
+          f"{load_average()}")
     print(f"{'run':<16}{'wall s':>9}{'cpu s':>9}{'overhead':>10}{'pairs/cpu-s':>14}"
           f"{'start s':>9}  load before -> after")
-    print(f"{'in process':<16}{base_wall:9.2f}{base_cpu:9.2f}{1.0:10.2f}"
-          f"{work / base_cpu:14.3g}{0.0:9.2f}  {load0[0]:.2f} -> {os.getloadavg()[0]:.2f}")
-    for n_workers in args.workers:
-        s0 = time.perf_counter()
-        cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1,
-                                           processes=True, dashboard_address=None)
-        client = distributed.Client(cluster)
-        client.run(__import__, "memaudit.distributed")  # imports (faiss, numpy) are start-up
-        start = time.perf_counter() - s0
-        try:
-            load_a = os.getloadavg()[0]
-            w0, t0, c0 = _cpu_of_workers(client), time.perf_counter(), time.process_time()
-            got = sharded_knn(q, sharded, k=args.k, client=client, batch_rows=batch)
-            wall = time.perf_counter() - t0
-            cpu = time.process_time() - c0 + _cpu_of_workers(client) - w0
-            same = (np.array_equal(got.indices, want.indices)
-                    and np.array_equal(got.distances, want.distances))
-            if not same:
-                raise SystemExit(f"{n_workers} workers: the result differs from the in-process "
-                                 "search")
-            print(f"{f'cluster {n_workers}':<16}{wall:9.2f}{cpu:9.2f}{wall / base_wall:10.2f}"
-                  f"{work / cpu:14.3g}{start:9.2f}  {load_a:.2f} -> {os.getloadavg()[0]:.2f}")
-        finally:
-            client.close()
-            cluster.close()
+    summary = []
+    with BusyNeighbour(args.busy):
+        for n_workers in args.workers:
+            s0 = time.perf_counter()
+            cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1,
+                                               processes=True, dashboard_address=None)
+            client = distributed.Client(cluster)
+            client.wait_for_workers(n_workers, timeout=120)
+            client.run(__import__, "memaudit.distributed")  # imports (faiss, numpy): start-up
+            start = time.perf_counter() - s0
+            runs = {"in process": [], "cluster": []}
+            try:
+                for _ in range(args.repeats):
+                    load_a = os.getloadavg()[0]
+                    want, base_wall, base_cpu = in_process()
+                    runs["in process"].append((base_wall, base_cpu))
+                    row("in process", base_wall, base_cpu, base_wall, 0.0, load_a)
+                    load_a = os.getloadavg()[0]
+                    w0, t0, c0 = _cpu_of_workers(client), time.perf_counter(), time.process_time()
+                    got = sharded_knn(q, sharded, k=args.k, client=client, batch_rows=batch)
+                    wall = time.perf_counter() - t0
+                    cpu = time.process_time() - c0 + _cpu_of_workers(client) - w0
+                    same = (np.array_equal(got.indices, want.indices)
+                            and np.array_equal(got.distances, want.distances))
+                    if not same:
+                        raise SystemExit(f"{n_workers} workers: the result differs from the "
+                                         "in-process search")
+                    runs["cluster"].append((wall, cpu))
+                    row(f"cluster {n_workers}", wall, cpu, base_wall, start, load_a)
+            finally:
+                client.close()
+                cluster.close()
+            med = {key: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+                   for key, v in runs.items()}
+            summary.append((n_workers, med))
+    print(f"\nmedians over {args.repeats} repeat(s){' (busy neighbour)' if args.busy else ''}; "
+          f"load average at the end {load_average()}")
+    for n_workers, med in summary:
+        (bw, bc), (cw, cc) = med["in process"], med["cluster"]
+        print(f"  {n_workers} worker(s): in process {bw:.2f} s wall / {bc:.2f} s CPU, cluster "
+              f"{cw:.2f} s / {cc:.2f} s: {cw / bw:.2f}x wall, {cc / bc:.2f}x CPU")
     print("every cluster result equals the in-process one (indices and float64 distances)")
     if tmp is not None:
         tmp.cleanup()

@@ -10,6 +10,13 @@ neighbours.
 
     python bench/faiss_tile.py            # d = 64, 256, 1024, 3072
     python bench/faiss_tile.py --quick    # a small setting (seconds)
+    python bench/faiss_tile.py --blas     # FAISS's SIMD scan against its GEMM, by query count
+
+``--blas`` is the measurement behind ``memaudit.neighbors.FAISS_BLAS_ROWS``: FAISS takes its
+one-query-at-a-time SIMD scan instead of the GEMM below ``distance_compute_blas_threshold``
+(rows x d < 128,000 in FAISS 1.15, rows < 20 before); this times both paths (threshold forced to
+the largest int and to 0) for 2 to 400 queries, median of ``--reps``, and checks that they find
+the same neighbours.
 """
 
 from __future__ import annotations
@@ -41,14 +48,53 @@ def measure(faiss, q, r, tiles, reps):
     return {t: tuple(np.median(np.array(v), axis=0)) for t, v in times.items()}, found
 
 
+def blas_crossover(faiss, reps, quick):
+    """Median wall time of FAISS's scan and of its GEMM for a growing number of queries."""
+    rng = np.random.default_rng(0)
+    dims = (64, 256) if quick else (64, 256, 1024, 3072)
+    counts = (4, 16, 64) if quick else (2, 6, 8, 11, 16, 64, 256, 400)
+    users = faiss.cvar.distance_compute_blas_threshold
+    print(f"faiss {faiss.__version__}, {os.cpu_count()} cores, omp threads "
+          f"{faiss.omp_get_max_threads()}, default blas threshold {users}; load average "
+          f"{os.getloadavg()[0]:.2f}")
+    try:
+        for d in dims:
+            r = rng.random(((1 << 23 if quick else 1 << 27) // (4 * d), d), dtype=np.float32)
+            for nq in counts:
+                q = rng.random((nq, d), dtype=np.float32)
+                times, found = {}, {}
+                for path, thr in (("scan", 2**31 - 1), ("gemm", 0)):
+                    faiss.cvar.distance_compute_blas_threshold = thr
+                    ws = []
+                    for _ in range(reps):
+                        t0 = time.perf_counter()
+                        found[path] = faiss.knn(q, r, 10)[1]
+                        ws.append(time.perf_counter() - t0)
+                    times[path] = float(np.median(ws))
+                # the two paths round differently: near-ties may swap, so report, do not fail
+                agree = float((found["scan"] == found["gemm"]).mean())
+                print(f"d={d:5d} n={len(r):7d} queries={nq:4d}: scan {times['scan'] * 1e3:8.1f} ms"
+                      f"  gemm {times['gemm'] * 1e3:8.1f} ms  scan / gemm "
+                      f"{times['scan'] / times['gemm']:.2f}  same neighbours {agree:.3f}",
+                      flush=True)
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = users
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a small setting that runs in seconds")
     p.add_argument("--reps", type=int, default=3, help="alternating repetitions (default 3)")
+    p.add_argument("--blas", action="store_true", help="time FAISS's SIMD scan against its GEMM "
+                   "by query count (the measurement behind FAISS_BLAS_ROWS) and exit")
     p.add_argument("--tmp", help="unused (the bench test passes it to every script)")
     args = p.parse_args(argv)
     import faiss
 
+    if args.blas:
+        blas_crossover(faiss, args.reps, args.quick)
+        return
     default = faiss.cvar.distance_compute_blas_database_bs
     tiles = (default, 16384)
     cases = ([(64, 20_000), (256, 20_000)] if args.quick else

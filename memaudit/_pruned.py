@@ -331,11 +331,20 @@ def _threads(work_units: int) -> int:
 
 
 def _run(fn, calls):
-    """fn(*args) for each args, on one thread each (results in order); inline for one call."""
+    """fn(*args) for each args, on one thread each (results in order); inline for one call.
+
+    FAISS runs on one OpenMP thread inside each of them: OpenMP's thread count is a setting of
+    the calling thread, so the caller's ``_faiss_threads(1)`` does not reach a new thread (which
+    would start a team of every core's threads: two teams on two cores)."""
     if len(calls) == 1:
         return [fn(*calls[0])]
+
+    def one(args):
+        with _faiss_threads(1):
+            return fn(*args)
+
     with ThreadPoolExecutor(len(calls)) as pool:
-        return [f.result() for f in [pool.submit(fn, *args) for args in calls]]
+        return [f.result() for f in [pool.submit(one, args) for args in calls]]
 
 
 class _faiss_threads:

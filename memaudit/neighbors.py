@@ -63,6 +63,13 @@ _DIST_TINY = 2.0**-1070  # absolute error of a computed distance in the subnorma
 # on one core, 0.94-1.10x on a quiet machine. Set around each call and restored after it, so the
 # user's own FAISS setting is left as it was.
 FAISS_DATABASE_TILE = 16384
+# Query rows from which our faiss.knn calls take FAISS's BLAS path (below: its SIMD scan, one query
+# at a time). FAISS 1.15 keeps the scan while rows x d < 128,000 (500 queries at d = 256, 125 at
+# d = 1,024; older versions: rows < 20), which made a search of 16-500 queries up to 7.7x slower
+# than the GEMM: `python bench/faiss_tile.py --blas` (2 cores, quiet), scan / GEMM at d = 64, 256,
+# 1,024, 3,072: 16 queries 1.12, 1.53, 2.38, 4.08x; 256 queries 2.08, 4.55, 5.74, 7.41x; the scan
+# wins at 2-8 queries (0.23-0.99x at d <= 256). Set around each call as the tile is.
+FAISS_BLAS_ROWS = 12
 
 
 @dataclass(frozen=True)
@@ -534,12 +541,15 @@ class _Tiler:
         if self.backend == "faiss":
             m = self.faiss.METRIC_L2 if self.metric == "l2" else self.faiss.METRIC_INNER_PRODUCT
             cvar = self.faiss.cvar
-            users = cvar.distance_compute_blas_database_bs
+            users = cvar.distance_compute_blas_database_bs, cvar.distance_compute_blas_threshold
             cvar.distance_compute_blas_database_bs = FAISS_DATABASE_TILE
+            # 0: BLAS, the largest int: the scan, whether FAISS compares rows or rows x d
+            cvar.distance_compute_blas_threshold = 0 if len(q) >= FAISS_BLAS_ROWS else 2**31 - 1
             try:
                 d, i = self.faiss.knn(q, r, k, metric=m)
             finally:
-                cvar.distance_compute_blas_database_bs = users
+                (cvar.distance_compute_blas_database_bs,
+                 cvar.distance_compute_blas_threshold) = users
             if self.metric == "cosine":
                 d = -d
             return d, i.astype(np.int64, copy=False)

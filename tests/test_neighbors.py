@@ -490,28 +490,37 @@ def test_memmap_queries_keep_resident_memory_bounded(tmp_path):
     assert growth < 96 << 20, f"peak resident memory grew by {growth / 2**20:.0f} MiB"
 
 
-def test_faiss_tile_is_ours_during_the_search_and_the_users_after(rng):
+@pytest.mark.parametrize("n_queries", [5, 40])
+def test_faiss_tile_is_ours_during_the_search_and_the_users_after(rng, n_queries):
+    """Our FAISS database tile and BLAS threshold (the GEMM from FAISS_BLAS_ROWS queries, the SIMD
+    scan below) during the search, the user's own settings after it, the exact answer either way."""
     faiss = pytest.importorskip("faiss")
-    from memaudit.neighbors import FAISS_DATABASE_TILE
+    from memaudit.neighbors import FAISS_BLAS_ROWS, FAISS_DATABASE_TILE
 
-    ref, q = rng.random((3000, 16)), rng.random((40, 16))
-    before = faiss.cvar.distance_compute_blas_database_bs
+    ref, q = rng.random((3000, 16)), rng.random((n_queries, 16))
+    before = (faiss.cvar.distance_compute_blas_database_bs,
+              faiss.cvar.distance_compute_blas_threshold)
     seen = []
     real_knn = faiss.knn
 
     def spy(*args, **kwargs):
-        seen.append(faiss.cvar.distance_compute_blas_database_bs)
+        seen.append((faiss.cvar.distance_compute_blas_database_bs,
+                     faiss.cvar.distance_compute_blas_threshold))
         return real_knn(*args, **kwargs)
 
-    faiss.cvar.distance_compute_blas_database_bs = 777  # a user's own setting
+    faiss.cvar.distance_compute_blas_database_bs = 777  # a user's own settings
+    faiss.cvar.distance_compute_blas_threshold = 55
     try:
         faiss.knn = spy
         got = knn(q, ref, k=2, backend="faiss")
     finally:
         faiss.knn = real_knn
-        user = faiss.cvar.distance_compute_blas_database_bs
-        faiss.cvar.distance_compute_blas_database_bs = before
-    assert seen and set(seen) == {FAISS_DATABASE_TILE}
-    assert user == 777  # restored
+        user = (faiss.cvar.distance_compute_blas_database_bs,
+                faiss.cvar.distance_compute_blas_threshold)
+        (faiss.cvar.distance_compute_blas_database_bs,
+         faiss.cvar.distance_compute_blas_threshold) = before
+    threshold = 0 if n_queries >= FAISS_BLAS_ROWS else 2**31 - 1
+    assert seen and set(seen) == {(FAISS_DATABASE_TILE, threshold)}
+    assert user == (777, 55)  # restored
     want = naive_knn(q, ref, 2)
     np.testing.assert_array_equal(got.indices, want[1])

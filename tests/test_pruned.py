@@ -187,3 +187,19 @@ def test_without_numba_the_numpy_path_gives_the_same_answer(monkeypatch):
     assert got.pruned > 0.9 * len(q)
     np.testing.assert_array_equal(got.indices, want.indices)
     np.testing.assert_array_equal(got.distances, want.distances)
+
+
+def test_faiss_runs_on_one_thread_in_every_worker_thread():
+    """OpenMP's thread count belongs to the calling thread: the pruned search's worker threads set
+    their own (a team of every core's threads each would oversubscribe the cores). Discriminates
+    where the default OpenMP thread count is above one (OMP_NUM_THREADS unset on 2+ cores, as in CI)."""
+    faiss = pytest.importorskip("faiss")
+    users = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(3)  # a caller's own setting, above one
+    try:
+        with _pruned._faiss_threads(1):
+            seen = _pruned._run(lambda i: faiss.omp_get_max_threads(), [(i,) for i in range(3)])
+        assert seen == [1, 1, 1]
+        assert faiss.omp_get_max_threads() == 3  # the caller's setting, restored
+    finally:
+        faiss.omp_set_num_threads(users)

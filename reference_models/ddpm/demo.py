@@ -95,11 +95,16 @@ def generate(out_dir, *, n_train: int, steps: int, n_samples: int, seed: int = 0
     samples = samples_at_checkpoints(run, n_samples, steps=DEMO_DDIM_STEPS, seed=seed)
     losses = {rec["step"]: (rec["train_loss_eval"], rec["holdout_loss_eval"]) for rec in read_stats(run)}
     n_params = sum(p.numel() for p in build_model(cfg).parameters())
+    side = cfg.image_size
+
+    def images(x):  # (n, 1, S, S) from the U-Net, (n, S * S) from the MLP -> (n, S, S) pixels
+        return np.asarray(x).reshape(len(x), side, side) + mean
+
     return {
-        "train": x_tr.numpy()[:, 0] + mean, "train_ids": np.array([f"digit-{i}" for i in tr_idx]),
-        "holdout": x_ho.numpy()[:, 0] + mean,
+        "train": images(x_tr.numpy()), "train_ids": np.array([f"digit-{i}" for i in tr_idx]),
+        "holdout": images(x_ho.numpy()),
         "holdout_ids": np.array([f"digit-{i}" for i in ho_idx]),
-        "samples_by_step": {s: v[:, 0] + mean for s, v in samples.items()},
+        "samples_by_step": {s: images(v) for s, v in samples.items()},
         "losses": losses,
         "config": json.loads(cfg.to_json()),
         "note": _note(cfg, n_params, n_samples, len(samples), seed),
