@@ -365,3 +365,23 @@ def test_tracked_runs_of_a_sweep_folder(tmp_path):
             (tmp_path / name / "tracking.json").write_text("{}")
     # by n as a number (8 < 64 < 128, not as text), then by name; early and untracked runs left out
     assert [r.name for r in tracked_runs(tmp_path)] == ["n8-s0", "n8-s1", "n64-s0", "n128-s0"]
+
+
+def test_mlp_on_digits_trains_and_samples_flat_vectors(tmp_path):
+    """The residual MLP on images: flat (S * S,) items in training and in sampling (the U-Net's
+    (1, S, S) shape would not enter it), resumable like any run."""
+    from reference_models.ddpm.track import samples_at_checkpoints
+
+    cfg = TrainConfig(data="digits", model="mlp", width=32, n_train=16, n_holdout=32, steps=4,
+                      n_checkpoints=2, batch_size=8, dropout=0.0)
+    assert cfg.sample_shape == (64,)
+    x_tr, x_ho, _, _, _ = prepare_data(cfg)
+    assert tuple(x_tr.shape) == (16, 64) and tuple(x_ho.shape) == (32, 64)
+    train(cfg, tmp_path / "run", log=lambda m: None)
+    got = samples_at_checkpoints(tmp_path / "run", 5, steps=3)
+    assert got and all(v.shape == (5, 64) and np.isfinite(v).all() for v in got.values())
+    ts = TrainConfig(data="ts-sines", model="mlp", seq_len=32)
+    assert ts.sample_shape == (32,)
+    from reference_models.ddpm.objectives import sample_shape
+    with pytest.raises(ValueError, match="MLP generates its training length"):
+        sample_shape(ts, 64)

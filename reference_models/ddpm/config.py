@@ -61,9 +61,12 @@ class TrainConfig:
 
     @property
     def sample_shape(self) -> tuple:
-        """The shape of one item: (d,) for the mixture, (1, S, S) for images."""
+        """The shape of one item: (d,) for the mixture, (1, S, S) for images, (1, L) for series;
+        flat, (S * S,) or (L,), for the MLP (which ``prepare_data`` feeds flat vectors)."""
         if self.data == "gmm":
             return (self.gmm_dim,)
+        if self.model == "mlp":
+            return (self.seq_len if self.data.startswith("ts-") else self.image_size**2,)
         if self.data.startswith("ts-"):
             return (1, self.seq_len)
         return (1, self.image_size, self.image_size)

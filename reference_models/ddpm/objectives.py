@@ -111,6 +111,9 @@ def sample_shape(cfg, length: int | None = None) -> tuple:
         return cfg.sample_shape
     if not cfg.data.startswith("ts-"):
         raise ValueError(f"only time-series runs generate another length; this run's data is {cfg.data!r}")
+    if cfg.model == "mlp":
+        raise ValueError(f"the MLP generates its training length only ({cfg.seq_len}); got length "
+                         f"{length}: use the U-Net for longer series")
     side = 2 ** (len(cfg.mults) - 1)
     if int(length) < side or int(length) % side:
         raise ValueError(f"series length {length} must be a positive multiple of {side} for this "
