@@ -3,13 +3,13 @@
 One reference (an ``.npy`` file, memory-mapped, cut into row-range shards) and one query set; the
 in-process run is ``memaudit.knn`` on the whole file, each cluster run is
 ``memaudit.distributed.sharded_knn`` on a ``LocalCluster(n, threads_per_worker=1)`` over the
-loopback (one cluster per worker count, started before its runs). With ``--repeats R`` the
-in-process and cluster runs alternate R times and the medians (wall and CPU) and their ratios are
-printed at the end; ``--busy`` keeps another process spinning on one core. Every cluster result
-is checked equal (bit for bit) to the in-process one. Printed per run: wall time of the search (the cluster's start-up apart), CPU time (this process, plus the
-workers' own, read on each worker), the load average before and after, the overhead (wall over the
-in-process wall) and the per-shard rate (query-by-reference rows per second of one worker's CPU)
-that docs/scale.md's cluster model uses.
+loopback (one cluster per worker count, started before its runs). With ``--repeats R`` the in-
+process and cluster runs alternate R times and the medians (wall and CPU) and their ratios are
+printed at the end; ``--busy`` keeps another process spinning on one core. Every cluster result is
+checked equal (bit for bit) to the in-process one. Printed per run: wall time of the search (the
+cluster's start-up apart), CPU time (this process, plus the workers' own, read on each worker), the
+load average before and after, the overhead (wall over the in-process wall) and the per-shard rate
+(query-by-reference rows per second of one worker's CPU) that docs/scale.md's cluster model uses.
 
     python bench/distributed.py --n 2000000 --d 256 --queries 1000 --k 10 --repeats 3
 """
