@@ -3,8 +3,8 @@
 One reference (an ``.npy`` file, memory-mapped, cut into row-range shards) and one query set; the
 in-process run is ``memaudit.knn`` on the whole file, each cluster run is
 ``memaudit.distributed.sharded_knn`` on a ``LocalCluster(n, threads_per_worker=1)`` over the
-loopback (one cluster per worker count, started before its runs). With ``--repeats R`` the in-
-process and cluster runs alternate R times and the medians (wall and CPU) and their ratios are
+loopback (one cluster per worker count, started before its runs). With ``--repeats R`` the
+in-process and cluster runs alternate R times and the medians (wall and CPU) and their ratios are
 printed at the end; ``--busy`` keeps another process spinning on one core. Every cluster result is
 checked equal (bit for bit) to the in-process one. Printed per run: wall time of the search (the
 cluster's start-up apart), CPU time (this process, plus the workers' own, read on each worker), the
